@@ -1,0 +1,41 @@
+# Chromasonic Lab. Quick start: `make search`, then `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On this kind of machine `pip install torch==2.13.0` takes a local CPU wheel; elsewhere set
+# TORCH_SPEC (and TORCH_INDEX=https://download.pytorch.org/whl/cpu for a CPU-only build).
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed-stamp
+NB ?=
+HIDE_CODE ?= 0
+ARGS ?=
+
+.PHONY: setup search test report clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, so the dependency range below is already satisfied (no multi-GB CUDA pull).
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# Run the search notebook on its defaults (chorales, LSTM, 20 trials) into runs/.
+search: $(STAMP)
+	mkdir -p runs
+	$(VENV)/bin/papermill notebooks/search.ipynb runs/search.ipynb --cwd . -k python3 $(ARGS)
+	@echo "Executed notebook: runs/search.ipynb; result files: runs/melody-search/"
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+# make report NB=runs/search.ipynb [HIDE_CODE=1] → runs/search.html (images embedded)
+report: $(STAMP)
+	@test -n "$(NB)" || (echo "usage: make report NB=runs/<notebook>.ipynb [HIDE_CODE=1]"; exit 2)
+	$(VENV)/bin/jupyter nbconvert --to html --embed-images $(if $(filter 1,$(HIDE_CODE)),--no-input) "$(NB)"
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,377 @@
+"""Typed, validated configs: the one place where every user input is checked.
+
+Each notebook's ``parameters`` cell, the command-line tools and the Python API build one
+of these dataclasses; a bad value raises :class:`ConfigError` naming the parameter, the
+value given and what is allowed, before any data is loaded or any training starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ConfigError
+from .paths import resolve
+
+MODELS = ("markov", "rnn", "lstm", "gru", "transformer")
+ENCODINGS = ("pitch", "grid")
+CORPORA = ("chorales", "chorales-185", "essen", "oneills", "ryans", "airds")
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("median", "hyperband", "none")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "journal:")
+
+
+# ---------------------------------------------------------------- value checks
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """An integer ≥ ``minimum``; a float with an integral value is accepted, a string is not."""
+    ok = not isinstance(value, bool) and (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    )
+    if not ok or value < minimum:
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer ≥ {minimum}")
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, low: float = 0.0, high: float = math.inf,
+                low_open: bool = False) -> float:
+    """A finite number in [low, high] (or (low, high] with ``low_open``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = "∞)" if high == math.inf else f"{high:g}]"
+        raise ConfigError(f"{name} must be a number in {lo}{low:g}, {hi}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def check_str(name: str, value: Any, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def check_study_name(name: str, value: Any) -> str:
+    value = check_str(name, value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", value):
+        raise ConfigError(f"{name} may hold letters, digits, '-', '_' and '.', got {value!r}")
+    return value
+
+
+def check_device(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ConfigError(f"{name} must be one of auto, cpu, cuda, cuda:N, mps; got {value!r}")
+    return value
+
+
+def check_dataset(name: str, value: Any) -> str:
+    """A corpus name, ``essen/<file>``, ``synthetic`` or an existing folder of score files."""
+    check_str(name, value)
+    if value == "synthetic" or value in CORPORA:
+        return value
+    if value.startswith("essen/"):
+        from .data.corpora import essen_files
+        files = essen_files()
+        if value[len("essen/"):] in files:
+            return value
+        raise ConfigError(f"{name}: no Essen file {value[6:]!r}; the files are "
+                          f"{', '.join(sorted(files))}")
+    path = resolve(value)
+    if path.is_dir():
+        return value
+    if path.exists():
+        raise ConfigError(f"{name} must be a corpus name or a folder, got the file {value!r}")
+    raise ConfigError(f"{name} must be synthetic, one of {', '.join(CORPORA)}, essen/<file> "
+                      f"or an existing folder of score files; got {value!r} (not found)")
+
+
+def check_storage(name: str, value: Any) -> str:
+    check_str(name, value)
+    if value in ("memory", ":memory:") or value.startswith(STORAGE_SCHEMES):
+        return value
+    raise ConfigError(f"{name} must be a URL starting with sqlite:///, postgresql://, mysql:// "
+                      f"or journal:<file>, or 'memory'; got {value!r}")
+
+
+def check_existing_file(name: str, value: Any) -> Path:
+    check_str(name, value)
+    path = resolve(value)
+    if not path.is_file():
+        raise ConfigError(f"{name}: file not found: {value!r} (looked at {path})")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{name}: file is empty: {value!r}")
+    return path
+
+
+def check_writable_dir(name: str, path: Path) -> Path:
+    """Create the folder if needed and prove it can be written, before any training."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot write to {str(path)!r}: {e.strerror or e}") from None
+    return path
+
+
+# ---------------------------------------------------------------- configs
+@dataclass
+class TrainConfig:
+    """How one model is trained: optimizer, schedule, augmentation, stopping."""
+
+    optimizer: str = "adamw"          # adamw, adam or sgd
+    learning_rate: float = 3e-3
+    batch_size: int = 32
+    epochs: int = 15                  # maximum; early stopping may end sooner
+    weight_decay: float = 0.0
+    schedule: str = "cosine"          # learning-rate schedule over the epochs: cosine or constant
+    grad_clip: float = 1.0            # max gradient norm; 0 = no clipping
+    patience: int = 5                 # epochs without improvement before stopping; 0 = never
+    transpose: int = 6                # random transposition of training melodies, ± semitones; 0 = off
+    min_epoch_tokens: int = 16384     # an epoch repeats a small training set up to this many notes
+    seed: int = 42
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.optimizer = check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.learning_rate = check_float("learning_rate", self.learning_rate, 0, 10, low_open=True)
+        self.batch_size = check_int("batch_size", self.batch_size)
+        self.epochs = check_int("epochs", self.epochs)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, 0, 1)
+        self.schedule = check_choice("schedule", self.schedule, SCHEDULES)
+        self.grad_clip = check_float("grad_clip", self.grad_clip, 0)
+        self.patience = check_int("patience", self.patience, 0)
+        self.transpose = check_int("transpose", self.transpose, 0)
+        if self.transpose > 24:
+            raise ConfigError(f"transpose must be between 0 and 24 semitones, got {self.transpose}")
+        self.min_epoch_tokens = check_int("min_epoch_tokens", self.min_epoch_tokens, 0)
+        self.seed = check_int("seed", self.seed, 0)
+        self.device = check_device("device", self.device)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# Training settings a search space may tune (everything else in TrainConfig is fixed per run).
+SEARCHABLE_TRAINING = ("optimizer", "learning_rate", "batch_size", "weight_decay", "grad_clip",
+                       "transpose")
+
+
+@dataclass
+class DataConfig:
+    """Which melodies, how they are encoded and split."""
+
+    dataset: str = "chorales"
+    encoding: str = "pitch"
+    n_sequences: int = 100            # synthetic only
+    sequence_length: int = 64         # synthetic only
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self.dataset = check_dataset("dataset", self.dataset)
+        self.encoding = check_choice("encoding", self.encoding, ENCODINGS)
+        self.n_sequences = check_int("n_sequences", self.n_sequences)
+        self.sequence_length = check_int("sequence_length", self.sequence_length, 2)
+        self.val_fraction = check_float("val_fraction", self.val_fraction, 0, 0.9, low_open=True)
+        self.test_fraction = check_float("test_fraction", self.test_fraction, 0, 0.9)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"val_fraction + test_fraction must be below 1, got "
+                              f"{self.val_fraction} + {self.test_fraction}")
+        if self.dataset == "synthetic" and self.n_sequences < 3:
+            raise ConfigError(f"n_sequences must be at least 3 to split, got {self.n_sequences}")
+        self.seed = check_int("seed", self.seed, 0)
+
+
+class _FromNamespace:
+    """``Config.from_namespace(globals())``: a notebook hands its parameters over unrenamed."""
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any], **overrides: Any):
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{n: overrides.get(n, namespace[n]) for n in names
+                      if n in namespace or n in overrides})
+
+
+@dataclass
+class SearchConfig(_FromNamespace):
+    """Everything ``search.ipynb`` and ``run_search`` take (the notebook's parameters)."""
+
+    study_name: str = "melody-search"
+    storage: str = "sqlite:///runs/studies.db"
+    output_dir: str = ""
+    dataset: str = "chorales"
+    encoding: str = "pitch"
+    n_sequences: int = 100
+    sequence_length: int = 64
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    model: str = "lstm"
+    search_space: str = "params/spaces/default.yaml"
+    n_trials: int = 20
+    timeout: float = 0
+    epochs: int = 15
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 42
+    device: str = "auto"
+    plot: bool = True
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        self.study_name = check_study_name("study_name", self.study_name)
+        self.storage = check_storage("storage", self.storage)
+        self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
+        self.model = check_choice("model", self.model, MODELS + ("any",))
+        self.n_trials = check_int("n_trials", self.n_trials)
+        self.timeout = check_float("timeout", self.timeout, 0)
+        self.epochs = check_int("epochs", self.epochs)
+        self.sampler = check_choice("sampler", self.sampler, SAMPLERS)
+        self.pruner = check_choice("pruner", self.pruner, PRUNERS)
+        self.seed = check_int("seed", self.seed, 0)
+        self.device = check_device("device", self.device)
+        self.plot = check_bool("plot", self.plot)
+        self.heartbeat_interval = check_int("heartbeat_interval", self.heartbeat_interval)
+        self.grace_period = check_int("grace_period", self.grace_period)
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(f"grace_period must be longer than heartbeat_interval "
+                              f"({self.heartbeat_interval} s), got {self.grace_period}")
+        self.threads = check_int("threads", self.threads, 0)
+        self.data = DataConfig(self.dataset, self.encoding, self.n_sequences,
+                               self.sequence_length, self.val_fraction, self.test_fraction,
+                               self.seed)
+        # Imported here: the space module needs the model registry, which needs torch.
+        from .search.space import load_space
+        source = self.search_space if isinstance(self.search_space, dict) else \
+            check_existing_file("search_space", self.search_space)
+        self.space = load_space(source, self.model)
+
+    @property
+    def output_path(self) -> Path:
+        return resolve(self.output_dir or f"runs/{self.study_name}")
+
+
+@dataclass
+class TrainBestConfig(_FromNamespace):
+    """Everything ``train_best.ipynb`` takes."""
+
+    study_name: str = "melody-search"
+    storage: str = "sqlite:///runs/studies.db"
+    best_params: str = ""
+    dataset: str = "chorales"
+    encoding: str = "pitch"
+    n_sequences: int = 100
+    sequence_length: int = 64
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    epochs: int = 30
+    device: str = "auto"
+    seed: int = 42
+    output_dir: str = ""
+    n_samples: int = 3
+    sample_length: int = 64
+    temperature: float = 1.0
+    top_k: int = 0
+    primer: str = ""
+
+    def __post_init__(self) -> None:
+        self.study_name = check_study_name("study_name", self.study_name)
+        self.storage = check_storage("storage", self.storage)
+        if self.best_params:
+            check_existing_file("best_params", self.best_params)
+        self.data = DataConfig(self.dataset, self.encoding, self.n_sequences,
+                               self.sequence_length, self.val_fraction, self.test_fraction,
+                               self.seed)
+        if self.test_fraction == 0:
+            raise ConfigError("test_fraction must be above 0: train_best evaluates on the test split")
+        self.epochs = check_int("epochs", self.epochs)
+        self.device = check_device("device", self.device)
+        self.seed = check_int("seed", self.seed, 0)
+        self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
+        self.n_samples = check_int("n_samples", self.n_samples, 0)
+        self.sample_length = check_int("sample_length", self.sample_length)
+        self.temperature = check_float("temperature", self.temperature, 0, 10, low_open=True)
+        self.top_k = check_int("top_k", self.top_k, 0)
+        self.primer_notes = parse_primer("primer", self.primer)
+
+    @property
+    def output_path(self) -> Path:
+        return resolve(self.output_dir or f"runs/{self.study_name}/best")
+
+
+@dataclass
+class AnalysisConfig(_FromNamespace):
+    """Everything ``analysis.ipynb`` takes."""
+
+    study_name: str = "melody-search"
+    storage: str = "sqlite:///runs/studies.db"
+    output_dir: str = ""
+    compare: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.study_name = check_study_name("study_name", self.study_name)
+        self.storage = check_storage("storage", self.storage)
+        self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
+        if isinstance(self.compare, str):
+            self.compare = [s for s in re.split(r"[,\s]+", self.compare) if s]
+        if not isinstance(self.compare, (list, tuple)):
+            raise ConfigError(f"compare must be a list of study names, got {self.compare!r}")
+        self.compare = [check_study_name("compare", s) for s in self.compare]
+
+    @property
+    def output_path(self) -> Path:
+        return resolve(self.output_dir or f"runs/{self.study_name}")
+
+
+_NOTE_NAME = re.compile(r"([A-Ga-g])([#b]?)(-?\d)$")
+_STEPS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+
+
+def parse_primer(name: str, value: Any) -> list[int]:
+    """``"60 62 64"`` or ``"C4 D4 E4"`` → MIDI numbers within the piano's range (21–108)."""
+    if isinstance(value, (list, tuple)):
+        parts = [str(v) for v in value]
+    else:
+        parts = check_str(name, value, allow_empty=True).replace(",", " ").split()
+    notes = []
+    for part in parts:
+        m = _NOTE_NAME.match(part)
+        if part.isdigit():
+            midi = int(part)
+        elif m:
+            midi = 12 * (int(m.group(3)) + 1) + _STEPS[m.group(1).lower()] + \
+                {"#": 1, "b": -1, "": 0}[m.group(2)]
+        else:
+            raise ConfigError(f"{name} must be MIDI numbers or note names like C4 D#4 Bb3, "
+                              f"got {part!r} in {value!r}")
+        if not 21 <= midi <= 108:
+            raise ConfigError(f"{name}: {part!r} is MIDI {midi}, outside the piano (21–108)")
+        notes.append(midi)
+    return notes

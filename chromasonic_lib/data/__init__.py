@@ -1,0 +1,170 @@
+"""Melody data: sources (synthetic, music21 corpora, user folders) → tokens → splits → tensors."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..paths import resolve
+from . import cache, corpora, synthetic
+from .encodings import LOWEST_MIDI, N_KEYS, Encoding, Notes, get_encoding, midi_name
+from .files import folder_files, parse_files
+from .splits import MelodyTensor, Splits, kfold, split
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MelodySet", "load_dataset", "load_notes", "MelodyTensor", "Splits", "split", "kfold",
+           "get_encoding", "Notes", "synthetic"]
+
+
+@dataclass
+class MelodySet:
+    """Token melodies from one source, with what was skipped on the way."""
+
+    source: str
+    encoding: Encoding
+    melodies: list[np.ndarray]
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    n_too_short: int = 0
+    n_duplicates: int = 0
+
+    @property
+    def n_notes(self) -> int:
+        return int(sum(len(m) for m in self.melodies))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.encoding.vocab_size
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+    def pitch_range(self) -> tuple[int, int]:
+        """Lowest and highest MIDI pitch."""
+        keys = np.concatenate([m[m < N_KEYS] for m in self.melodies])
+        return int(keys.min()) + LOWEST_MIDI, int(keys.max()) + LOWEST_MIDI
+
+    def describe(self) -> str:
+        lo, hi = self.pitch_range()
+        text = (f"{self.source} ({self.encoding.name} encoding): {len(self.melodies):,} melodies, "
+                f"{self.n_notes:,} tokens, pitch range {midi_name(lo)}–{midi_name(hi)} "
+                f"(MIDI {lo}–{hi})")
+        extras = []
+        if self.skipped_files:
+            extras.append(f"{len(self.skipped_files)} unreadable files skipped")
+        if self.n_too_short:
+            extras.append(f"{self.n_too_short} melodies too short to predict dropped")
+        if self.n_duplicates:
+            extras.append(f"{self.n_duplicates} duplicate tunes removed")
+        return text + ("; " + ", ".join(extras) if extras else "")
+
+
+def load_notes(source: str, n_sequences: int = 100, sequence_length: int = 64, seed: int = 42,
+               limit: int | None = None, use_cache: bool = True
+               ) -> tuple[list[Notes], list[tuple[str, str]]]:
+    """Raw melodies of a source, and the files skipped. Parsed sources go through the cache."""
+    if source == "synthetic":
+        return synthetic.generate(n_sequences, sequence_length, seed), []
+    if source in corpora.CORPUS_FOLDERS or source.startswith("essen/"):
+        files, part = corpora.corpus_files(source), corpora.part_for(source)
+    else:
+        folder = resolve(source)
+        if not folder.is_dir():
+            raise DataError(f"dataset: no such folder {source!r}")
+        files, part = folder_files(folder), None
+        if not files:
+            raise DataError(f"dataset: no score files ({', '.join(('.mid', '.abc', '.xml', '.mxl'))}"
+                            f" ...) under {str(folder)!r}")
+    if limit:
+        files = files[:limit]
+    path = cache.entry_path(source, files, f"-first{limit}" if limit else "")
+    hit = cache.load(path) if use_cache else None
+    if hit is not None:
+        melodies, _, skipped = hit
+        log.info("%s: %d melodies from the cache %s", source, len(melodies), path)
+        return melodies, skipped
+    pairs, skipped = parse_files(files, part, desc=f"parsing {source}")
+    melodies = [m for _, m in pairs]
+    if use_cache:
+        cache.save(path, melodies, [f for f, _ in pairs], skipped)
+    return melodies, skipped
+
+
+def load_dataset(source: str, encoding: str = "pitch", n_sequences: int = 100,
+                 sequence_length: int = 64, seed: int = 42, limit: int | None = None,
+                 use_cache: bool = True) -> MelodySet:
+    """Load a source and encode it.
+
+    ``source`` is ``synthetic``, a corpus name (``chorales``, ``chorales-185``, ``essen``,
+    ``essen/<file>``, ``oneills``, ``ryans``, ``airds``) or a folder of score files.
+    ``limit`` parses only the first files (a quick sample). Melodies with fewer than two
+    tokens predict nothing and are dropped (counted); an empty result is a ``DataError``.
+    """
+    enc = get_encoding(encoding)
+    notes, skipped = load_notes(source, n_sequences, sequence_length, seed, limit, use_cache)
+    tokens = [enc.encode(n) for n in notes]
+    kept = [t for t in tokens if len(t) >= 2]
+    n_dupes = 0
+    if source in corpora.DEDUPLICATE:
+        seen, deduped = set(), []
+        for t in kept:
+            if t.tobytes() not in seen:
+                seen.add(t.tobytes())
+                deduped.append(t)
+        n_dupes, kept = len(kept) - len(deduped), deduped
+    if not kept:
+        detail = f"; {len(skipped)} files could not be read" if skipped else ""
+        raise DataError(f"dataset {source!r} gave no melody with at least two notes{detail}")
+    n_short = sum(len(t) < 2 for t in tokens)
+    data = MelodySet(source, enc, kept, skipped, n_short, n_dupes)
+    log.debug(data.describe())
+    return data
+
+
+@dataclass
+class Prepared:
+    """A data set split by melody, each split a tensor on the training device."""
+
+    data: MelodySet
+    splits: Splits
+    train: MelodyTensor
+    val: MelodyTensor
+    test: MelodyTensor | None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.data.vocab_size
+
+    def floor(self) -> float | None:
+        """The generator's own loss on the validation melodies (synthetic data only)."""
+        return synthetic.oracle_loss(self.splits.val) if self.data.is_synthetic else None
+
+    def describe(self) -> str:
+        return f"{self.data.describe()}\nsplit: {self.splits.describe()}"
+
+
+def prepare(data: MelodySet, val_fraction: float = 0.1, test_fraction: float = 0.1,
+            seed: int = 42, device="cpu") -> Prepared:
+    """Split ``data`` by melody (seeded) and put each split on ``device``."""
+    s = split(data.melodies, val_fraction, test_fraction, seed)
+    return Prepared(data, s, MelodyTensor(s.train, device), MelodyTensor(s.val, device),
+                    MelodyTensor(s.test, device) if s.test else None)
+
+
+def from_token_lists(train: list, val: list, vocab_size: int = 88, device="cpu") -> Prepared:
+    """Lists of token lists (the seed API's data) as prepared data."""
+    for name, part in (("train_data", train), ("val_data", val)):
+        if not part or not all(len(m) >= 2 for m in part):
+            raise DataError(f"{name} must be a non-empty list of melodies with at least 2 tokens each")
+        top = max(max(m) for m in part)
+        if min(min(m) for m in part) < 0 or top >= vocab_size:
+            raise DataError(f"{name} has tokens outside 0..{vocab_size - 1} (vocab_size={vocab_size})")
+    enc = get_encoding("pitch" if vocab_size <= N_KEYS else "grid")
+    arrays = [np.asarray(m, dtype=np.int16) for m in train + val]
+    data = MelodySet("custom", enc, arrays)
+    s = Splits(arrays[:len(train)], arrays[len(train):], [])
+    return Prepared(data, s, MelodyTensor(s.train, device), MelodyTensor(s.val, device), None)

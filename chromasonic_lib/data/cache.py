@@ -1,0 +1,64 @@
+"""On-disk cache of parsed melodies, so a corpus is parsed once and then loads in a second.
+
+An entry holds the raw notes (pitches and durations) of one source; encoding them is
+cheap, so both encodings share it. Its key is the source, a fingerprint of its files
+(adding, removing or editing a file in a user folder makes a new key) and FORMAT_VERSION.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write
+from ..paths import cache_dir
+from .encodings import Notes
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+
+
+def fingerprint(files: list[Path]) -> str:
+    """Changes whenever a file is added, removed or modified."""
+    h = hashlib.sha256(str(FORMAT_VERSION).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def entry_path(source: str, files: list[Path], extra: str = "") -> Path:
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)[-60:]
+    return cache_dir() / f"{slug}-{fingerprint(files)}{extra}-v{FORMAT_VERSION}.npz"
+
+
+def save(path: Path, melodies: list[Notes], files: list[str], skipped: list[tuple[str, str]]) -> None:
+    lengths = np.array([len(m) for m in melodies], dtype=np.int64)
+    buf = io.BytesIO()
+    np.savez(buf,
+             pitches=np.concatenate([m.pitches for m in melodies]) if melodies else np.zeros(0, np.int16),
+             durations=np.concatenate([m.durations for m in melodies]) if melodies else np.zeros(0, np.float32),
+             lengths=lengths,
+             meta=np.array(json.dumps({"files": files, "skipped": skipped})))
+    atomic_write(path, buf.getvalue())
+
+
+def load(path: Path) -> tuple[list[Notes], list[str], list[tuple[str, str]]] | None:
+    """The cached entry, or None when absent or unreadable (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            bounds = np.concatenate([[0], np.cumsum(z["lengths"])])
+            pitches, durations = z["pitches"], z["durations"]
+            melodies = [Notes(pitches[a:b], durations[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            meta = json.loads(str(z["meta"]))
+        return melodies, meta["files"], [tuple(s) for s in meta["skipped"]]
+    except Exception as e:  # a damaged entry is rebuilt, not fatal
+        log.warning("cache entry %s unreadable (%s); parsing again", path, e)
+        return None

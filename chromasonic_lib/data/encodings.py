@@ -1,0 +1,127 @@
+"""Encodings: how a melody (notes with durations) becomes integer tokens and back.
+
+Every encoding keeps the same convention, so models, training and augmentation never need
+to know which one they were given: tokens 0–87 are the piano keys (MIDI 21–108) and any
+extra tokens (hold, rest, ...) come after them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LOWEST_MIDI = 21            # A0, the piano's lowest key
+N_KEYS = 88                 # tokens 0..87 are always piano keys in every encoding
+REST = -1                   # pitch value of a rest in a raw melody
+
+
+@dataclass
+class Notes:
+    """A raw melody: MIDI pitches (``REST`` for a rest) and durations in quarter notes."""
+
+    pitches: np.ndarray     # int16
+    durations: np.ndarray   # float32
+
+    def __len__(self) -> int:
+        return len(self.pitches)
+
+
+def fold_into_keyboard(midi: np.ndarray) -> np.ndarray:
+    """Move notes outside the piano (below A0, above C8) by whole octaves into it."""
+    midi = np.asarray(midi, dtype=np.int64).copy()
+    low, high = LOWEST_MIDI, LOWEST_MIDI + N_KEYS - 1
+    below = midi < low
+    midi[below] += 12 * np.ceil((low - midi[below]) / 12).astype(np.int64)
+    above = midi > high
+    midi[above] -= 12 * np.ceil((midi[above] - high) / 12).astype(np.int64)
+    return midi
+
+
+class Encoding:
+    """Interface: ``encode`` notes → tokens, ``decode`` tokens → notes, ``vocab_size``."""
+
+    name: str
+    vocab_size: int
+
+    def encode(self, notes: Notes) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, tokens) -> Notes:
+        raise NotImplementedError
+
+    def describe_token(self, token: int) -> str:
+        return midi_name(int(token) + LOWEST_MIDI) if token < N_KEYS else f"<{token}>"
+
+
+class PitchEncoding(Encoding):
+    """The seed's encoding: one token per sounding note, its piano key; rests and rhythm dropped."""
+
+    name = "pitch"
+    vocab_size = N_KEYS
+    note_length = 0.5       # decoded notes are eighths: the encoding has no rhythm
+
+    def encode(self, notes: Notes) -> np.ndarray:
+        pitches = notes.pitches[notes.pitches != REST]
+        return (fold_into_keyboard(pitches) - LOWEST_MIDI).astype(np.int16)
+
+    def decode(self, tokens) -> Notes:
+        tokens = np.asarray(tokens, dtype=np.int64)
+        return Notes((tokens + LOWEST_MIDI).astype(np.int16),
+                     np.full(len(tokens), self.note_length, dtype=np.float32))
+
+
+class GridEncoding(Encoding):
+    """Rhythm-aware: one token per sixteenth note — a new note at key p (0–87), hold (88) or rest (89)."""
+
+    name = "grid"
+    HOLD = N_KEYS
+    REST_TOKEN = N_KEYS + 1
+    vocab_size = N_KEYS + 2
+    step = 0.25             # quarter notes per grid step (a sixteenth)
+
+    def encode(self, notes: Notes) -> np.ndarray:
+        steps = np.maximum(1, np.rint(notes.durations / self.step)).astype(np.int64)
+        is_rest = notes.pitches == REST
+        heads = np.where(is_rest, self.REST_TOKEN,
+                         fold_into_keyboard(np.where(is_rest, 60, notes.pitches)) - LOWEST_MIDI)
+        tails = np.where(is_rest, self.REST_TOKEN, self.HOLD)
+        out = np.repeat(tails, steps)
+        starts = np.concatenate([[0], np.cumsum(steps)[:-1]])
+        out[starts] = heads
+        # A melody starts at its first note: leading rests carry nothing to predict.
+        first = np.flatnonzero(out < N_KEYS)
+        return out[first[0]:].astype(np.int16) if len(first) else out[:0].astype(np.int16)
+
+    def decode(self, tokens) -> Notes:
+        pitches, durations = [], []
+        for t in np.asarray(tokens, dtype=np.int64):
+            if t < N_KEYS:
+                pitches.append(int(t) + LOWEST_MIDI)
+                durations.append(self.step)
+            elif t == self.HOLD and pitches:
+                durations[-1] += self.step
+            elif t == self.REST_TOKEN and pitches and pitches[-1] == REST:
+                durations[-1] += self.step
+            else:               # a rest, or a hold with nothing to hold
+                pitches.append(REST)
+                durations.append(self.step)
+        return Notes(np.array(pitches, dtype=np.int16), np.array(durations, dtype=np.float32))
+
+    def describe_token(self, token: int) -> str:
+        return {self.HOLD: "hold", self.REST_TOKEN: "rest"}.get(int(token)) or \
+            super().describe_token(token)
+
+
+ENCODINGS = {"pitch": PitchEncoding, "grid": GridEncoding}
+
+
+def get_encoding(name: str) -> Encoding:
+    return ENCODINGS[name]()
+
+
+_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+
+
+def midi_name(midi: int) -> str:
+    """60 → 'C4'."""
+    return f"{_NAMES[midi % 12]}{midi // 12 - 1}"

@@ -1,0 +1,132 @@
+"""Splits by melody (identical melodies always on one side), k folds, and device tensors.
+
+Batches are cut from one padded tensor that lives on the training device, so the training
+loop does no per-melody Python work: transposition and shuffling are tensor operations.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .encodings import N_KEYS
+
+IGNORE = -100               # target value that the loss skips (padding)
+
+
+def _groups(melodies: list[np.ndarray]) -> list[list[int]]:
+    """Indices of identical melodies grouped together (first appearance order)."""
+    seen: dict[bytes, list[int]] = {}
+    for i, m in enumerate(melodies):
+        seen.setdefault(np.asarray(m, dtype=np.int16).tobytes(), []).append(i)
+    return list(seen.values())
+
+
+@dataclass
+class Splits:
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    test: list[np.ndarray]
+
+    def describe(self) -> str:
+        notes = [sum(len(m) for m in s) for s in (self.train, self.val, self.test)]
+        return (f"train {len(self.train)} melodies ({notes[0]:,} notes), val {len(self.val)} "
+                f"({notes[1]:,}), test {len(self.test)} ({notes[2]:,})")
+
+
+def split(melodies: list[np.ndarray], val_fraction: float = 0.1, test_fraction: float = 0.1,
+          seed: int = 42) -> Splits:
+    """Seeded split by melody; copies of one melody never land on two sides."""
+    groups = _groups(melodies)
+    order = np.random.default_rng(seed).permutation(len(groups))
+    n = len(melodies)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if n_val == 0 or n - n_val - n_test <= 0:
+        raise DataError(f"{n} melodies are too few to split with val_fraction={val_fraction} "
+                        f"and test_fraction={test_fraction}")
+    out: dict[str, list[np.ndarray]] = {"test": [], "val": [], "train": []}
+    for g in order:
+        side = "test" if len(out["test"]) < n_test else "val" if len(out["val"]) < n_val else "train"
+        out[side].extend(melodies[i] for i in groups[g])
+    return Splits(out["train"], out["val"], out["test"])
+
+
+def kfold(melodies: list[np.ndarray], k: int = 10, seed: int = 42) -> list[tuple[list[int], list[int]]]:
+    """k (train indices, test indices) pairs: disjoint test folds that cover every melody once."""
+    groups = _groups(melodies)
+    if k < 2 or k > len(groups):
+        raise DataError(f"folds must be between 2 and {len(groups)} distinct melodies, got {k}")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for g in order:     # greedy: each group to the currently smallest fold, sizes stay even
+        min(folds, key=len).extend(groups[g])
+    everything = set(range(len(melodies)))
+    return [(sorted(everything - set(f)), sorted(f)) for f in folds]
+
+
+class MelodyTensor:
+    """Melodies as one padded LongTensor on a device, with lengths and per-melody pitch range."""
+
+    def __init__(self, melodies: list[np.ndarray], device: torch.device | str = "cpu"):
+        melodies = [np.asarray(m, dtype=np.int64) for m in melodies]
+        if not melodies:
+            raise DataError("no melodies to build a tensor from")
+        lengths = np.array([len(m) for m in melodies])
+        tokens = np.zeros((len(melodies), lengths.max()), dtype=np.int64)
+        lo = np.zeros(len(melodies), dtype=np.int64)
+        hi = np.zeros(len(melodies), dtype=np.int64)
+        for i, m in enumerate(melodies):
+            tokens[i, :len(m)] = m
+            keys = m[m < N_KEYS]
+            if len(keys):
+                lo[i], hi[i] = keys.min(), keys.max()
+        self.tokens = torch.from_numpy(tokens).to(device)
+        self.lengths = torch.from_numpy(lengths).to(device)
+        valid = torch.arange(tokens.shape[1], device=device)[None, :] < self.lengths[:, None]
+        self.is_key = valid & (self.tokens < N_KEYS)
+        # How far each melody may move and stay on the keyboard.
+        self.max_down = torch.from_numpy(lo).to(device)
+        self.max_up = torch.from_numpy(N_KEYS - 1 - hi).to(device)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def n_predicted(self) -> int:
+        """Notes that get predicted: every one after the first of its melody."""
+        return int((self.lengths - 1).clamp(min=0).sum())
+
+    def batch(self, idx: torch.Tensor, shifts: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs [B, L-1] and targets [B, L-1] (``IGNORE`` on padding), cut to the batch's length."""
+        length = int(self.lengths[idx].max())
+        x = self.tokens[idx, :length]
+        if shifts is not None:
+            x = x + shifts[:, None] * self.is_key[idx, :length]
+        mask = torch.arange(1, length, device=x.device)[None, :] < self.lengths[idx, None]
+        return x[:, :-1], torch.where(mask, x[:, 1:], IGNORE)
+
+    def random_shifts(self, idx: torch.Tensor, max_shift: int, generator: torch.Generator
+                      ) -> torch.Tensor:
+        """A random transposition per melody in ±max_shift semitones that stays on the keyboard."""
+        low = torch.clamp(self.max_down[idx], max=max_shift)
+        high = torch.clamp(self.max_up[idx], max=max_shift)
+        u = torch.rand(len(idx), generator=generator, device="cpu").to(idx.device)
+        return (u * (low + high + 1)).long().clamp(max=low + high) - low
+
+
+def epoch_order(data: MelodyTensor, min_tokens: int, generator: torch.Generator) -> torch.Tensor:
+    """Shuffled indices for one epoch; a small set is repeated until it holds ``min_tokens`` notes.
+
+    Repeating (each time freshly transposed) gives tiny data sets enough optimizer steps
+    between two validation reports, while a large corpus is still seen once per epoch.
+    """
+    return torch.cat([torch.randperm(len(data), generator=generator)
+                      for _ in range(epoch_repeats(data, min_tokens))])
+
+
+def epoch_repeats(data: MelodyTensor, min_tokens: int) -> int:
+    return max(1, math.ceil(min_tokens / max(1, int(data.lengths.sum()))))

@@ -1,0 +1,199 @@
+"""The melody models and their registry: ``build_model(name, hparams, vocab_size)``.
+
+Every model maps tokens [batch, time] to next-token logits [batch, time, vocab]: the output
+at step t predicts note t+1 from notes 0..t only (teacher forcing over the whole melody in
+one forward pass). Models know a vocabulary size, never an encoding or a corpus.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+# Each family's hyperparameters and defaults: the names a search space may tune.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "markov": {"order": 2, "alpha": 1.0},
+    "rnn": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 2, "dropout": 0.1},
+    "lstm": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 2, "dropout": 0.1},
+    "gru": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 2, "dropout": 0.1},
+    "transformer": {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256,
+                    "dropout": 0.1},
+}
+
+
+class MarkovModel(nn.Module):
+    """Order-n count model, each order smoothed toward the order below it.
+
+    P_k(x | last k notes) = (c(ctx, x) + alpha · P_{k-1}(x | last k-1 notes)) / (c(ctx) + alpha),
+    starting from the uniform distribution below order 0. Fitted by counting
+    (:meth:`fit`), not by gradient descent; the baseline every neural model must beat.
+    """
+
+    trainable = False
+
+    def __init__(self, vocab_size: int, order: int = 2, alpha: float = 1.0):
+        super().__init__()
+        self.vocab_size, self.order, self.alpha = vocab_size, order, alpha
+        self.register_buffer("unigram", torch.zeros(vocab_size))
+        for k in range(1, order + 1):
+            self.register_buffer(f"contexts_{k}", torch.zeros(0, dtype=torch.long))
+            self.register_buffer(f"counts_{k}", torch.zeros(1, vocab_size))
+
+    def _context_ids(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """[B, T] ids of the k notes ending at each step (garbage where t < k-1; masked later)."""
+        ids = torch.zeros_like(x)
+        for j in range(k):
+            shifted = torch.roll(x, shifts=j, dims=1)
+            ids = ids * self.vocab_size + shifted
+        return ids
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, lengths: torch.Tensor) -> "MarkovModel":
+        """Count every (context, next note) pair in padded melodies ``x`` [N, L]."""
+        V = self.vocab_size
+        T = x.shape[1] - 1
+        steps = torch.arange(T, device=x.device)[None, :]
+        valid = steps < (lengths[:, None] - 1)          # positions with a next note
+        nxt = x[:, 1:]
+        self.unigram = torch.bincount(nxt[valid], minlength=V).float()
+        for k in range(1, self.order + 1):
+            ok = valid & (steps >= k - 1)
+            ids = self._context_ids(x[:, :-1], k)[ok]
+            pair_ids, pair_counts = torch.unique(ids * V + nxt[ok], return_counts=True)
+            contexts, rows = torch.unique(pair_ids // V, return_inverse=True)
+            counts = torch.zeros(len(contexts) + 1, V, device=x.device)
+            counts[rows, pair_ids % V] = pair_counts.float()
+            setattr(self, f"contexts_{k}", contexts)
+            setattr(self, f"counts_{k}", counts)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.full((*x.shape, self.vocab_size), 1.0 / self.vocab_size, device=x.device)
+        p = (self.unigram + self.alpha * p) / (self.unigram.sum() + self.alpha)
+        steps = torch.arange(x.shape[1], device=x.device)[None, :]
+        for k in range(1, self.order + 1):
+            contexts, counts = getattr(self, f"contexts_{k}"), getattr(self, f"counts_{k}")
+            ids = self._context_ids(x, k)
+            pos = torch.searchsorted(contexts, ids).clamp(max=max(len(contexts) - 1, 0))
+            found = (contexts[pos] == ids) if len(contexts) else torch.zeros_like(ids, dtype=torch.bool)
+            c = counts[torch.where(found, pos, len(contexts))]
+            smoothed = (c + self.alpha * p) / (c.sum(-1, keepdim=True) + self.alpha)
+            p = torch.where((steps >= k - 1)[..., None], smoothed, p)
+        return torch.log(p)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # The count tables' sizes depend on the data, so buffers are replaced, not copied into.
+        for name, value in state_dict.items():
+            setattr(self, name, value.clone())
+        return nn.modules.module._IncompatibleKeys([], [])
+
+
+class RecurrentModel(nn.Module):
+    """Embedding → RNN/LSTM/GRU → dropout → linear, over the whole melody at once."""
+
+    trainable = True
+    CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+    def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 64,
+                 hidden_size: int = 128, num_layers: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embedding_dim)
+        self.rnn = self.CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
+                                    dropout=dropout if num_layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(x))
+        return self.head(self.drop(out))
+
+    def step(self, x: torch.Tensor, state=None):
+        """Logits for the next note after ``x`` [B, T], carrying the recurrent state (sampling)."""
+        out, state = self.rnn(self.embed(x), state)
+        return self.head(out[:, -1]), state
+
+
+class TransformerModel(nn.Module):
+    """A causal decoder: token + sinusoidal position embeddings, pre-norm layers, causal mask."""
+
+    trainable = True
+
+    def __init__(self, vocab_size: int, d_model: int = 128, nhead: int = 4, num_layers: int = 2,
+                 dim_feedforward: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.d_model = d_model
+        self.embed = nn.Embedding(vocab_size, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def positions(self, length: int, device) -> torch.Tensor:
+        pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+        freq = torch.exp(torch.arange(0, self.d_model, 2, device=device, dtype=torch.float32)
+                         * (-math.log(10000.0) / self.d_model))
+        pe = torch.zeros(length, self.d_model, device=device)
+        pe[:, 0::2] = torch.sin(pos * freq)
+        pe[:, 1::2] = torch.cos(pos * freq)[:, : self.d_model // 2]
+        return pe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        h = self.embed(x) * math.sqrt(self.d_model) + self.positions(T, x.device)
+        mask = nn.Transformer.generate_square_subsequent_mask(T, device=x.device)
+        return self.head(self.norm(self.layers(h, mask=mask, is_causal=True)))
+
+
+def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    allowed = MODEL_DEFAULTS[name]
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{unknown[0]} is not a hyperparameter of {name}; allowed: "
+                          f"{', '.join(allowed)}")
+    out = {**allowed, **hparams}
+    for key, value in out.items():
+        if key in ("dropout",):
+            ok = isinstance(value, (int, float)) and 0 <= value < 1
+            what = "a number in [0, 1)"
+        elif key == "alpha":
+            ok = isinstance(value, (int, float)) and value > 0
+            what = "a positive number"
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            what = "a positive integer"
+        if not ok:
+            raise ConfigError(f"{key} of {name} must be {what}, got {value!r}")
+    if name == "transformer" and out["d_model"] % out["nhead"]:
+        raise ConfigError(f"d_model of transformer must be divisible by nhead, got "
+                          f"d_model={out['d_model']}, nhead={out['nhead']}")
+    if name == "markov" and out["order"] > 5:
+        raise ConfigError(f"order of markov must be at most 5, got {out['order']}")
+    return out
+
+
+def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: int = 88) -> nn.Module:
+    """The model ``name`` (markov, rnn, lstm, gru, transformer) with ``hparams`` over the defaults."""
+    if name not in MODEL_DEFAULTS:
+        raise ConfigError(f"model must be one of {', '.join(MODEL_DEFAULTS)}; got {name!r}")
+    hp = _check_hparams(name, dict(hparams or {}))
+    if name == "markov":
+        return MarkovModel(vocab_size, **hp)
+    if name == "transformer":
+        return TransformerModel(vocab_size, **hp)
+    return RecurrentModel(vocab_size, cell=name, **hp)
+
+
+def split_params(name: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a flat parameter dict into (model hyperparameters, everything else)."""
+    names = MODEL_DEFAULTS[name]
+    return ({k: v for k, v in params.items() if k in names},
+            {k: v for k, v in params.items() if k not in names})
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,154 @@
+"""The search: ``run_search(cfg)`` runs an Optuna study and keeps its result files current."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from tqdm.auto import tqdm
+
+from ..config import SearchConfig, TrainConfig, check_writable_dir
+from ..data import Prepared, load_dataset, prepare
+from ..models import build_model
+from ..training import pick_device, train
+from .objective import Objective, load_checkpoint, save_checkpoint
+from .results import FILES, summarize, trial_config, write_results
+from .space import SearchSpace, load_space
+from .study import create_study, make_pruner, make_sampler, open_storage
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_search", "SearchResult", "load_space", "SearchSpace", "open_storage",
+           "write_results", "load_checkpoint", "save_checkpoint", "markov_baseline"]
+
+
+@dataclass
+class SearchResult:
+    """What a search leaves: the study, its best trial, and where the files are."""
+
+    study: optuna.Study
+    best_params: dict[str, Any]
+    best_value: float | None
+    n_trials: int
+    total_time: float
+    output_dir: Path
+    floor: float | None = None
+    markov_baseline: float | None = None
+    interrupted: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The seed's return value: best_params, best_value, n_trials, total_time, trial_results."""
+        from .results import trial_record
+        return {"best_params": self.best_params, "best_value": self.best_value,
+                "n_trials": self.n_trials, "total_time": self.total_time,
+                "trial_results": [trial_record(t) for t in self.study.trials]}
+
+    def best_trials(self, top: int = 10):
+        """The top trials as a DataFrame: number, value, params and a few user attributes."""
+        df = self.study.trials_dataframe(attrs=("number", "value", "state", "duration", "user_attrs"))
+        df = df[df["state"] == "COMPLETE"].sort_values("value").head(top)
+        keep = ["number", "value"] + [c for c in df.columns if c.startswith("user_attrs_")
+                                      and c not in ("user_attrs_config",)]
+        out = df[keep].rename(columns=lambda c: c.replace("user_attrs_", ""))
+        params = [trial_config(self.study.trials[n]) for n in out["number"]]
+        return out.assign(params=params).reset_index(drop=True)
+
+
+def markov_baseline(data: Prepared, transpose: int = 6) -> tuple[float, int]:
+    """The best validation loss of the markov model over orders 1–3: what any model must beat."""
+    best = (float("inf"), 0)
+    for order in (1, 2, 3):
+        model = build_model("markov", {"order": order, "alpha": 1.0}, data.vocab_size)
+        h = train(model, data.train, data.val, TrainConfig(transpose=transpose, device="cpu"))
+        best = min(best, (h.best_val_loss, order))
+    return best
+
+
+class _Progress:
+    """A progress bar plus one plain-text line per trial (readable in an HTML report too)."""
+
+    def __init__(self, total: int, output_dir: Path, plot: bool):
+        self.bar = tqdm(total=total, desc="trials", unit="trial")
+        self.output_dir, self.plot, self.count = output_dir, plot, 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.count += 1
+        summary = write_results(study, self.output_dir, self.plot)
+        self.bar.update()
+        best = summary["best_value"]
+        self.bar.set_postfix_str(f"best {best:.4f}" if best is not None else "no result yet")
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        if trial.state.name == "PRUNED":
+            value = f"at epoch {len(trial.intermediate_values) - 1}"
+        reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
+        best_txt = f"{best:.4f} (trial {summary['best_trial']})" if best is not None else "-"
+        duration = trial.duration.total_seconds() if trial.duration else 0.0
+        log.info("[%d/%d] trial %d %s %s%s in %.1f s; best %s", self.count, self.bar.total,
+                 trial.number, trial.state.name.lower(), value, reason, duration, best_txt)
+
+
+def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
+    """Run (or continue) the study ``cfg.study_name`` and keep its result files current.
+
+    Order matters for the user: the storage is opened and the output folder checked before
+    any data is loaded, so a typo costs seconds. Ctrl-C ends the current trial as FAIL,
+    writes the result files and returns (``interrupted=True``).
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period)
+    output_dir = check_writable_dir("output_dir", cfg.output_path)
+    device = pick_device(cfg.device)
+    if data is None:
+        d = cfg.data
+        melodies = load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed)
+        data = prepare(melodies, d.val_fraction, d.test_fraction, d.seed, device)
+    log.info(data.describe())
+    study = create_study(cfg, storage)
+    floor = data.floor()
+    if "markov_baseline" not in study.user_attrs:
+        baseline, order = markov_baseline(data)
+        study.set_user_attr("markov_baseline", baseline)
+        study.set_user_attr("markov_baseline_order", order)
+        study.set_user_attr("floor", floor)
+        study.set_user_attr("data", data.describe())
+        study.set_user_attr("config", {k: getattr(cfg, k) for k in (
+            "dataset", "encoding", "model", "epochs", "sampler", "pruner", "seed",
+            "n_sequences", "sequence_length", "val_fraction", "test_fraction", "search_space")})
+    if not study.trials:
+        # Start where we know the ground is good: each family's defaults, markov at the
+        # baseline's best order, so the study's best is never worse than the baseline.
+        order = study.user_attrs.get("markov_baseline_order", 2)
+        for params in cfg.space.default_trials({"markov": {"order": order}}):
+            study.enqueue_trial(params, user_attrs={"enqueued": "family defaults"})
+    baseline = study.user_attrs["markov_baseline"]
+    log.info("markov baseline %.4f nats/note%s", baseline,
+             f"; floor (the generator's own loss) {floor:.4f}" if floor is not None else "")
+    base = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device)
+    objective = Objective(data, cfg.space, base, output_dir)
+    progress = _Progress(cfg.n_trials, output_dir, cfg.plot)
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        study.optimize(objective, n_trials=cfg.n_trials, timeout=cfg.timeout or None,
+                       catch=(Exception,), callbacks=[progress], gc_after_trial=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: the running trial is marked FAIL; result files are up to date")
+    finally:
+        progress.bar.close()
+    summary = write_results(study, output_dir, cfg.plot)
+    s = summary["states"]
+    best = summary["best_value"]
+    log.info("search %s: %d trials this run (%d in the study: %d complete, %d pruned, %d failed) in "
+             "%.0f s; best %s", "interrupted" if interrupted else "finished", progress.count,
+             summary["n_trials"], s["complete"], s["pruned"], s["fail"],
+             time.perf_counter() - start,
+             f"{best:.4f} nats/note (trial {summary['best_trial']})" if best is not None else "none")
+    return SearchResult(study, summary["best_params"], best, summary["n_trials"],
+                        summary["total_time"], output_dir, floor, baseline, interrupted, summary)

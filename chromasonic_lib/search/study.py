@@ -1,0 +1,112 @@
+"""Studies: storage (SQLite, PostgreSQL/MySQL, journal file), sampler, pruner, heartbeats.
+
+Optuna's own storages are the distributed engine: workers on several machines share one
+study through an RDB URL; processes on one machine can share a journal file.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+from ..config import SearchConfig
+from ..errors import ConfigError
+from ..paths import resolve_storage_url
+
+log = logging.getLogger(__name__)
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
+                 ) -> optuna.storages.BaseStorage:
+    """Connect to a storage URL now, so a wrong or unreachable one fails before any training.
+
+    RDB storages get heartbeats: a trial whose worker died (even by SIGKILL) is marked FAIL
+    after ``grace_period`` seconds by the next worker, and its parameters are queued again.
+    """
+    resolved = resolve_storage_url(url)
+    try:
+        if url in ("memory", ":memory:"):
+            return optuna.storages.InMemoryStorage()
+        if resolved.startswith("journal:"):
+            path = resolved[len("journal:"):]
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        if resolved.startswith("sqlite:///"):
+            Path(resolved[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = {"pool_pre_ping": True}
+        if resolved.startswith(("postgresql", "mysql")):
+            engine["connect_args"] = {"connect_timeout": 10}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            heartbeat = {}
+            if heartbeat_interval:
+                heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+            return RDBStorage(resolved, engine_kwargs=engine, **heartbeat)
+    except ConfigError:
+        raise
+    except ImportError as e:
+        raise ConfigError(f"storage {url!r} needs a database driver that is not installed "
+                          f"({e.name}); for PostgreSQL: pip install -e '.[postgres]'") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"storage {url!r} cannot be opened: {first}") from None
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """tpe (multivariate by default in Optuna 5), random, gp, cmaes — all seeded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            # group=True: a conditional space (model=any) is modelled per family, not flattened.
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              n_startup_trials=5)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5)
+        # CMA-ES has no categorical support: those parameters fall back to random sampling.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
+                                            independent_sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """median: stop a trial whose loss is worse than the median of earlier trials at that epoch."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2),
+                                              reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def create_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study, or load it when it exists: a rerun adds trials, it never starts over."""
+    try:
+        existing = optuna.get_all_study_names(storage)
+    except Exception:
+        existing = []
+    study = optuna.create_study(storage=storage, study_name=cfg.study_name, direction="minimize",
+                                sampler=make_sampler(cfg.sampler, cfg.seed),
+                                pruner=make_pruner(cfg.pruner, cfg.epochs), load_if_exists=True)
+    if cfg.study_name in existing:
+        old = study.user_attrs.get("config", {})
+        changed = {k: (old[k], getattr(cfg, k)) for k in ("dataset", "encoding", "model")
+                   if k in old and old[k] != getattr(cfg, k)}
+        if changed:
+            raise ConfigError(
+                f"study_name {cfg.study_name!r} already holds a study on different settings "
+                f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in changed.items())}); "
+                f"its trials would not be comparable. Use another study_name.")
+        log.info("resuming study %r: %d trials so far", cfg.study_name, len(study.trials))
+
+    if cfg.storage.startswith("sqlite") and any(
+            t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+        log.warning("storage is SQLite and another worker seems to be running on study %r: "
+                    "SQLite is not safe for several processes; use journal:<file> or PostgreSQL",
+                    cfg.study_name)
+    return study

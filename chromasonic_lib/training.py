@@ -1,0 +1,205 @@
+"""Training and evaluation: ``train(model, train, val, cfg, on_epoch) -> History``.
+
+One function trains every model family: neural models by AdamW/Adam/SGD with transposition
+augmentation, early stopping and a per-epoch callback (the search prunes through it);
+the markov model by counting. Losses are nats per predicted note; padding never counts.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data.splits import IGNORE, MelodyTensor, epoch_order, epoch_repeats
+from .errors import TrainingDiverged
+
+log = logging.getLogger(__name__)
+
+OnEpoch = Callable[[int, float], bool]   # (epoch, val_loss) -> True to stop now
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto → cuda, then mps, then cpu. Asking for a missing cuda/mps warns and uses the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(f"device={name!r} but CUDA is not available here; using the CPU",
+                      RuntimeWarning, stacklevel=2)
+        return torch.device("cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        warnings.warn("device='mps' but MPS is not available here; using the CPU",
+                      RuntimeWarning, stacklevel=2)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Metrics:
+    """Scores on one split: nats per predicted note is what searches minimise."""
+
+    nats_per_note: float
+    bits_per_note: float
+    accuracy: float
+    perplexity: float
+    n_notes: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class History:
+    """What one training run did, epoch by epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_by: str = "epochs"       # epochs | early_stopping | callback
+    seconds: float = 0.0
+
+    @property
+    def best_val_loss(self) -> float:
+        return min(self.val_loss) if self.val_loss else math.nan
+
+    @property
+    def epochs_trained(self) -> int:
+        return len(self.val_loss)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: MelodyTensor, batch_size: int = 256) -> Metrics:
+    """Loss (nats and bits per note), accuracy and perplexity over every predicted note."""
+    was_training = model.training
+    model.eval()
+    total, correct, count = 0.0, 0, 0
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.tokens.device)
+        x, y = data.batch(idx)
+        logits = model(x)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                 ignore_index=IGNORE, reduction="sum").item()
+        keep = y != IGNORE
+        correct += (logits.argmax(-1)[keep] == y[keep]).sum().item()
+        count += keep.sum().item()
+    model.train(was_training)
+    nats = total / max(count, 1)
+    return Metrics(nats, nats / math.log(2), correct / max(count, 1),
+                   math.exp(min(nats, 700)), count)
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def _fit_markov(model: nn.Module, train: MelodyTensor, cfg: TrainConfig) -> None:
+    """Count the training melodies in every transposition the augmentation range allows."""
+    x, lengths = train.tokens, train.lengths
+    if cfg.transpose:
+        xs, ls = [], []
+        for shift in range(-cfg.transpose, cfg.transpose + 1):
+            ok = (train.max_down >= -shift) & (train.max_up >= shift) if shift else \
+                torch.ones(len(train), dtype=torch.bool, device=x.device)
+            xs.append((x + shift * train.is_key)[ok])
+            ls.append(lengths[ok])
+        x, lengths = torch.cat(xs), torch.cat(ls)
+    model.fit(x, lengths)
+
+
+def _check_finite(what: str, value: float, epoch: int) -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"{what} became {value} at epoch {epoch}")
+
+
+def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cfg: TrainConfig,
+          on_epoch: OnEpoch | None = None) -> History:
+    """Train ``model`` on ``train_data``; keep the weights of its best validation epoch.
+
+    ``on_epoch(epoch, val_loss)`` runs after every epoch; returning True stops training
+    (``History.stopped_by == "callback"``). A NaN/inf loss raises :class:`TrainingDiverged`.
+    The data must already be on the device the model should train on.
+    """
+    device = train_data.tokens.device
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    history = History()
+    start = time.perf_counter()
+
+    if not getattr(model, "trainable", True):
+        _fit_markov(model, train_data, cfg)
+        val = evaluate(model, val_data).nats_per_note
+        _check_finite("validation loss", val, 0)
+        history.train_loss.append(math.nan)
+        history.val_loss.append(val)
+        history.best_epoch = 0
+        if on_epoch and on_epoch(0, val):
+            history.stopped_by = "callback"
+        history.seconds = time.perf_counter() - start
+        return history
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    optimizer = _make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_data) * epoch_repeats(train_data, cfg.min_epoch_tokens)
+                                / cfg.batch_size)
+    # Cosine decay to zero over the planned epochs: big early steps, precise late ones.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / (cfg.epochs * steps_per_epoch))))
+        if cfg.schedule == "cosine" else 1.0)
+    best_state = None
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = epoch_order(train_data, cfg.min_epoch_tokens, gen).to(device)
+        shifts = train_data.random_shifts(order, cfg.transpose, gen) if cfg.transpose else None
+        total = torch.zeros((), device=device)
+        n_batches = 0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            x, y = train_data.batch(idx, None if shifts is None else shifts[i:i + cfg.batch_size])
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                   ignore_index=IGNORE)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            total += loss.detach()
+            n_batches += 1
+        train_loss = (total / n_batches).item()      # one sync per epoch, not per batch
+        _check_finite("training loss", train_loss, epoch)
+        val = evaluate(model, val_data).nats_per_note
+        _check_finite("validation loss", val, epoch)
+        history.train_loss.append(train_loss)
+        history.val_loss.append(val)
+        if history.best_epoch < 0 or val < history.val_loss[history.best_epoch]:
+            history.best_epoch = epoch
+            best_state = copy.deepcopy(model.state_dict())
+        log.debug("epoch %d: train %.4f, val %.4f", epoch, train_loss, val)
+        if on_epoch and on_epoch(epoch, val):
+            history.stopped_by = "callback"
+            break
+        if cfg.patience and epoch - history.best_epoch >= cfg.patience:
+            history.stopped_by = "early_stopping"
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    return history
