@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed-stamp
 NB ?=
 HIDE_CODE ?= 0
 ARGS ?=
+# `make search` bounds the default search to this many seconds (trials still running then stop
+# at their next epoch), so it finishes within five minutes on a 2-core CPU.
+SEARCH_TIMEOUT ?= 210
 
 .PHONY: setup search test report clean-runs
 
@@ -21,12 +24,14 @@ $(STAMP): pyproject.toml
 	# torch first, so the dependency range below is already satisfied (no multi-GB CUDA pull).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# Parse the default corpus once now (about a minute), so the first search starts at once.
+	$(PY) -c "from chromasonic_lib.data import load_notes; load_notes('chorales')"
 	touch $(STAMP)
 
 # Run the search notebook on its defaults (chorales, LSTM, 20 trials) into runs/.
 search: $(STAMP)
 	mkdir -p runs
-	$(VENV)/bin/papermill notebooks/search.ipynb runs/search.ipynb --cwd . -k python3 $(ARGS)
+	$(VENV)/bin/papermill notebooks/search.ipynb runs/search.ipynb --cwd . -k python3 -p timeout $(SEARCH_TIMEOUT) $(ARGS)
 	@echo "Executed notebook: runs/search.ipynb; result files: runs/melody-search/"
 
 test: $(STAMP)

@@ -152,7 +152,7 @@ class TrainConfig:
     grad_clip: float = 1.0            # max gradient norm; 0 = no clipping
     patience: int = 5                 # epochs without improvement before stopping; 0 = never
     transpose: int = 6                # random transposition of training melodies, ± semitones; 0 = off
-    min_epoch_tokens: int = 16384     # an epoch repeats a small training set up to this many notes
+    min_epoch_tokens: int = 32768     # an epoch repeats a small training set up to this many notes
     seed: int = 42
     device: str = "auto"
 
@@ -375,3 +375,45 @@ def parse_primer(name: str, value: Any) -> list[int]:
             raise ConfigError(f"{name}: {part!r} is MIDI {midi}, outside the piano (21–108)")
         notes.append(midi)
     return notes
+
+
+def check_param_file(name: str, value: Any) -> dict[str, Any]:
+    """A YAML/JSON file holding one flat mapping (safe loader: nothing is unpickled)."""
+    import yaml
+    path = check_existing_file(name, value)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{name}: {value} is not valid YAML/JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: {value} must hold a mapping of parameter names to values")
+    return data
+
+
+@dataclass
+class CrossvalConfig:
+    """Everything ``python -m chromasonic_lib.crossval`` takes."""
+
+    dataset: str = "chorales-185"
+    encoding: str = "pitch"
+    folds: int = 10
+    model: str = ""                     # empty: the params file's model
+    params: str = "params/crossval.yaml"
+    epochs: int = 0                     # 0: the params file's (or 30)
+    seed: int = 42
+    device: str = "auto"
+    limit: int = 0                      # parse only the first files (a quick check); 0 = all
+
+    def __post_init__(self) -> None:
+        self.dataset = check_dataset("dataset", self.dataset)
+        self.encoding = check_choice("encoding", self.encoding, ENCODINGS)
+        self.folds = check_int("folds", self.folds, 2)
+        self.settings = check_param_file("params", self.params) if self.params else {}
+        self.model = self.model or self.settings.get("model", "markov")
+        self.model = check_choice("model", self.model, MODELS)
+        if self.settings.get("model", self.model) != self.model:
+            self.settings = {}          # another family's parameters do not apply
+        self.epochs = check_int("epochs", self.epochs or self.settings.get("epochs", 30))
+        self.seed = check_int("seed", self.seed, 0)
+        self.device = check_device("device", self.device)
+        self.limit = check_int("limit", self.limit, 0)

@@ -17,9 +17,9 @@ from .errors import ConfigError
 # Each family's hyperparameters and defaults: the names a search space may tune.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "markov": {"order": 2, "alpha": 1.0},
-    "rnn": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 2, "dropout": 0.1},
-    "lstm": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 2, "dropout": 0.1},
-    "gru": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 2, "dropout": 0.1},
+    "rnn": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2},
+    "lstm": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2},
+    "gru": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2},
     "transformer": {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256,
                     "dropout": 0.1},
 }
@@ -176,11 +176,17 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: int = 88) -> nn.Module:
-    """The model ``name`` (markov, rnn, lstm, gru, transformer) with ``hparams`` over the defaults."""
+def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: int = 88,
+                seed: int | None = None) -> nn.Module:
+    """The model ``name`` (markov, rnn, lstm, gru, transformer) with ``hparams`` over the defaults.
+
+    With ``seed`` the initial weights are reproducible (same seed, same weights).
+    """
     if name not in MODEL_DEFAULTS:
         raise ConfigError(f"model must be one of {', '.join(MODEL_DEFAULTS)}; got {name!r}")
     hp = _check_hparams(name, dict(hparams or {}))
+    if seed is not None:
+        torch.manual_seed(seed)
     if name == "markov":
         return MarkovModel(vocab_size, **hp)
     if name == "transformer":

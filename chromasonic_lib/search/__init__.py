@@ -130,7 +130,10 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     log.info("markov baseline %.4f nats/note%s", baseline,
              f"; floor (the generator's own loss) {floor:.4f}" if floor is not None else "")
     base = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device)
-    objective = Objective(data, cfg.space, base, output_dir)
+    # A trial still running when the timeout comes stops at its next epoch (recorded as pruned),
+    # so `timeout` bounds the whole search, not just when the last trial may start.
+    deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
+    objective = Objective(data, cfg.space, base, output_dir, deadline)
     progress = _Progress(cfg.n_trials, output_dir, cfg.plot)
     start = time.perf_counter()
     interrupted = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import time
 from pathlib import Path
 
 import optuna
@@ -26,18 +27,22 @@ log = logging.getLogger(__name__)
 
 class Objective:
     def __init__(self, data: Prepared, space: SearchSpace, base: TrainConfig,
-                 output_dir: Path | None = None):
+                 output_dir: Path | None = None, deadline: float | None = None):
         self.data, self.space, self.base, self.output_dir = data, space, base, output_dir
+        self.deadline = deadline        # time.monotonic() after which a running trial stops
 
     def __call__(self, trial: optuna.Trial) -> float:
         family, hparams, training = self.space.suggest(trial)
         trial.set_user_attr("config", {"model": family, **hparams, **training})
         try:
-            model = build_model(family, hparams, self.data.vocab_size)
             cfg = self.base.replace(**training)
+            model = build_model(family, hparams, self.data.vocab_size, seed=cfg.seed)
 
             def on_epoch(epoch: int, val_loss: float) -> bool:
                 trial.report(val_loss, epoch)
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    trial.set_user_attr("stopped_by", "search timeout")
+                    return True
                 return trial.should_prune()
 
             history = train(model, self.data.train, self.data.val, cfg, on_epoch)
@@ -58,8 +63,9 @@ class Objective:
         trial.set_user_attr("epochs_trained", history.epochs_trained)
         trial.set_user_attr("train_seconds", round(history.seconds, 3))
         if history.stopped_by == "callback":
-            raise optuna.TrialPruned(f"pruned after epoch {history.epochs_trained - 1} at "
-                                     f"{history.val_loss[-1]:.4f} nats/note")
+            why = "the search's timeout" if trial.user_attrs.get("stopped_by") else "the pruner"
+            raise optuna.TrialPruned(f"stopped by {why} after epoch {history.epochs_trained - 1} "
+                                     f"at {history.val_loss[-1]:.4f} nats/note")
         metrics = evaluate(model, self.data.val)
         trial.set_user_attr("val_bits_per_note", metrics.bits_per_note)
         trial.set_user_attr("val_accuracy", metrics.accuracy)

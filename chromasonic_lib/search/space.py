@@ -54,7 +54,7 @@ class ParamSpec:
 
 
 # Where a search starts: each family's defaults with these training settings (known to train).
-TRAINING_DEFAULTS = {"optimizer": "adamw", "learning_rate": 3e-3, "batch_size": 32,
+TRAINING_DEFAULTS = {"optimizer": "adamw", "learning_rate": 1e-2, "batch_size": 32,
                      "weight_decay": 1e-4, "grad_clip": 1.0, "transpose": 6}
 
 

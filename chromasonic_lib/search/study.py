@@ -51,7 +51,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         raise
     except ImportError as e:
         raise ConfigError(f"storage {url!r} needs a database driver that is not installed "
-                          f"({e.name}); for PostgreSQL: pip install -e '.[postgres]'") from None
+                          f"({e}); for PostgreSQL: pip install -e '.[postgres]'") from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"storage {url!r} cannot be opened: {first}") from None
@@ -75,9 +75,13 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """median: stop a trial whose loss is worse than the median of earlier trials at that epoch."""
+    """median: stop a trial whose loss is worse than the median of earlier trials at that epoch.
+
+    One finished trial is enough to compare against, because a new study starts with the
+    families' defaults: a reasonable reference. The first epoch is never judged.
+    """
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2),
                                               reduction_factor=3)

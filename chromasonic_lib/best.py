@@ -1,0 +1,198 @@
+"""Train the winner: the best configuration of a study, trained, tested, saved and played.
+
+What ``train_best.ipynb`` runs (the seed's ``--mode train_best``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+
+from . import generate
+from .atomic import write_json
+from .config import TrainBestConfig, TrainConfig, check_writable_dir
+from .data import Prepared, load_dataset, prepare
+from .data.encodings import N_KEYS, Notes, midi_name
+from .errors import ConfigError
+from .models import MODEL_DEFAULTS, build_model, split_params
+from .paths import resolve
+from .plots import history_curves_figure, save_figure
+from .search import markov_baseline, save_checkpoint
+from .search.results import trial_config
+from .search.study import open_storage
+from .training import History, Metrics, evaluate, pick_device, train
+
+log = logging.getLogger(__name__)
+
+
+def best_configuration(cfg: TrainBestConfig) -> dict[str, Any]:
+    """The flat parameter dict: from ``best_params`` if given, else the study's best trial."""
+    if cfg.best_params:
+        params = json.loads(resolve(cfg.best_params).read_text())
+        if not isinstance(params, dict) or "model" not in params:
+            raise ConfigError(f"best_params: {cfg.best_params} must hold a JSON object with a "
+                              f"'model' key (as best_hyperparameters.json does)")
+        return params
+    storage = open_storage(cfg.storage)
+    names = optuna.get_all_study_names(storage)
+    if cfg.study_name not in names:
+        raise ConfigError(f"study_name {cfg.study_name!r} is not in storage {cfg.storage!r}; "
+                          f"studies there: {', '.join(names) or 'none'}")
+    study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+    try:
+        return trial_config(study.best_trial)
+    except ValueError:
+        raise ConfigError(f"study_name {cfg.study_name!r} has no completed trial yet") from None
+
+
+@dataclass
+class TrainedRun:
+    family: str
+    hparams: dict[str, Any]
+    training: dict[str, Any]
+    model: torch.nn.Module
+    history: History
+    data: Prepared
+    test: Metrics
+    baseline: Metrics
+    output_dir: Path
+
+    def metrics_table(self) -> pd.DataFrame:
+        rows = {f"{self.family} (best configuration)": self.test.as_dict(),
+                "markov baseline": self.baseline.as_dict()}
+        return pd.DataFrame(rows).T[["nats_per_note", "bits_per_note", "accuracy", "perplexity", "n_notes"]]
+
+
+def train_best(cfg: TrainBestConfig, params: dict[str, Any]) -> TrainedRun:
+    """Train ``params`` on the training split, stop early on validation, score on test; save it all."""
+    params = dict(params)
+    family = params.pop("model", None)
+    if family not in MODEL_DEFAULTS:
+        raise ConfigError(f"best_params: 'model' must be one of {', '.join(MODEL_DEFAULTS)}, got {family!r}")
+    hparams, training = split_params(family, params)
+    unknown = set(training) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"best_params: unknown parameter {sorted(unknown)[0]!r} for {family}")
+    out = check_writable_dir("output_dir", cfg.output_path)
+    device = pick_device(cfg.device)
+    d = cfg.data
+    data = prepare(load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed),
+                   d.val_fraction, d.test_fraction, d.seed, device)
+    log.info(data.describe())
+    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, patience=5, **training)
+    model = build_model(family, hparams, data.vocab_size, seed=cfg.seed)
+    history = train(model, data.train, data.val, train_cfg)
+    test = evaluate(model, data.test)
+    _, order = markov_baseline(data)
+    markov = build_model("markov", {"order": order}, data.vocab_size)
+    train(markov, data.train, data.val, TrainConfig(device=cfg.device))
+    baseline = evaluate(markov, data.test)
+    log.info("test: %.4f nats/note (%.3f bits), accuracy %.3f; markov baseline %.4f",
+             test.nats_per_note, test.bits_per_note, test.accuracy, baseline.nats_per_note)
+    save_checkpoint(out / "model.pt", model, family, hparams, d.encoding,
+                    {"training": training, "dataset": d.dataset, "test_nats_per_note": test.nats_per_note})
+    write_json(out / "test_metrics.json", {"model": family, "params": {**hparams, **training},
+                                           "dataset": d.dataset, "encoding": d.encoding,
+                                           "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
+                                           "epochs_trained": history.epochs_trained,
+                                           "best_epoch": history.best_epoch})
+    save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
+                out / "learning_curves.png")
+    return TrainedRun(family, hparams, training, model, history, data, test, baseline, out)
+
+
+@dataclass
+class Sample:
+    tokens: list[int]
+    notes: Notes
+    midi: Path
+    wav: Path
+    name: str
+
+    def describe(self) -> str:
+        keys = self.notes.pitches[self.notes.pitches >= 0]
+        span = f"{midi_name(int(keys.min()))}–{midi_name(int(keys.max()))}" if len(keys) else "no notes"
+        return f"{self.name}: {len(keys)} notes, range {span}; {self.midi.name}, {self.wav.name}"
+
+    def piano_roll(self):
+        return generate.piano_roll_figure(self.notes, self.name)
+
+
+def generate_samples(run: TrainedRun, cfg: TrainBestConfig, n: int | None = None, length: int | None = None,
+                     temperature: float | None = None, primer: list[int] | None = None,
+                     seed: int | None = None) -> list[Sample]:
+    """Generate melodies, each saved as MIDI and WAV in ``output_dir``."""
+    n = cfg.n_samples if n is None else n
+    length = length or cfg.sample_length
+    temperature = temperature or cfg.temperature
+    primer = cfg.primer_notes if primer is None else primer
+    enc = run.data.data.encoding
+    gen = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+    openings = [int(m[0]) for m in run.data.splits.train]
+    samples = []
+    for i in range(n):
+        start = generate.primer_tokens(enc, primer) or \
+            [openings[int(torch.randint(len(openings), (1,), generator=gen))]]
+        tokens = generate.sample(run.model, start, max(length, len(start)), temperature, cfg.top_k, gen)
+        notes = enc.decode(tokens)
+        name = f"sample_{i + 1}"
+        samples.append(Sample(tokens, notes, generate.write_midi(run.output_dir / f"{name}.mid", notes),
+                              generate.write_wav(run.output_dir / f"{name}.wav", notes), name))
+    return samples
+
+
+def _pitches_and_intervals(melodies: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    keys = [m[m < N_KEYS].astype(int) for m in melodies]
+    pitches = np.concatenate(keys) + 21 if keys else np.zeros(0, int)
+    intervals = np.concatenate([np.diff(k) for k in keys]) if keys else np.zeros(0, int)
+    return pitches, intervals
+
+
+def melody_statistics(melodies: list[np.ndarray]) -> dict[str, float]:
+    """Pitch range and interval statistics: a musical sanity check of generated melodies."""
+    p, iv = _pitches_and_intervals(melodies)
+    return {"notes": len(p), "lowest": midi_name(int(p.min())) if len(p) else "-",
+            "highest": midi_name(int(p.max())) if len(p) else "-",
+            "mean pitch (MIDI)": float(p.mean()) if len(p) else math.nan,
+            "mean |interval| (semitones)": float(np.abs(iv).mean()) if len(iv) else math.nan,
+            "repeated notes (%)": 100 * float((iv == 0).mean()) if len(iv) else math.nan,
+            "steps ≤ 2 semitones (%)": 100 * float((np.abs(iv) <= 2).mean()) if len(iv) else math.nan,
+            "leaps > 7 semitones (%)": 100 * float((np.abs(iv) > 7).mean()) if len(iv) else math.nan}
+
+
+def statistics_table(run: TrainedRun, samples: list[Sample]) -> pd.DataFrame:
+    return pd.DataFrame({"training melodies": melody_statistics(run.data.splits.train),
+                         "generated": melody_statistics([np.array(s.tokens) for s in samples])})
+
+
+def comparison_figure(run: TrainedRun, samples: list[Sample]):
+    """Pitch and interval distributions: generated against the training melodies."""
+    import matplotlib.pyplot as plt
+    real_p, real_iv = _pitches_and_intervals(run.data.splits.train)
+    gen_p, gen_iv = _pitches_and_intervals([np.array(s.tokens) for s in samples])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    lo, hi = int(min(real_p.min(), gen_p.min(initial=200))), int(max(real_p.max(), gen_p.max(initial=0)))
+    bins = np.arange(lo - 0.5, hi + 1.5)
+    a.hist(real_p, bins=bins, density=True, alpha=0.5, label="training")
+    a.hist(gen_p, bins=bins, density=True, alpha=0.5, label="generated")
+    a.set_xlabel("pitch (MIDI)")
+    a.set_title("Pitches")
+    a.legend()
+    ibins = np.arange(-12.5, 13.5)
+    b.hist(np.clip(real_iv, -12, 12), bins=ibins, density=True, alpha=0.5, label="training")
+    b.hist(np.clip(gen_iv, -12, 12), bins=ibins, density=True, alpha=0.5, label="generated")
+    b.set_xlabel("interval (semitones, clipped to ±12)")
+    b.set_title("Intervals between consecutive notes")
+    b.legend()
+    fig.tight_layout()
+    save_figure_copy = run.output_dir / "generated_vs_real.png"
+    fig.savefig(save_figure_copy, dpi=100)
+    return fig

@@ -1,0 +1,132 @@
+"""Making music from a trained model: sampling, MIDI and WAV files, piano rolls.
+
+WAV audio comes from a small additive synthesizer (a few harmonics under a piano-like
+envelope) written with numpy, so no soundfont has to be downloaded.
+"""
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .atomic import atomic_write
+from .data.encodings import REST, Encoding, Notes, midi_name
+
+SAMPLE_RATE = 22050
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, primer: list[int], length: int, temperature: float = 1.0,
+           top_k: int = 0, generator: torch.Generator | None = None) -> list[int]:
+    """Continue ``primer`` (tokens) until the melody has ``length`` tokens."""
+    model.eval()
+    device = next(iter(model.buffers()), next(iter(model.parameters()), torch.zeros(0))).device
+    tokens = list(primer)
+    while len(tokens) < length:
+        x = torch.tensor([tokens], device=device)
+        logits = model(x)[0, -1].float() / temperature
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, -1).cpu()
+        tokens.append(int(torch.multinomial(probs, 1, generator=generator)))
+    return tokens
+
+
+def notes_to_midi_bytes(notes: Notes, bpm: float = 100.0, program: int = 0) -> bytes:
+    """A one-track MIDI file (480 ticks per quarter note)."""
+    import mido
+    tpq = 480
+    mid = mido.MidiFile(ticks_per_beat=tpq)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
+    track.append(mido.Message("program_change", program=program, time=0))
+    wait = 0
+    for pitch, dur in zip(notes.pitches.tolist(), notes.durations.tolist()):
+        ticks = int(round(dur * tpq))
+        if pitch == REST:
+            wait += ticks
+            continue
+        track.append(mido.Message("note_on", note=int(pitch), velocity=80, time=wait))
+        track.append(mido.Message("note_off", note=int(pitch), velocity=0, time=ticks))
+        wait = 0
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def read_midi_pitches(path: str | Path) -> list[int]:
+    """The note-on pitches of a MIDI file in order (to check what was written)."""
+    import mido
+    return [m.note for m in mido.MidiFile(str(path)) if m.type == "note_on" and m.velocity > 0]
+
+
+def synthesize(notes: Notes, bpm: float = 100.0, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 audio in [-1, 1]: each note a decaying tone with a few harmonics."""
+    seconds_per_quarter = 60.0 / bpm
+    total = int(sr * float(notes.durations.sum()) * seconds_per_quarter) + sr // 4
+    out = np.zeros(total, dtype=np.float64)
+    t0 = 0.0
+    for pitch, dur in zip(notes.pitches.tolist(), notes.durations.tolist()):
+        seconds = dur * seconds_per_quarter
+        if pitch != REST:
+            n = int(seconds * sr) + sr // 10          # a short release past the note's end
+            t = np.arange(n) / sr
+            freq = 440.0 * 2 ** ((pitch - 69) / 12)
+            tone = sum(a * np.sin(2 * np.pi * freq * k * t) for k, a in ((1, 1.0), (2, 0.4), (3, 0.2)))
+            env = np.minimum(1.0, t / 0.01) * np.exp(-3.0 * t)
+            env[int(seconds * sr):] *= np.linspace(1, 0, n - int(seconds * sr))
+            start = int(t0 * sr)
+            out[start:start + n] += (tone * env)[: total - start]
+        t0 += seconds
+    peak = np.abs(out).max()
+    return (out / peak * 0.8 if peak > 0 else out).astype(np.float32)
+
+
+def wav_bytes(audio: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def write_midi(path: str | Path, notes: Notes, bpm: float = 100.0) -> Path:
+    return atomic_write(path, notes_to_midi_bytes(notes, bpm))
+
+
+def write_wav(path: str | Path, notes: Notes, bpm: float = 100.0) -> Path:
+    return atomic_write(path, wav_bytes(synthesize(notes, bpm)))
+
+
+def piano_roll_figure(notes: Notes, title: str = "", ax=None):
+    """Notes as horizontal bars: time in quarter notes across, pitch up."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(9, 2.8))
+    starts = np.concatenate([[0], np.cumsum(notes.durations)[:-1]])
+    keep = notes.pitches != REST
+    ax.barh(notes.pitches[keep], notes.durations[keep] * 0.95, left=starts[keep], height=0.8,
+            color="tab:purple")
+    if keep.any():
+        lo, hi = int(notes.pitches[keep].min()), int(notes.pitches[keep].max())
+        ticks = [p for p in range(lo - 1, hi + 2) if p % 12 in (0, 7) or p in (lo, hi)]
+        ax.set_yticks(ticks, [midi_name(p) for p in ticks])
+    ax.set_xlabel("time (quarter notes)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def primer_tokens(encoding: Encoding, midi_notes: list[int]) -> list[int]:
+    """MIDI numbers of a primer as tokens (a quarter note each in the grid encoding)."""
+    if not midi_notes:
+        return []
+    notes = Notes(np.array(midi_notes, dtype=np.int16), np.ones(len(midi_notes), dtype=np.float32))
+    return encoding.encode(notes).tolist()

@@ -1,0 +1,76 @@
+"""Interactive panels for JupyterLab. Headless runs (papermill) build them harmlessly."""
+from __future__ import annotations
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import optuna
+from IPython.display import Audio, display
+
+from .search.results import trial_config
+
+
+def trial_explorer(study: optuna.Study) -> W.Widget:
+    """Pick a trial (optionally filter by model family) and see its curve and parameters."""
+    trials = [t for t in study.trials if t.intermediate_values]
+    families = sorted({trial_config(t).get("model", "?") for t in trials})
+    family = W.Dropdown(options=["all"] + families, description="family")
+    pick = W.Dropdown(description="trial")
+    out = W.Output()
+
+    def refresh_options(*_):
+        chosen = [t for t in trials if family.value == "all" or trial_config(t).get("model") == family.value]
+        pick.options = [(f"{t.number} ({t.state.name.lower()}, {t.value or min(t.intermediate_values.values()):.4f})",
+                         t.number) for t in chosen]
+
+    def draw(*_):
+        out.clear_output(wait=True)
+        if pick.value is None:
+            return
+        t = study.trials[pick.value]
+        with out:
+            fig, ax = plt.subplots(figsize=(6, 3))
+            steps = sorted(t.intermediate_values)
+            ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("validation loss (nats/note)")
+            ax.set_title(f"trial {t.number}: {t.state.name.lower()}")
+            plt.show()
+            print("\n".join(f"{k} = {v}" for k, v in trial_config(t).items()))
+            if "fail_reason" in t.user_attrs:
+                print("failed:", t.user_attrs["fail_reason"])
+
+    family.observe(refresh_options, "value")
+    pick.observe(draw, "value")
+    refresh_options()
+    return W.VBox([W.HBox([family, pick]), out])
+
+
+def generator_panel(run, cfg) -> W.Widget:
+    """Temperature, length, primer and a Generate button that makes and plays a new melody."""
+    from .best import generate_samples
+    from .config import parse_primer
+    temperature = W.FloatSlider(value=cfg.temperature, min=0.1, max=2.0, step=0.05, description="temperature")
+    length = W.IntSlider(value=cfg.sample_length, min=8, max=512, step=8, description="length")
+    primer = W.Text(value=cfg.primer, description="primer", placeholder="C4 D4 E4")
+    button = W.Button(description="Generate", button_style="primary")
+    out = W.Output()
+    counter = {"n": 0}
+
+    def on_click(_):
+        out.clear_output(wait=True)
+        counter["n"] += 1
+        with out:
+            try:
+                notes = parse_primer("primer", primer.value)
+            except ValueError as e:
+                print(e)
+                return
+            sample = generate_samples(run, cfg, n=1, length=length.value, temperature=temperature.value,
+                                      primer=notes, seed=cfg.seed + counter["n"])[0]
+            print(sample.describe())
+            display(Audio(filename=str(sample.wav)))
+            sample.piano_roll()
+            plt.show()
+
+    button.on_click(on_click)
+    return W.VBox([W.HBox([temperature, length]), W.HBox([primer, button]), out])

@@ -1,0 +1,135 @@
+"""Every bad input stops the run before any data is loaded, with a message naming the parameter."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import papermill as pm
+import pytest
+
+import chromasonic_lib as cl
+from chromasonic_lib import search as search_mod
+from conftest import ROOT, run_notebook
+
+# (parameters, text the error must contain): at least 25 bad inputs.
+BAD = [
+    ({"n_trials": -5}, "n_trials must be a positive integer, got -5"),
+    ({"n_trials": 0}, "n_trials"),
+    ({"n_trials": "five"}, "n_trials"),
+    ({"n_trials": 2.5}, "n_trials"),
+    ({"epochs": 0}, "epochs"),
+    ({"epochs": "ten"}, "epochs"),
+    ({"timeout": -1}, "timeout"),
+    ({"timeout": "soon"}, "timeout"),
+    ({"n_sequences": 0}, "n_sequences"),
+    ({"sequence_length": 1}, "sequence_length"),
+    ({"val_fraction": 0}, "val_fraction"),
+    ({"val_fraction": 0.6, "test_fraction": 0.5}, "val_fraction + test_fraction"),
+    ({"seed": -1}, "seed"),
+    ({"model": "wavenet"}, "model must be one of markov, rnn, lstm, gru, transformer, any"),
+    ({"dataset": "beatles"}, "dataset"),
+    ({"dataset": "essen/nowhere"}, "dataset: no Essen file"),
+    ({"encoding": "abc"}, "encoding must be one of pitch, grid"),
+    ({"sampler": "bayes"}, "sampler must be one of tpe, random, gp, cmaes"),
+    ({"pruner": "percentile"}, "pruner must be one of median, hyperband, none"),
+    ({"device": "tpu"}, "device must be one of"),
+    ({"plot": "maybe"}, "plot"),
+    ({"study_name": ""}, "study_name"),
+    ({"study_name": "a b/c"}, "study_name"),
+    ({"storage": "redis://localhost"}, "storage must be a URL"),
+    ({"heartbeat_interval": 0}, "heartbeat_interval"),
+    ({"grace_period": 5, "heartbeat_interval": 10}, "grace_period"),
+    ({"search_space": "params/spaces/missing.yaml"}, "search_space: file not found"),
+    ({"search_space": "BAD:malformed"}, "search_space"),
+    ({"search_space": "BAD:low_high"}, "low must not exceed high"),
+    ({"search_space": "BAD:log_zero"}, "a log range must stay above 0"),
+    ({"search_space": "BAD:empty_choices"}, "choices must be a non-empty list"),
+    ({"search_space": "BAD:unknown_param"}, "colour is not a hyperparameter of lstm"),
+    ({"search_space": "BAD:empty"}, "search_space"),
+]
+
+SPACES = {
+    "malformed": "training: {learning_rate: [1e-3\n",
+    "low_high": "models:\n  lstm:\n    hidden_size: {type: int, low: 512, high: 64}\n",
+    "log_zero": "training:\n  learning_rate: {type: float, low: 0, high: 0.1, log: true}\n",
+    "empty_choices": "training:\n  batch_size: {type: categorical, choices: []}\n",
+    "unknown_param": "models:\n  lstm:\n    colour: {type: int, low: 1, high: 3}\n",
+    "empty": "",
+}
+
+
+def _materialize(params: dict, tmp_path) -> dict:
+    params = dict(params)
+    space = params.get("search_space", "")
+    if space.startswith("BAD:"):
+        path = tmp_path / f"{space[4:]}.yaml"
+        path.write_text(SPACES[space[4:]])
+        params["search_space"] = str(path)
+    return params
+
+
+def _base(tmp_path) -> dict:
+    return dict(storage=f"sqlite:///{tmp_path}/s.db", output_dir=str(tmp_path / "out"), dataset="synthetic")
+
+
+@pytest.mark.parametrize("params,message", BAD, ids=[str(p) for p, _ in BAD])
+def test_api_rejects_bad_input_naming_the_parameter(params, message, tmp_path):
+    with pytest.raises(cl.ConfigError) as err:
+        cl.SearchConfig(**{**_base(tmp_path), **_materialize(params, tmp_path)})
+    assert message in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_database_is_reported_before_any_data_is_loaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(search_mod, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    cfg = cl.SearchConfig(**{**_base(tmp_path), "storage": "postgresql://nobody@127.0.0.1:1/none"})
+    with pytest.raises(cl.ConfigError, match="storage 'postgresql://nobody@127.0.0.1:1/none' cannot be opened"):
+        cl.run_search(cfg)
+
+
+def test_unwritable_output_folder_is_reported_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(search_mod, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cfg = cl.SearchConfig(**{**_base(tmp_path), "output_dir": str(blocker / "sub")})
+    with pytest.raises(cl.ConfigError, match="output_dir: cannot write"):
+        cl.run_search(cfg)
+
+
+def test_other_tools_validate_too(tmp_path):
+    with pytest.raises(cl.ConfigError, match="temperature"):
+        cl.TrainBestConfig(dataset="synthetic", temperature=0)
+    with pytest.raises(cl.ConfigError, match="primer"):
+        cl.TrainBestConfig(dataset="synthetic", primer="C4 H7")
+    with pytest.raises(cl.ConfigError, match="compare"):
+        cl.AnalysisConfig(compare=[""])
+    from chromasonic_lib.config import CrossvalConfig
+    with pytest.raises(cl.ConfigError, match="folds"):
+        CrossvalConfig(dataset="synthetic", folds=1)
+    with pytest.raises(cl.ConfigError, match="params: file not found"):
+        CrossvalConfig(dataset="synthetic", params="nope.yaml")
+
+
+# The same table through the notebook, the way a researcher runs it: papermill -p name value.
+NOTEBOOK_CASES = BAD[:33:1]
+
+
+@pytest.mark.slow
+def test_search_notebook_stops_at_the_config_cell_with_the_parameter_named(tmp_path):
+    def run(i_case):
+        i, (params, message) = i_case
+        case = tmp_path / f"case{i}"
+        case.mkdir()
+        params = {**_base(case), **_materialize(params, case)}
+        try:
+            run_notebook("search", case / "run.ipynb", **params)
+        except pm.PapermillExecutionError as e:
+            return params, message, e.ename, e.evalue, (case / "out" / "optimization_results.json").exists()
+        return params, message, None, None, False
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, enumerate(NOTEBOOK_CASES)))
+    assert len(results) >= 25
+    for params, message, ename, evalue, wrote in results:
+        assert ename == "ConfigError", (params, ename, evalue)
+        assert message in evalue, (params, evalue)
+        assert not wrote

@@ -1,0 +1,157 @@
+"""Melody sources, encodings, splits, augmentation and the cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from chromasonic_lib.data import MelodyTensor, kfold, load_dataset, split, synthetic
+from chromasonic_lib.data.encodings import GridEncoding, Notes, PitchEncoding, fold_into_keyboard
+from chromasonic_lib.errors import DataError
+
+
+def test_pitch_encoding_maps_piano_keys_and_folds_outside_notes_by_octaves():
+    enc = PitchEncoding()
+    notes = Notes(np.array([21, 60, 108, 12, 120, -1], dtype=np.int16), np.ones(6, np.float32))
+    # MIDI 12 (C0) moves up one octave to C1 = 24 → key 3; 120 (C9) down one to C8 = 108 → key 87.
+    assert enc.encode(notes).tolist() == [0, 39, 87, 3, 87]
+    assert fold_into_keyboard(np.array([12, 120, 5])).tolist() == [24, 108, 29]
+
+
+def test_grid_round_trips_notes_with_rhythm_and_rests():
+    enc = GridEncoding()
+    notes = Notes(np.array([60, -1, 62, 64], dtype=np.int16), np.array([1.0, 0.5, 0.25, 2.0], np.float32))
+    tokens = enc.encode(notes)
+    assert tokens.tolist() == [39, 88, 88, 88, 89, 89, 41, 43] + [88] * 7
+    back = enc.decode(tokens)
+    assert back.pitches.tolist() == notes.pitches.tolist()
+    assert back.durations.tolist() == notes.durations.tolist()
+
+
+def test_synthetic_same_seed_same_data_and_steps_follow_the_weights():
+    a = load_dataset("synthetic", n_sequences=300, sequence_length=64, seed=7)
+    b = load_dataset("synthetic", n_sequences=300, sequence_length=64, seed=7)
+    assert all((x == y).all() for x, y in zip(a.melodies, b.melodies))
+    steps = np.concatenate([np.diff(m.astype(int)) for m in a.melodies])
+    inner = np.concatenate([np.diff(m.astype(int))[(m[:-1] > 1) & (m[:-1] < 86)] for m in a.melodies])
+    assert set(np.unique(steps)) <= {-2, -1, 0, 1, 2}
+    freqs = np.array([(inner == s).mean() for s in (-2, -1, 0, 1, 2)])
+    assert np.allclose(freqs, np.array([1, 2, 3, 2, 1]) / 9, atol=0.01)
+
+
+def test_oracle_loss_is_the_step_entropy_away_from_the_edges():
+    entropy = -sum(p * np.log(p) for p in np.array([1, 2, 3, 2, 1]) / 9)
+    middle = [np.array([40, 41, 41, 39, 40, 42])]
+    manual = -np.mean(np.log(np.array([2, 3, 1, 2, 1]) / 9))
+    assert synthetic.oracle_loss(middle) == pytest.approx(manual)
+    data = load_dataset("synthetic", n_sequences=200, sequence_length=64, seed=3)
+    assert abs(synthetic.oracle_loss(data.melodies) - entropy) < 0.03
+    # At the bottom key, "down" steps are clamped into "stay": P(stay at 0) = 6/9.
+    assert synthetic.oracle_loss([np.array([0, 0])]) == pytest.approx(-np.log(6 / 9))
+
+
+def test_split_keeps_identical_melodies_on_one_side():
+    base = [np.array([i, i + 1, i + 2]) for i in range(30)]
+    melodies = base + [base[0].copy(), base[0].copy(), base[5].copy()]
+    s = split(melodies, 0.2, 0.2, seed=3)
+    sides = [{m.tobytes() for m in part} for part in (s.train, s.val, s.test)]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert len(s.train) + len(s.val) + len(s.test) == len(melodies)
+
+
+def test_kfold_folds_are_disjoint_and_cover_everything():
+    melodies = [np.array([i, i + 1]) for i in range(23)]
+    folds = kfold(melodies, 5, seed=0)
+    tests = [set(t) for _, t in folds]
+    assert set().union(*tests) == set(range(23))
+    assert sum(len(t) for t in tests) == 23
+    for train_idx, test_idx in folds:
+        assert not set(train_idx) & set(test_idx)
+        assert max(len(t) for t in tests) - min(len(t) for t in tests) <= 1
+
+
+def test_transposition_never_leaves_the_keyboard():
+    melodies = [np.array([0, 1, 2]), np.array([85, 87, 86]), np.array([40, 50, 45]), np.array([88, 30, 89])]
+    data = MelodyTensor(melodies)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(4).repeat(500)
+    shifts = data.random_shifts(idx, 12, gen)
+    x, y = data.batch(idx, shifts)
+    keys = data.is_key[idx, : x.shape[1]]
+    assert x[keys].min() >= 0 and x[keys].max() <= 87
+    assert (x[~keys & (x >= 88)] >= 88).all()           # hold/rest tokens are never shifted
+    assert shifts[idx == 2].unique().numel() == 25       # the middle melody uses the whole ±12
+
+
+def test_padding_is_ignored_in_targets():
+    data = MelodyTensor([np.array([1, 2, 3, 4]), np.array([5, 6])])
+    x, y = data.batch(torch.tensor([0, 1]))
+    assert y[1].tolist() == [6, -100, -100]
+
+
+@pytest.mark.parametrize("name,limit", [("chorales", 2), ("chorales-185", 1), ("essen/erk5", None),
+                                        ("oneills", 1), ("ryans", 2), ("airds", 1)])
+def test_each_corpus_loads_a_sample(name, limit):
+    data = load_dataset(name, limit=limit)
+    assert len(data.melodies) >= 1
+    assert data.n_notes > 20
+    lo, hi = data.pitch_range()
+    assert 21 <= lo <= hi <= 108
+    assert name.split("/")[0].split("-")[0] in data.describe()
+
+
+def test_chorales_take_the_soprano_part_not_the_first():
+    from music21 import corpus
+    from chromasonic_lib.data.files import parse_score_file
+    path = corpus.getWork("bwv1.6")     # opens with a horn part
+    soprano = parse_score_file(path, "Soprano")[0]
+    horn_first = [n.pitch.midi for n in corpus.parse(path).parts[0].flatten().notes][:5]
+    sop_first = [n.pitch.midi for n in corpus.parse(path).parts["Soprano"].flatten().notes][:5]
+    assert soprano.pitches[:5].tolist() == sop_first != horn_first
+
+
+@pytest.fixture
+def score_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHROMASONIC_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    (folder / "tune.abc").write_text("X:1\nT:Test\nM:4/4\nL:1/8\nK:C\nCDEF GABc|c2B2 A2G2|\n")
+    (folder / "broken.mid").write_bytes(b"this is not a MIDI file")
+    return folder
+
+
+def test_folder_loader_reads_good_files_and_names_broken_ones(score_folder):
+    data = load_dataset(str(score_folder))
+    assert len(data.melodies) == 1
+    assert data.melodies[0].tolist()[:4] == [39, 41, 43, 44]
+    assert [name.endswith("broken.mid") for name, _ in data.skipped_files] == [True]
+    assert data.skipped_files[0][1]     # the reason
+    assert "1 unreadable files skipped" in data.describe()
+
+
+def test_folder_of_only_broken_files_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHROMASONIC_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "a.mid").write_bytes(b"junk")
+    with pytest.raises(DataError, match="no melody"):
+        load_dataset(str(tmp_path))
+
+
+def test_cache_hit_and_invalidation_when_a_file_is_added(score_folder, monkeypatch):
+    import chromasonic_lib.data as data_mod
+    calls = []
+    real = data_mod.parse_files
+    monkeypatch.setattr(data_mod, "parse_files", lambda *a, **k: calls.append(1) or real(*a, **k))
+    load_dataset(str(score_folder))
+    load_dataset(str(score_folder), encoding="grid")     # same notes, other encoding: still a hit
+    assert len(calls) == 1
+    (score_folder / "second.abc").write_text("X:1\nT:Two\nM:4/4\nL:1/4\nK:G\nGABc|d4|\n")
+    data = load_dataset(str(score_folder))
+    assert len(calls) == 2 and len(data.melodies) == 2
+
+
+def test_short_melodies_are_dropped_and_counted(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHROMASONIC_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "one.abc").write_text("X:1\nT:One note\nM:4/4\nL:1/4\nK:C\nC4|\n")
+    (tmp_path / "two.abc").write_text("X:1\nT:Tune\nM:4/4\nL:1/4\nK:C\nCDEF|\n")
+    data = load_dataset(str(tmp_path))
+    assert len(data.melodies) == 1 and data.n_too_short == 1

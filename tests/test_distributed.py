@@ -1,0 +1,165 @@
+"""Several workers, one study: PostgreSQL (for real), journal files, the batch runner, the dashboard."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from conftest import PYTHON, ROOT, postgres_or_skip
+
+SPACE = {"training": {"learning_rate": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True}},
+         "models": {"gru": {"hidden_size": {"type": "int", "low": 8, "high": 24}, "embedding_dim": 8}}}
+
+WORKER = """
+import sys, json
+import chromasonic_lib as cl
+cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))
+"""
+
+
+def _params(tmp_path, **kw):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    p = dict(dataset="synthetic", n_sequences=30, sequence_length=20, model="gru", search_space=str(space),
+             epochs=2, device="cpu", threads=1, output_dir=str(tmp_path / "out"), plot=False)
+    p.update(kw)
+    return p
+
+
+def _worker(params: dict) -> subprocess.Popen:
+    return subprocess.Popen([PYTHON, "-c", WORKER, json.dumps(params)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def pg_study():
+    url = postgres_or_skip()
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    yield url, name
+    try:
+        optuna.delete_study(study_name=name, storage=url)
+    except KeyError:
+        pass
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_three_workers_share_one_postgres_study(tmp_path, pg_study):
+    url, name = pg_study
+    params = tmp_path / "pg.yaml"
+    params.write_text(yaml.safe_dump(_params(tmp_path, study_name=name, storage=url, n_trials=4, pruner="none")))
+    run = subprocess.run([PYTHON, "-m", "chromasonic_lib.batch", str(params), "--workers", "3",
+                          "--out", str(tmp_path / "nbs")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    study = optuna.load_study(study_name=name, storage=url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 12 and len({t.number for t in study.trials}) == len(study.trials)
+    results = json.loads((tmp_path / "out" / "optimization_results.json").read_text())
+    assert results["n_trials"] == 12
+    assert results["best_value"] == pytest.approx(study.best_value)
+    assert len(list((tmp_path / "nbs").glob("pg-worker*.ipynb"))) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_killed_worker_s_trial_fails_after_the_grace_period_and_is_retried(tmp_path, pg_study):
+    url, name = pg_study
+    common = dict(study_name=name, storage=url, heartbeat_interval=1, grace_period=3, pruner="none")
+    victim = _worker(_params(tmp_path, **common, n_trials=1, epochs=500))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in study.trials):
+                break
+        except KeyError:
+            pass
+        time.sleep(0.5)
+    else:
+        victim.kill()
+        pytest.fail("the first worker never started a trial: " + victim.communicate()[0][-2000:])
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(4)                                          # past the grace period
+    rescuer = _worker(_params(tmp_path, **common, n_trials=2, epochs=2))
+    out, _ = rescuer.communicate(timeout=300)
+    assert rescuer.returncode == 0, out[-3000:]
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert trials[0].state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == trials[0].number
+               or optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == trials[0].number]
+    assert retried and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == trials[0].params           # the dead trial's parameters, run again
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_journal_file(tmp_path):
+    params = _params(tmp_path, study_name="journal", storage=f"journal:{tmp_path}/study.log", n_trials=3)
+    workers = [_worker(params) for _ in range(2)]
+    for w in workers:
+        out, _ = w.communicate(timeout=300)
+        assert w.returncode == 0, out[-3000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/study.log"))
+    trials = optuna.load_study(study_name="journal", storage=storage).trials
+    assert len(trials) == 6 and sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+
+
+@pytest.mark.slow
+def test_batch_runner_reports_a_good_and_a_bad_file(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(_params(tmp_path, study_name="good", storage=f"sqlite:///{tmp_path}/s.db",
+                                           n_trials=2)))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"study_name": "bad", "n_trials": -3, "dataset": "synthetic"}))
+    run = subprocess.run([PYTHON, "-m", "chromasonic_lib.batch", str(good), str(bad), "--parallel", "2",
+                          "--out", str(tmp_path / "nbs")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1
+    table = run.stdout[run.stdout.index("run "):]
+    good_row = next(line for line in table.splitlines() if line.startswith("good"))
+    bad_row = next(line for line in table.splitlines() if line.startswith("bad"))
+    assert good_row.rstrip().endswith("ok") and " 2 " in good_row
+    assert "FAILED" in bad_row and "n_trials must be a positive integer, got -3" in bad_row
+    assert (tmp_path / "nbs" / "good.ipynb").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_serves_the_study_on_loopback(tmp_path):
+    storage = f"sqlite:///{tmp_path}/dash.db"
+    study = optuna.create_study(study_name="watched", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    port = _free_port()
+    server = subprocess.Popen([os.path.join(os.path.dirname(PYTHON), "optuna-dashboard"), storage,
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body = None
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "the dashboard did not answer"
+        assert "watched" in [s["study_name"] for s in body["study_summaries"]]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

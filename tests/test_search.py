@@ -1,0 +1,182 @@
+"""The search: notebook files, pruning, resuming, failures, the seed API, atomic results."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import chromasonic_lib as cl
+from chromasonic_lib.atomic import atomic_write, write_json
+from chromasonic_lib.search import objective as objective_mod
+from conftest import outputs_of, run_notebook
+
+TINY_SPACE = {
+    "training": {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}},
+    "models": {"lstm": {"hidden_size": {"type": "int", "low": 8, "high": 24},
+                        "embedding_dim": 8, "num_layers": 1, "dropout": 0.0}},
+}
+
+
+def tiny_cfg(tmp_path, **kw):
+    base = dict(study_name="t", storage=f"sqlite:///{tmp_path}/s.db", output_dir=str(tmp_path / "out"),
+                dataset="synthetic", n_sequences=30, sequence_length=20, model="lstm",
+                search_space=TINY_SPACE, n_trials=2, epochs=3, device="cpu", plot=False)
+    base.update(kw)
+    return cl.SearchConfig(**base)
+
+
+@pytest.mark.slow
+def test_search_notebook_writes_every_result_file(tmp_path):
+    out = tmp_path / "out"
+    nb = run_notebook("search", tmp_path / "search.ipynb", study_name="nb", dataset="synthetic",
+                      n_sequences=30, sequence_length=20, n_trials=3, epochs=2,
+                      storage=f"sqlite:///{tmp_path}/s.db", output_dir=str(out))
+    for name in ("best_hyperparameters.json", "optimization_results.json", "optimization_report.txt",
+                 "optimization_history.png", "trials.csv", "best_model.pt"):
+        assert (out / name).stat().st_size > 0, name
+    best = json.loads((out / "best_hyperparameters.json").read_text())
+    assert best["model"] == "lstm" and "learning_rate" in best and "hidden_size" in best
+    res = json.loads((out / "optimization_results.json").read_text())
+    assert res["n_trials"] == 3 and len(res["trials"]) == 3
+    assert math.isfinite(res["best_value"]) and res["best_params"] == best
+    assert res["floor"] == pytest.approx(1.5, abs=0.15)
+    assert {"number", "state", "params", "value", "intermediate_values", "duration", "user_attrs"} <= set(res["trials"][0])
+    complete = [t for t in res["trials"] if t["state"] == "COMPLETE"]
+    assert {"n_params", "epochs_trained", "train_seconds", "val_bits_per_note", "val_accuracy"} <= set(complete[0]["user_attrs"])
+    assert "BEST: trial" in (out / "optimization_report.txt").read_text()
+    assert len((out / "trials.csv").read_text().strip().splitlines()) == 4
+    ckpt = torch.load(out / "best_model.pt", weights_only=True)
+    model, meta = cl.load_checkpoint(out / "best_model.pt")
+    assert meta["family"] == "lstm" and ckpt["value"] == pytest.approx(res["best_value"])
+    text = "".join(o.get("text", "") for o in outputs_of(nb))
+    assert "search finished: 3 trials" in text          # plain-text progress survives HTML export
+    assert any("image/png" in o.get("data", {}) for o in outputs_of(nb))
+
+
+def test_pruner_prunes_a_hopeless_trial(tmp_path):
+    cfg = tiny_cfg(tmp_path, n_trials=1, epochs=6)
+    cl.run_search(cfg)                                     # the defaults: a good reference
+    study = optuna.load_study(study_name="t", storage=cfg.storage.replace("sqlite:///", "sqlite:///"))
+    study.enqueue_trial({"learning_rate": 1e-5, "hidden_size": 8})
+    cl.run_search(cfg)
+    hopeless = study.trials[-1]
+    assert hopeless.state == TrialState.PRUNED
+    assert len(hopeless.intermediate_values) < 6
+
+
+def test_a_second_run_resumes_the_study(tmp_path):
+    cl.run_search(tiny_cfg(tmp_path, n_trials=3))
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=2))
+    assert result.n_trials == 5 and len(result.study.trials) == 5
+    assert json.loads((tmp_path / "out" / "optimization_results.json").read_text())["n_trials"] == 5
+
+
+def test_an_exception_and_a_nan_each_end_as_fail_and_the_study_goes_on(tmp_path, monkeypatch):
+    real_build = objective_mod.build_model
+    calls = {"n": 0}
+
+    def flaky_build(name, hp, vocab, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        model = real_build(name, hp, vocab, **kw)
+        if calls["n"] == 3:
+            with torch.no_grad():
+                model.head.bias.fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(objective_mod, "build_model", flaky_build)
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=4, pruner="none"))
+    states = [t.state for t in result.study.trials]
+    assert states.count(TrialState.FAIL) == 2 and states.count(TrialState.COMPLETE) == 2
+    reasons = [t.user_attrs["fail_reason"] for t in result.study.trials if t.state == TrialState.FAIL]
+    assert "simulated crash" in reasons[0] and "nan" in reasons[1]
+    assert all(t.value is None for t in result.study.trials if t.state == TrialState.FAIL)   # never inf
+    report = (tmp_path / "out" / "optimization_report.txt").read_text()
+    assert "simulated crash" in report
+
+
+def test_ctrl_c_ends_the_trial_as_fail_and_leaves_consistent_files(tmp_path, monkeypatch):
+    real_train = objective_mod.train
+    calls = {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(objective_mod, "train", interrupted)
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=5))
+    assert result.interrupted
+    last = result.study.trials[-1]
+    assert last.state == TrialState.FAIL and "interrupted" in last.user_attrs["fail_reason"]
+    res = json.loads((tmp_path / "out" / "optimization_results.json").read_text())
+    assert res["n_trials"] == 2 and res["states"]["fail"] == 1
+
+
+def test_timeout_bounds_the_whole_search(tmp_path):
+    import time
+    start = time.monotonic()
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=1000, timeout=4, epochs=50))
+    assert time.monotonic() - start < 30
+    assert result.n_trials >= 1
+
+
+def test_seed_api_works_on_lists_of_lists(tmp_path):
+    rng = np.random.default_rng(0)
+    walks = [np.clip(40 + np.cumsum(rng.integers(-2, 3, 20)), 0, 87).tolist() for _ in range(30)]
+    space = cl.HyperparameterSearchSpace(hidden_size_range=(8, 16), embedding_dim_range=(8, 16),
+                                         num_layers_range=(1, 1), num_epochs=2)
+    opt = cl.HyperparameterOptimizer("lstm", space, device="cpu", output_dir=str(tmp_path / "seed"))
+    out = opt.optimize(walks[:24], walks[24:], vocab_size=88, n_trials=2, study_name="seed-api")
+    assert set(out) >= {"best_params", "best_value", "n_trials", "total_time", "trial_results"}
+    assert out["n_trials"] == 2 and math.isfinite(out["best_value"])
+    assert (tmp_path / "seed" / "best_hyperparameters.json").exists()
+    with pytest.raises(cl.DataError, match="train_data"):
+        opt.optimize([[1]], walks[24:])
+
+
+def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path):
+    path = tmp_path / "optimization_results.json"
+    write_json(path, {"best_value": 1.5})
+
+    def crash_midway(tmp):
+        tmp.write_text('{"best_value": 1.4, "tri')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, crash_midway)
+    assert json.loads(path.read_text()) == {"best_value": 1.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["optimization_results.json"]
+
+
+def test_an_existing_study_keeps_its_trials_whatever_a_new_run_does(tmp_path, monkeypatch):
+    cl.run_search(tiny_cfg(tmp_path, n_trials=2))
+    before = [(t.number, t.value) for t in optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/s.db").trials]
+    with pytest.raises(cl.ConfigError, match="different settings"):
+        cl.run_search(tiny_cfg(tmp_path, n_trials=2, n_sequences=30, dataset="essen/erk5"))
+    monkeypatch.setattr(objective_mod, "train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    cl.run_search(tiny_cfg(tmp_path, study_name="other", output_dir=str(tmp_path / "other"), n_trials=2))
+    after = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/s.db").trials
+    assert [(t.number, t.value) for t in after] == before
+    assert json.loads((tmp_path / "out" / "optimization_results.json").read_text())["n_trials"] == 2
+
+
+def test_model_any_searches_the_families(tmp_path):
+    space = {"training": {"learning_rate": 0.01},
+             "models": {"markov": {"order": {"type": "int", "low": 1, "high": 2}},
+                        "gru": {"hidden_size": 8, "embedding_dim": 8}}}
+    result = cl.run_search(tiny_cfg(tmp_path, model="any", search_space=space, n_trials=3))
+    first = result.study.trials[0]
+    assert first.params["model"] == "markov" and "markov.order" in first.params   # conditional names
+    for t in result.study.trials:
+        config = t.user_attrs["config"]
+        own = {"markov": {"model", "order"}, "gru": {"model", "learning_rate"}}[config["model"]]
+        assert set(config) - {"hidden_size", "embedding_dim"} == own
+    assert "model" in result.best_params

@@ -1,0 +1,65 @@
+"""Training: it learns, it is reproducible, it stops when told, it fails loudly on NaN."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from chromasonic_lib.config import TrainConfig
+from chromasonic_lib.errors import ConfigError, TrainingDiverged
+from chromasonic_lib.models import build_model
+from chromasonic_lib.training import pick_device, train
+
+FAST = dict(epochs=4, batch_size=16, learning_rate=1e-2, min_epoch_tokens=16384, device="cpu")
+TINY = {"hidden_size": 32, "embedding_dim": 16, "num_layers": 1, "dropout": 0.0}
+
+
+def test_a_model_learns_the_walk_well_below_uniform(synthetic_prepared):
+    model = build_model("lstm", TINY)
+    history = train(model, synthetic_prepared.train, synthetic_prepared.val, TrainConfig(**FAST, transpose=12))
+    assert history.best_val_loss < math.log(88) - 1.5       # uniform guessing is ln 88 = 4.48
+    assert len(history.val_loss) == 4 and history.best_epoch >= 0
+
+
+def test_same_config_and_seed_give_the_same_losses(synthetic_prepared):
+    runs = [train(build_model("gru", TINY, seed=5), synthetic_prepared.train, synthetic_prepared.val,
+                  TrainConfig(**FAST, seed=5)).val_loss for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_callback_stops_training(synthetic_prepared):
+    seen = []
+    history = train(build_model("rnn", TINY), synthetic_prepared.train, synthetic_prepared.val,
+                    TrainConfig(**FAST), on_epoch=lambda e, v: seen.append(e) or e == 1)
+    assert seen == [0, 1] and history.stopped_by == "callback"
+
+
+def test_nan_loss_raises_training_diverged(synthetic_prepared):
+    model = build_model("lstm", TINY)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="nan"):
+        train(model, synthetic_prepared.train, synthetic_prepared.val, TrainConfig(**FAST))
+
+
+def test_markov_fits_by_counting_in_one_step(synthetic_prepared):
+    history = train(build_model("markov", {"order": 1}), synthetic_prepared.train, synthetic_prepared.val,
+                    TrainConfig(device="cpu", transpose=12))
+    assert history.epochs_trained == 1
+    assert history.best_val_loss < synthetic_prepared.floor() + 0.15
+
+
+def test_missing_cuda_warns_and_falls_back_to_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.warns(RuntimeWarning, match="CUDA is not available"):
+        assert pick_device("cuda").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.parametrize("field,value", [("learning_rate", 0), ("batch_size", -1), ("epochs", "ten"),
+                                         ("optimizer", "adagrad"), ("transpose", 40), ("device", "tpu")])
+def test_bad_training_settings_are_named(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
