@@ -6,6 +6,7 @@ study through an RDB URL; processes on one machine can share a journal file.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 
@@ -46,7 +47,17 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             if heartbeat_interval:
                 heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-            return RDBStorage(resolved, engine_kwargs=engine, **heartbeat)
+            # Workers starting together on a fresh database race to create Optuna's tables;
+            # the loser sees an integrity error and simply tries again.
+            for attempt in range(3):
+                try:
+                    return RDBStorage(resolved, engine_kwargs=engine, **heartbeat)
+                except ImportError:
+                    raise
+                except Exception:
+                    if attempt == 2 or not resolved.startswith(("postgresql", "mysql")):
+                        raise
+                    time.sleep(1 + attempt)
     except ConfigError:
         raise
     except ImportError as e:
