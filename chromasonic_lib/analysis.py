@@ -55,7 +55,11 @@ def top_params(study: optuna.Study, n: int = 2) -> list[str]:
 
 def show(kind: str, study: optuna.Study, **kwargs):
     """An Optuna plot, or a sentence saying why it can't be drawn yet (too few trials ...)."""
-    if len(complete_trials(study)) < 2:
+    if kind == "timeline":
+        if not study.trials:
+            print("timeline: the study has no trial yet.")
+            return None
+    elif len(complete_trials(study)) < 2:
         print(f"{kind}: needs at least two complete trials; this study has "
               f"{len(complete_trials(study))}.")
         return None

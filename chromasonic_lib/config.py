@@ -19,7 +19,7 @@ from .paths import resolve
 
 MODELS = ("markov", "rnn", "lstm", "gru", "transformer")
 ENCODINGS = ("pitch", "grid")
-CORPORA = ("chorales", "chorales-185", "essen", "oneills", "ryans", "airds")
+CORPORA = ("chorales", "chorales-185", "chorales-other", "essen", "oneills", "ryans", "airds")
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("adamw", "adam", "sgd")

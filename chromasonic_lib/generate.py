@@ -115,8 +115,9 @@ def piano_roll_figure(notes: Notes, title: str = "", ax=None):
             color="tab:purple")
     if keep.any():
         lo, hi = int(notes.pitches[keep].min()), int(notes.pitches[keep].max())
-        ticks = [p for p in range(lo - 1, hi + 2) if p % 12 in (0, 7) or p in (lo, hi)]
+        ticks = [p for p in range(lo - 1, hi + 2) if p % 12 in (0, 4, 7)]   # every C, E and G
         ax.set_yticks(ticks, [midi_name(p) for p in ticks])
+        ax.set_ylim(lo - 1.5, hi + 1.5)
     ax.set_xlabel("time (quarter notes)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)

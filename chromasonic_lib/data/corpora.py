@@ -2,7 +2,7 @@
 
 ``chorales`` is the soprano line of every Bach chorale music21 ships (the part whose id is
 Soprano; some chorales open with an instrument part); ``chorales-185`` the BWV 253–438
-subset used by Pearce (2005); ``essen``, ``oneills``, ``ryans``, ``airds`` the folk
+subset used by Pearce (2005), ``chorales-other`` the rest (to tune on without touching it); ``essen``, ``oneills``, ``ryans``, ``airds`` the folk
 collections (ABC files holding many tunes each).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 CORPUS_FOLDERS = {
     "chorales": ("bach", "Soprano"),
     "chorales-185": ("bach", "Soprano"),
+    "chorales-other": ("bach", "Soprano"),
     "essen": ("essenFolksong", None),
     "oneills": ("oneills1850", None),
     "ryans": ("ryansMammoth", None),
@@ -48,6 +49,8 @@ def corpus_files(name: str) -> list[Path]:
         files = [p for p in files if p.stem not in ESSEN_TEST_FILES]
     if name == "chorales-185":
         files = [p for p in files if 253 <= (_bwv(p) or 0) <= 438]
+    if name == "chorales-other":      # for tuning without ever touching chorales-185
+        files = [p for p in files if not 253 <= (_bwv(p) or 0) <= 438]
     return files
 
 

@@ -62,9 +62,10 @@ class Objective:
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("epochs_trained", history.epochs_trained)
         trial.set_user_attr("train_seconds", round(history.seconds, 3))
-        if history.stopped_by == "callback":
-            why = "the search's timeout" if trial.user_attrs.get("stopped_by") else "the pruner"
-            raise optuna.TrialPruned(f"stopped by {why} after epoch {history.epochs_trained - 1} "
+        # Stopped by the pruner: pruned. Stopped by the search's timeout: its best epoch so far
+        # is a real measurement of this configuration, so it counts (epochs_trained says how short).
+        if history.stopped_by == "callback" and not trial.user_attrs.get("stopped_by"):
+            raise optuna.TrialPruned(f"pruned after epoch {history.epochs_trained - 1} "
                                      f"at {history.val_loss[-1]:.4f} nats/note")
         metrics = evaluate(model, self.data.val)
         trial.set_user_attr("val_bits_per_note", metrics.bits_per_note)
