@@ -101,6 +101,10 @@ def check_dataset(name: str, value: Any) -> str:
                           f"{', '.join(sorted(files))}")
     path = resolve(value)
     if path.is_dir():
+        from .data.files import folder_files
+        if not folder_files(path):
+            raise ConfigError(f"{name}: the folder {value!r} holds no score files "
+                              f"(.mid, .midi, .abc, .xml, .mxl, .musicxml)")
         return value
     if path.exists():
         raise ConfigError(f"{name} must be a corpus name or a folder, got the file {value!r}")

@@ -45,6 +45,7 @@ BAD = [
     ({"search_space": "BAD:empty_choices"}, "choices must be a non-empty list"),
     ({"search_space": "BAD:unknown_param"}, "colour is not a hyperparameter of lstm"),
     ({"search_space": "BAD:empty"}, "search_space"),
+    ({"dataset": "EMPTY_FOLDER"}, "holds no score files"),
 ]
 
 SPACES = {
@@ -59,6 +60,9 @@ SPACES = {
 
 def _materialize(params: dict, tmp_path) -> dict:
     params = dict(params)
+    if params.get("dataset") == "EMPTY_FOLDER":
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        params["dataset"] = str(tmp_path / "empty")
     space = params.get("search_space", "")
     if space.startswith("BAD:"):
         path = tmp_path / f"{space[4:]}.yaml"
@@ -110,7 +114,7 @@ def test_other_tools_validate_too(tmp_path):
 
 
 # The same table through the notebook, the way a researcher runs it: papermill -p name value.
-NOTEBOOK_CASES = BAD[:33:1]
+NOTEBOOK_CASES = BAD
 
 
 @pytest.mark.slow

@@ -120,6 +120,15 @@ def test_ctrl_c_ends_the_trial_as_fail_and_leaves_consistent_files(tmp_path, mon
     assert res["n_trials"] == 2 and res["states"]["fail"] == 1
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_same_parameters_give_the_same_sequence_of_trials(tmp_path, sampler):
+    runs = []
+    for i in range(2):
+        result = cl.run_search(tiny_cfg(tmp_path / str(i), n_trials=4, sampler=sampler, epochs=2))
+        runs.append([(t.params, t.value) for t in result.study.trials])
+    assert runs[0] == runs[1]
+
+
 def test_timeout_bounds_the_whole_search(tmp_path):
     import time
     start = time.monotonic()
