@@ -28,7 +28,7 @@ data = prepare(load_dataset("synthetic", n_sequences=100, sequence_length=64, se
                val_fraction=0.2, test_fraction=0.0, seed=args.data_seed)
 hp = {k: CONFIG[k] for k in ("embedding_dim", "hidden_size", "num_layers", "dropout")}
 cfg = TrainConfig(**{k: CONFIG[k] for k in ("learning_rate", "batch_size", "epochs", "transpose",
-                                             "min_epoch_tokens")}, device="cpu", patience=0)
+                                             "min_epoch_tokens")}, patience=0)
 start = time.perf_counter()
 history = train(build_model("lstm", hp), data.train, data.val, cfg)
 seconds = time.perf_counter() - start

@@ -87,13 +87,13 @@ def train_best(cfg: TrainBestConfig, params: dict[str, Any]) -> TrainedRun:
     data = prepare(load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed),
                    d.val_fraction, d.test_fraction, d.seed, device)
     log.info(data.describe())
-    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, patience=5, **training)
+    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, patience=5, **training)
     model = build_model(family, hparams, data.vocab_size, seed=cfg.seed)
     history = train(model, data.train, data.val, train_cfg)
     test = evaluate(model, data.test)
     _, order = markov_baseline(data)
     markov = build_model("markov", {"order": order}, data.vocab_size)
-    train(markov, data.train, data.val, TrainConfig(device=cfg.device))
+    train(markov, data.train, data.val, TrainConfig())
     baseline = evaluate(markov, data.test)
     log.info("test: %.4f nats/note (%.3f bits), accuracy %.3f; markov baseline %.4f",
              test.nats_per_note, test.bits_per_note, test.accuracy, baseline.nats_per_note)

@@ -145,7 +145,10 @@ def check_writable_dir(name: str, path: Path) -> Path:
 # ---------------------------------------------------------------- configs
 @dataclass
 class TrainConfig:
-    """How one model is trained: optimizer, schedule, augmentation, stopping."""
+    """How one model is trained: optimizer, schedule, augmentation, stopping.
+
+    The device is not here: training runs where its data tensors are (see ``prepare``).
+    """
 
     optimizer: str = "adamw"          # adamw, adam or sgd
     learning_rate: float = 3e-3
@@ -158,7 +161,6 @@ class TrainConfig:
     transpose: int = 6                # random transposition of training melodies, ± semitones; 0 = off
     min_epoch_tokens: int = 32768     # an epoch repeats a small training set up to this many notes
     seed: int = 42
-    device: str = "auto"
 
     def __post_init__(self) -> None:
         self.optimizer = check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -174,7 +176,6 @@ class TrainConfig:
             raise ConfigError(f"transpose must be between 0 and 24 semitones, got {self.transpose}")
         self.min_epoch_tokens = check_int("min_epoch_tokens", self.min_epoch_tokens, 0)
         self.seed = check_int("seed", self.seed, 0)
-        self.device = check_device("device", self.device)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

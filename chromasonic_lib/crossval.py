@@ -30,7 +30,7 @@ def run_crossval(cfg: CrossvalConfig) -> dict:
     data = load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     hparams, training = split_params(cfg.model, {k: v for k, v in cfg.settings.items()
                                                  if k not in ("model", "epochs")})
-    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, **training)
+    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
     results = []
     start = time.perf_counter()
     for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):

@@ -64,7 +64,7 @@ def markov_baseline(data: Prepared, transpose: int = 6) -> tuple[float, int]:
     best = (float("inf"), 0)
     for order in (1, 2, 3):
         model = build_model("markov", {"order": order, "alpha": 1.0}, data.vocab_size)
-        h = train(model, data.train, data.val, TrainConfig(transpose=transpose, device="cpu"))
+        h = train(model, data.train, data.val, TrainConfig(transpose=transpose))
         best = min(best, (h.best_val_loss, order))
     return best
 
@@ -129,7 +129,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     baseline = study.user_attrs["markov_baseline"]
     log.info("markov baseline %.4f nats/note%s", baseline,
              f"; floor (the generator's own loss) {floor:.4f}" if floor is not None else "")
-    base = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device)
+    base = TrainConfig(epochs=cfg.epochs, seed=cfg.seed)
     # A trial still running when the timeout comes stops at its next epoch (recorded as pruned),
     # so `timeout` bounds the whole search, not just when the last trial may start.
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
