@@ -224,8 +224,8 @@ class _FromNamespace:
 
 
 @dataclass
-class SearchConfig(_FromNamespace):
-    """Everything ``search.ipynb`` and ``run_search`` take (the notebook's parameters)."""
+class _StudyAndData(_FromNamespace):
+    """The parameters the search and train_best notebooks share: which study, which data."""
 
     study_name: str = "melody-search"
     storage: str = "sqlite:///runs/studies.db"
@@ -236,6 +236,24 @@ class SearchConfig(_FromNamespace):
     sequence_length: int = 64
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    seed: int = 42
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.study_name = check_study_name("study_name", self.study_name)
+        self.storage = check_storage("storage", self.storage)
+        self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
+        self.seed = check_int("seed", self.seed, 0)
+        self.device = check_device("device", self.device)
+        self.data = DataConfig(self.dataset, self.encoding, self.n_sequences,
+                               self.sequence_length, self.val_fraction, self.test_fraction,
+                               self.seed)
+
+
+@dataclass
+class SearchConfig(_StudyAndData):
+    """Everything ``search.ipynb`` and ``run_search`` take (the notebook's parameters)."""
+
     model: str = "lstm"
     search_space: str = "params/spaces/default.yaml"
     n_trials: int = 20
@@ -243,25 +261,19 @@ class SearchConfig(_FromNamespace):
     epochs: int = 15
     sampler: str = "tpe"
     pruner: str = "median"
-    seed: int = 42
-    device: str = "auto"
     plot: bool = True
     heartbeat_interval: int = 10
     grace_period: int = 30
     threads: int = 0
 
     def __post_init__(self) -> None:
-        self.study_name = check_study_name("study_name", self.study_name)
-        self.storage = check_storage("storage", self.storage)
-        self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
+        super().__post_init__()
         self.model = check_choice("model", self.model, MODELS + ("any",))
         self.n_trials = check_int("n_trials", self.n_trials)
         self.timeout = check_float("timeout", self.timeout, 0)
         self.epochs = check_int("epochs", self.epochs)
         self.sampler = check_choice("sampler", self.sampler, SAMPLERS)
         self.pruner = check_choice("pruner", self.pruner, PRUNERS)
-        self.seed = check_int("seed", self.seed, 0)
-        self.device = check_device("device", self.device)
         self.plot = check_bool("plot", self.plot)
         self.heartbeat_interval = check_int("heartbeat_interval", self.heartbeat_interval)
         self.grace_period = check_int("grace_period", self.grace_period)
@@ -269,9 +281,6 @@ class SearchConfig(_FromNamespace):
             raise ConfigError(f"grace_period must be longer than heartbeat_interval "
                               f"({self.heartbeat_interval} s), got {self.grace_period}")
         self.threads = check_int("threads", self.threads, 0)
-        self.data = DataConfig(self.dataset, self.encoding, self.n_sequences,
-                               self.sequence_length, self.val_fraction, self.test_fraction,
-                               self.seed)
         # Imported here: the space module needs the model registry, which needs torch.
         from .search.space import load_space
         source = self.search_space if isinstance(self.search_space, dict) else \
@@ -284,22 +293,11 @@ class SearchConfig(_FromNamespace):
 
 
 @dataclass
-class TrainBestConfig(_FromNamespace):
+class TrainBestConfig(_StudyAndData):
     """Everything ``train_best.ipynb`` takes."""
 
-    study_name: str = "melody-search"
-    storage: str = "sqlite:///runs/studies.db"
     best_params: str = ""
-    dataset: str = "chorales"
-    encoding: str = "pitch"
-    n_sequences: int = 100
-    sequence_length: int = 64
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
     epochs: int = 30
-    device: str = "auto"
-    seed: int = 42
-    output_dir: str = ""
     n_samples: int = 3
     sample_length: int = 64
     temperature: float = 1.0
@@ -307,19 +305,12 @@ class TrainBestConfig(_FromNamespace):
     primer: str = ""
 
     def __post_init__(self) -> None:
-        self.study_name = check_study_name("study_name", self.study_name)
-        self.storage = check_storage("storage", self.storage)
+        super().__post_init__()
         if self.best_params:
             check_existing_file("best_params", self.best_params)
-        self.data = DataConfig(self.dataset, self.encoding, self.n_sequences,
-                               self.sequence_length, self.val_fraction, self.test_fraction,
-                               self.seed)
         if self.test_fraction == 0:
             raise ConfigError("test_fraction must be above 0: train_best evaluates on the test split")
         self.epochs = check_int("epochs", self.epochs)
-        self.device = check_device("device", self.device)
-        self.seed = check_int("seed", self.seed, 0)
-        self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
         self.n_samples = check_int("n_samples", self.n_samples, 0)
         self.sample_length = check_int("sample_length", self.sample_length)
         self.temperature = check_float("temperature", self.temperature, 0, 10, low_open=True)
