@@ -89,10 +89,11 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """median: stop a trial whose loss is worse than the median of earlier trials at that epoch.
 
     One finished trial is enough to compare against, because a new study starts with the
-    families' defaults: a reasonable reference. The first epoch is never judged.
+    families' defaults: a reasonable reference. The first tenth of the epochs (at least one)
+    is never judged, so big models that start slowly get a fair chance.
     """
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=max(1, epochs // 10))
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2),
                                               reduction_factor=3)
