@@ -8,7 +8,7 @@ import pytest
 
 import chromasonic_lib as cl
 from chromasonic_lib import search as search_mod
-from conftest import ROOT, run_notebook
+from conftest import run_notebook
 
 # (parameters, text the error must contain): at least 25 bad inputs.
 BAD = [

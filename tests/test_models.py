@@ -1,18 +1,15 @@
 """Every model: shapes, causality, padding, the markov counts, the registry's errors."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from chromasonic_lib.config import TrainConfig
 from chromasonic_lib.data import MelodyTensor
 from chromasonic_lib.errors import ConfigError
 from chromasonic_lib.models import MODEL_DEFAULTS, build_model
-from chromasonic_lib.training import evaluate, train
+from chromasonic_lib.training import evaluate
 
 SMALL = {"markov": {"order": 2}, "rnn": {"hidden_size": 16, "embedding_dim": 8},
          "lstm": {"hidden_size": 16, "embedding_dim": 8, "num_layers": 2},

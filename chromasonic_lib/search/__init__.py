@@ -16,9 +16,9 @@ from ..data import Prepared, load_dataset, prepare
 from ..models import build_model
 from ..training import pick_device, train
 from .objective import Objective, load_checkpoint, save_checkpoint
-from .results import FILES, summarize, trial_config, write_results
+from .results import trial_config, write_results
 from .space import SearchSpace, load_space
-from .study import create_study, make_pruner, make_sampler, open_storage
+from .study import create_study, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,10 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         study.set_user_attr("config", {k: getattr(cfg, k) for k in (
             "dataset", "encoding", "model", "epochs", "sampler", "pruner", "seed",
             "n_sequences", "sequence_length", "val_fraction", "test_fraction", "search_space")})
-    if not study.trials:
+    if not study.trials and "defaults_enqueued" not in study.user_attrs:
         # Start where we know the ground is good: each family's defaults, markov at the
         # baseline's best order, so the study's best is never worse than the baseline.
+        study.set_user_attr("defaults_enqueued", True)
         order = study.user_attrs.get("markov_baseline_order", 2)
         for params in cfg.space.default_trials({"markov": {"order": order}}):
             study.enqueue_trial(params, user_attrs={"enqueued": "family defaults"})
@@ -130,8 +131,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     log.info("markov baseline %.4f nats/note%s", baseline,
              f"; floor (the generator's own loss) {floor:.4f}" if floor is not None else "")
     base = TrainConfig(epochs=cfg.epochs, seed=cfg.seed)
-    # A trial still running when the timeout comes stops at its next epoch (recorded as pruned),
-    # so `timeout` bounds the whole search, not just when the last trial may start.
+    # A trial still running when the timeout comes stops at its next epoch (keeping its best
+    # epoch so far), so `timeout` bounds the whole search, not just when the last trial starts.
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     objective = Objective(data, cfg.space, base, output_dir, deadline)
     progress = _Progress(cfg.n_trials, output_dir, cfg.plot)
