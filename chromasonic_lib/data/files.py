@@ -93,6 +93,14 @@ def _parse_one(args: tuple[str, str | None]) -> tuple[str, list[Notes] | None, s
         return path, None, f"{type(e).__name__}: {e}".strip()[:300]
 
 
+def _context():
+    """fork where there is one: spawn and forkserver re-run the caller's main script in every
+    worker, which breaks any script without an ``if __name__ == "__main__"`` guard. The
+    workers only parse files with music21; they never touch the parent's threads or torch."""
+    import multiprocessing
+    return get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+
+
 def parse_files(paths: Iterable[Path], part_id: str | None = None, desc: str = "parsing",
                 workers: int | None = None) -> tuple[list[tuple[str, Notes]], list[tuple[str, str]]]:
     """Parse many files on all cores with a progress bar.
@@ -104,8 +112,7 @@ def parse_files(paths: Iterable[Path], part_id: str | None = None, desc: str = "
     results: dict[str, tuple[list[Notes] | None, str]] = {}
     bar = tqdm(total=len(jobs), desc=desc, unit="file", mininterval=1.0)
     if workers > 1 and len(jobs) > 8:
-        # spawn, not fork: the parent may hold threads (heartbeats, progress bars) and torch.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_context()) as pool:
             for path, melodies, reason in pool.map(_parse_one, jobs, chunksize=4):
                 results[path] = (melodies, reason)
                 bar.update()
