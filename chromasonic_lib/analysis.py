@@ -53,21 +53,23 @@ def top_params(study: optuna.Study, n: int = 2) -> list[str]:
     return names[:n]
 
 
-def show(kind: str, study: optuna.Study, **kwargs):
-    """An Optuna plot, or a sentence saying why it can't be drawn yet (too few trials ...)."""
+def show(kind: str, study: optuna.Study, **kwargs) -> None:
+    """Draw an Optuna plot, or say why it can't be drawn yet (too few trials ...).
+
+    Returns nothing: in a notebook the figure is shown once, by matplotlib's inline backend.
+    """
     if kind == "timeline":
         if not study.trials:
             print("timeline: the study has no trial yet.")
-            return None
+            return
     elif len(complete_trials(study)) < 2:
         print(f"{kind}: needs at least two complete trials; this study has "
               f"{len(complete_trials(study))}.")
-        return None
+        return
     try:
-        return optuna_figure(kind, study, **kwargs)
+        optuna_figure(kind, study, **kwargs)
     except Exception as e:          # e.g. a contour with a single parameter
         print(f"{kind}: cannot be drawn for this study ({type(e).__name__}: {e})")
-        return None
 
 
 def top_trials(study: optuna.Study, n: int = 10) -> pd.DataFrame:

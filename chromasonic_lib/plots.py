@@ -175,7 +175,8 @@ def optuna_figure(kind: str, study: optuna.Study, **kwargs):
     first = ax.flat[0] if isinstance(ax, np.ndarray) else ax
     fig = first.figure
     fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 4.5))
-    fig.tight_layout()
+    if kind != "parallel_coordinate":   # its colour bar axes do not take tight_layout
+        fig.tight_layout()
     return fig
 
 
