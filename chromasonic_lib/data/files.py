@@ -113,7 +113,9 @@ def parse_files(paths: Iterable[Path], part_id: str | None = None, desc: str = "
     bar = tqdm(total=len(jobs), desc=desc, unit="file", mininterval=1.0)
     if workers > 1 and len(jobs) > 8:
         with ProcessPoolExecutor(workers, mp_context=_context()) as pool:
-            for path, melodies, reason in pool.map(_parse_one, jobs, chunksize=4):
+            # Small chunks keep both cores busy when a few files are much larger than the rest.
+            chunk = max(1, len(jobs) // (workers * 16))
+            for path, melodies, reason in pool.map(_parse_one, jobs, chunksize=chunk):
                 results[path] = (melodies, reason)
                 bar.update()
     else:
