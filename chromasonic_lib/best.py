@@ -193,6 +193,5 @@ def comparison_figure(run: TrainedRun, samples: list[Sample]):
     b.set_title("Intervals between consecutive notes")
     b.legend()
     fig.tight_layout()
-    save_figure_copy = run.output_dir / "generated_vs_real.png"
-    fig.savefig(save_figure_copy, dpi=100)
+    fig.savefig(run.output_dir / "generated_vs_real.png", dpi=100)   # kept open: the notebook shows it
     return fig
