@@ -1,0 +1,38 @@
+"""The cross-validation command: folds, JSON, errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import PYTHON, ROOT
+
+
+def _run(*args):
+    return subprocess.run([PYTHON, "-m", "chromasonic_lib.crossval", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_crossval_prints_folds_and_json():
+    run = _run("--dataset", "synthetic", "--folds", "3", "--model", "markov", "--json")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert sum(line.startswith("fold ") for line in lines) == 3
+    result = json.loads(lines[-1])
+    assert result["folds"] == 3 and result["n_notes"] == 100 * 63
+    assert 2.0 < result["bits_per_note"] < 2.5          # the walk's entropy is 1.5 nats = 2.16 bits
+    assert sum(f["n_notes"] for f in result["per_fold"]) == result["n_notes"]
+
+
+def test_crossval_trains_a_neural_model_per_fold(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("model: gru\nhidden_size: 16\nembedding_dim: 8\nepochs: 1\nmin_epoch_tokens: 0\n")
+    run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(params), "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["model"] == "gru" and result["params"]["hidden_size"] == 16
+
+
+def test_crossval_bad_input_is_one_clear_line():
+    run = _run("--dataset", "synthetic", "--folds", "1")
+    assert run.returncode == 2
+    assert run.stderr.strip() == "error: folds must be an integer ≥ 2, got 1"
