@@ -9,23 +9,16 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from .config import AnalysisConfig
-from .errors import ConfigError
 from .plots import optuna_figure
 from .search.results import report_text, summarize, trial_config
-from .search.study import open_storage
+from .search.study import load_existing_study
 
 log = logging.getLogger(__name__)
 
 
 def load_study(cfg: AnalysisConfig, name: str | None = None) -> optuna.Study:
     """Load ``name`` (default: ``cfg.study_name``) from ``cfg.storage``; a missing one names the others."""
-    name = name or cfg.study_name
-    storage = open_storage(cfg.storage)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        raise ConfigError(f"study_name {name!r} is not in storage {cfg.storage!r}; studies there: "
-                          f"{', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=name, storage=storage)
+    return load_existing_study(cfg.storage, name or cfg.study_name)
 
 
 def overview(study: optuna.Study) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
 import torch
 
@@ -27,7 +26,7 @@ from .paths import resolve
 from .plots import history_curves_figure, save_figure
 from .search import markov_baseline, save_checkpoint
 from .search.results import trial_config
-from .search.study import open_storage
+from .search.study import load_existing_study
 from .training import History, Metrics, evaluate, pick_device, train
 
 log = logging.getLogger(__name__)
@@ -41,12 +40,7 @@ def best_configuration(cfg: TrainBestConfig) -> dict[str, Any]:
             raise ConfigError(f"best_params: {cfg.best_params} must hold a JSON object with a "
                               f"'model' key (as best_hyperparameters.json does)")
         return params
-    storage = open_storage(cfg.storage)
-    names = optuna.get_all_study_names(storage)
-    if cfg.study_name not in names:
-        raise ConfigError(f"study_name {cfg.study_name!r} is not in storage {cfg.storage!r}; "
-                          f"studies there: {', '.join(names) or 'none'}")
-    study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+    study = load_existing_study(cfg.storage, cfg.study_name)
     try:
         return trial_config(study.best_trial)
     except ValueError:
@@ -91,10 +85,7 @@ def train_best(cfg: TrainBestConfig, params: dict[str, Any]) -> TrainedRun:
     model = build_model(family, hparams, data.vocab_size, seed=cfg.seed)
     history = train(model, data.train, data.val, train_cfg)
     test = evaluate(model, data.test)
-    _, order = markov_baseline(data)
-    markov = build_model("markov", {"order": order}, data.vocab_size)
-    train(markov, data.train, data.val, TrainConfig())
-    baseline = evaluate(markov, data.test)
+    baseline = evaluate(markov_baseline(data)[2], data.test)
     log.info("test: %.4f nats/note (%.3f bits), accuracy %.3f; markov baseline %.4f",
              test.nats_per_note, test.bits_per_note, test.accuracy, baseline.nats_per_note)
     save_checkpoint(out / "model.pt", model, family, hparams, d.encoding,

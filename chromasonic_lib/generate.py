@@ -6,6 +6,7 @@ envelope) written with numpy, so no soundfont has to be downloaded.
 from __future__ import annotations
 
 import io
+import itertools
 import wave
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def sample(model: torch.nn.Module, primer: list[int], length: int, temperature: 
            top_k: int = 0, generator: torch.Generator | None = None) -> list[int]:
     """Continue ``primer`` (tokens) until the melody has ``length`` tokens."""
     model.eval()
-    device = next(iter(model.buffers()), next(iter(model.parameters()), torch.zeros(0))).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     tokens = list(primer)
     while len(tokens) < length:
         x = torch.tensor([tokens], device=device)

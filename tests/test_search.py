@@ -61,7 +61,7 @@ def test_search_notebook_writes_every_result_file(tmp_path):
 def test_pruner_prunes_a_hopeless_trial(tmp_path):
     cfg = tiny_cfg(tmp_path, n_trials=1, epochs=6)
     cl.run_search(cfg)                                     # the defaults: a good reference
-    study = optuna.load_study(study_name="t", storage=cfg.storage.replace("sqlite:///", "sqlite:///"))
+    study = optuna.load_study(study_name="t", storage=cfg.storage)
     study.enqueue_trial({"learning_rate": 1e-5, "hidden_size": 8})
     cl.run_search(cfg)
     hopeless = study.trials[-1]

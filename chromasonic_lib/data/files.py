@@ -26,7 +26,7 @@ SCORE_SUFFIXES = (".mid", ".midi", ".abc", ".xml", ".mxl", ".musicxml")
 def folder_files(folder: Path) -> list[Path]:
     """Every score file under ``folder``, sorted, hidden files skipped."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SCORE_SUFFIXES
-                  and p.is_file() and not any(part.startswith(".") for part in p.parts[-1:]))
+                  and p.is_file() and not p.name.startswith("."))
 
 
 def melody_from_stream(stream) -> Notes:

@@ -59,13 +59,17 @@ class SearchResult:
         return out.assign(params=params).reset_index(drop=True)
 
 
-def markov_baseline(data: Prepared, transpose: int = 6) -> tuple[float, int]:
-    """The best validation loss of the markov model over orders 1–3: what any model must beat."""
-    best = (float("inf"), 0)
+def markov_baseline(data: Prepared, transpose: int = 6) -> tuple[float, int, torch.nn.Module]:
+    """The markov model of order 1–3 with the best validation loss: what any model must beat.
+
+    Returns (validation loss, order, the fitted model).
+    """
+    best = None
     for order in (1, 2, 3):
         model = build_model("markov", {"order": order, "alpha": 1.0}, data.vocab_size)
-        h = train(model, data.train, data.val, TrainConfig(transpose=transpose))
-        best = min(best, (h.best_val_loss, order))
+        loss = train(model, data.train, data.val, TrainConfig(transpose=transpose)).best_val_loss
+        if best is None or loss < best[0]:
+            best = (loss, order, model)
     return best
 
 
@@ -112,7 +116,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     study = create_study(cfg, storage)
     floor = data.floor()
     if "markov_baseline" not in study.user_attrs:
-        baseline, order = markov_baseline(data)
+        baseline, order, _ = markov_baseline(data)
         study.set_user_attr("markov_baseline", baseline)
         study.set_user_attr("markov_baseline_order", order)
         study.set_user_attr("floor", floor)

@@ -58,14 +58,22 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                     if attempt == 2 or not resolved.startswith(("postgresql", "mysql")):
                         raise
                     time.sleep(1 + attempt)
-    except ConfigError:
-        raise
     except ImportError as e:
         raise ConfigError(f"storage {url!r} needs a database driver that is not installed "
                           f"({e}); for PostgreSQL: pip install -e '.[postgres]'") from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"storage {url!r} cannot be opened: {first}") from None
+
+
+def load_existing_study(storage_url: str, name: str) -> optuna.Study:
+    """Load a study that must already exist; a missing one is an error naming the others."""
+    storage = open_storage(storage_url)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        raise ConfigError(f"study_name {name!r} is not in storage {storage_url!r}; studies there: "
+                          f"{', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
