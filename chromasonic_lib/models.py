@@ -14,14 +14,18 @@ from torch import nn
 
 from .errors import ConfigError
 
+# Every family can add a short-term memory of the melody it is predicting (MelodyMemory);
+# memory_order 0 means none.
+MEMORY_DEFAULTS: dict[str, Any] = {"memory_order": 0, "memory_alpha": 1.0}
+
 # Each family's hyperparameters and defaults: the names a search space may tune.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "markov": {"order": 2, "alpha": 1.0},
-    "rnn": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2},
-    "lstm": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2},
-    "gru": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2},
+    "markov": {"order": 2, "alpha": 1.0, **MEMORY_DEFAULTS},
+    "rnn": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
+    "lstm": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
+    "gru": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
     "transformer": {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256,
-                    "dropout": 0.1},
+                    "dropout": 0.1, **MEMORY_DEFAULTS},
 }
 
 
@@ -149,6 +153,65 @@ class TransformerModel(nn.Module):
         return self.head(self.norm(self.layers(h, mask=mask, is_causal=True)))
 
 
+def remember(p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torch.Tensor:
+    """The melody memory (see :class:`MelodyMemory`) applied to next-note probabilities.
+
+    ``p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (right-padded).
+    """
+    B, T, V = p.shape
+    same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
+    match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
+    after = torch.zeros(B, T, V, device=x.device, dtype=p.dtype)   # one-hot of the note after s
+    after[:, :-1].scatter_(2, x[:, 1:, None], 1.0)
+    for k in range(1, order + 1):
+        if k > 1:   # a context of k notes: the notes k-1 back agree as well
+            back = torch.zeros_like(same)
+            back[:, k - 1:, k - 1:] = same[:, :T - k + 1, :T - k + 1]
+            match = match & back
+        counts = torch.bmm(match.to(p.dtype), after)       # [B, T, V]
+        a = alpha * 2.0 ** (order - k)
+        p = (counts + a * p) / (counts.sum(-1, keepdim=True) + a)
+    return p
+
+
+class MelodyMemory(nn.Module):
+    """Any model plus a short-term memory of the melody it is predicting.
+
+    Melodies repeat themselves (a chorale's first two phrases are often one phrase sung
+    twice), which a model trained on other melodies cannot know. Like IDyOM's short-term
+    model, or a cache language model, the memory counts what followed each context of
+    1..``order`` notes earlier in the same melody and moves the base model's prediction
+    toward it, one order after another:
+
+        p_k(x) = (c_k(x) + a_k · p_{k-1}(x)) / (c_k + a_k),   p_0 = the base model,
+        a_k = alpha · 2^(order - k)
+
+    so a long context heard before counts most, and a context never heard leaves the
+    prediction unchanged. Differentiable: a neural base trains through it. ``forward``
+    returns log-probabilities, which the loss and sampling take as logits.
+    """
+
+    def __init__(self, base: nn.Module, order: int, alpha: float):
+        super().__init__()
+        self.base, self.order, self.alpha = base, order, alpha
+
+    @property
+    def trainable(self) -> bool:
+        return getattr(self.base, "trainable", True)
+
+    def fit(self, x: torch.Tensor, lengths: torch.Tensor) -> "MelodyMemory":
+        self.base.fit(x, lengths)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(remember(torch.softmax(self.base(x).float(), -1), x, self.order, self.alpha))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # Through the base's own loader (the markov tables are replaced, not copied into).
+        return self.base.load_state_dict({k.removeprefix("base."): v for k, v in state_dict.items()},
+                                         strict=strict, assign=assign)
+
+
 def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     allowed = MODEL_DEFAULTS[name]
     unknown = sorted(set(hparams) - set(allowed))
@@ -160,9 +223,12 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
         if key in ("dropout",):
             ok = isinstance(value, (int, float)) and 0 <= value < 1
             what = "a number in [0, 1)"
-        elif key == "alpha":
-            ok = isinstance(value, (int, float)) and value > 0
+        elif key in ("alpha", "memory_alpha"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
             what = "a positive number"
+        elif key == "memory_order":
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 8
+            what = "an integer from 0 (no memory) to 8"
         else:
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
             what = "a positive integer"
@@ -187,11 +253,14 @@ def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: in
     hp = _check_hparams(name, dict(hparams or {}))
     if seed is not None:
         torch.manual_seed(seed)
+    memory_order, memory_alpha = hp.pop("memory_order"), hp.pop("memory_alpha")
     if name == "markov":
-        return MarkovModel(vocab_size, **hp)
-    if name == "transformer":
-        return TransformerModel(vocab_size, **hp)
-    return RecurrentModel(vocab_size, cell=name, **hp)
+        model = MarkovModel(vocab_size, **hp)
+    elif name == "transformer":
+        model = TransformerModel(vocab_size, **hp)
+    else:
+        model = RecurrentModel(vocab_size, cell=name, **hp)
+    return MelodyMemory(model, memory_order, memory_alpha) if memory_order else model
 
 
 def split_params(name: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

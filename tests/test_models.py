@@ -90,3 +90,74 @@ def test_transformer_heads_must_divide_width():
 def test_unknown_model_lists_the_choices():
     with pytest.raises(ConfigError, match="markov, rnn, lstm, gru, transformer"):
         build_model("wavenet")
+
+
+@pytest.mark.parametrize("name", ["markov", "lstm", "transformer"])
+def test_memory_keeps_shapes_causality_and_padding(name):
+    torch.manual_seed(0)
+    model = build_model(name, {**SMALL[name], "memory_order": 3, "memory_alpha": 0.5}, 20)
+    if name == "markov":
+        model.fit(torch.randint(0, 20, (30, 12)), torch.full((30,), 12))
+    model.eval()
+    x = torch.randint(0, 20, (2, 10))
+    y = x.clone()
+    y[:, 6:] = (y[:, 6:] + 7) % 20
+    a, b = model(x), model(y)
+    assert a.shape == (2, 10, 20)
+    assert torch.allclose(a.exp().sum(-1), torch.ones(2, 10), atol=1e-5)
+    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-5)
+    short, long = np.array([3, 4, 5, 4]), np.array([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    together = evaluate(model, MelodyTensor([short, long]))
+    alone = [evaluate(model, MelodyTensor([m])) for m in (short, long)]
+    assert together.nats_per_note == pytest.approx(
+        (alone[0].nats_per_note * 3 + alone[1].nats_per_note * 8) / 11, rel=1e-5)
+
+
+def test_memory_moves_toward_what_followed_the_same_context():
+    torch.manual_seed(0)
+    base = build_model("lstm", SMALL["lstm"], 6).eval()
+    torch.manual_seed(0)
+    model = build_model("lstm", {**SMALL["lstm"], "memory_order": 1, "memory_alpha": 1.0}, 6).eval()
+    x = torch.tensor([[0, 1, 2, 0]])
+    p_base, p = torch.softmax(base(x), -1)[0], model(x).exp()[0]
+    # Steps 0-2: contexts 0, 1, 2 not heard before in this melody: the base prediction as it is.
+    assert torch.allclose(p[:3], p_base[:3], atol=1e-6)
+    # Step 3: context 0 was followed by 1 once: (onehot(1) + 1 · p_base) / (1 + 1).
+    expected = (torch.nn.functional.one_hot(torch.tensor(1), 6) + p_base[3]) / 2
+    assert torch.allclose(p[3], expected, atol=1e-6)
+
+
+def test_memory_makes_a_repeated_phrase_cheap():
+    torch.manual_seed(0)
+    plain = build_model("markov", {"order": 1}, 12)
+    torch.manual_seed(0)
+    remembering = build_model("markov", {"order": 1, "memory_order": 4, "memory_alpha": 0.5}, 12)
+    train = torch.randint(0, 12, (40, 16))
+    for m in (plain, remembering):
+        m.fit(train, torch.full((40,), 16))
+    phrase = [3, 7, 1, 9, 4, 4, 11, 0]
+    melody = MelodyTensor([np.array(phrase * 2)])
+    assert evaluate(remembering, melody).nats_per_note < 0.6 * evaluate(plain, melody).nats_per_note
+
+
+@pytest.mark.parametrize("hp,match", [({"memory_order": -1}, "memory_order"),
+                                      ({"memory_order": 9}, "memory_order"),
+                                      ({"memory_alpha": 0}, "memory_alpha")])
+def test_bad_memory_settings_name_themselves(hp, match):
+    with pytest.raises(ConfigError, match=match):
+        build_model("gru", hp)
+
+
+@pytest.mark.parametrize("name", ["markov", "lstm"])
+def test_memory_models_round_trip_through_a_checkpoint(name, tmp_path):
+    from chromasonic_lib import load_checkpoint
+    from chromasonic_lib.search.objective import save_checkpoint
+    hp = {**SMALL[name], "memory_order": 2, "memory_alpha": 2.0}
+    model = build_model(name, hp, 20, seed=3)
+    if name == "markov":
+        model.fit(torch.randint(0, 20, (30, 12)), torch.full((30,), 12))
+    save_checkpoint(tmp_path / "m.pt", model, name, hp, "pitch")
+    loaded, meta = load_checkpoint(tmp_path / "m.pt")
+    x = torch.randint(0, 20, (2, 9))
+    assert meta["vocab_size"] == 20
+    assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
