@@ -24,27 +24,34 @@ from .training import evaluate, pick_device, train
 log = logging.getLogger(__name__)
 
 
-def run_crossval(cfg: CrossvalConfig) -> dict:
+def fold_models(cfg: CrossvalConfig):
+    """Train one model per fold; yields (fold, model, test melodies, history, params, data)."""
     device = pick_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     hparams, training = split_params(cfg.model, {k: v for k, v in cfg.settings.items()
                                                  if k not in ("model", "epochs")})
     train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
-    results = []
-    start = time.perf_counter()
     for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
         inner = split([data.melodies[j] for j in train_idx], 0.1, 0.0, cfg.seed + i)
         model = build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed + i)
         history = train(model, MelodyTensor(inner.train, device), MelodyTensor(inner.val, device), train_cfg)
-        m = evaluate(model, MelodyTensor([data.melodies[j] for j in test_idx], device))
+        test = MelodyTensor([data.melodies[j] for j in test_idx], device)
+        yield i, model, test, history, {**hparams, **training}, data
+
+
+def run_crossval(cfg: CrossvalConfig) -> dict:
+    results = []
+    start = time.perf_counter()
+    for i, model, test, history, params, data in fold_models(cfg):
+        m = evaluate(model, test)
         results.append({"fold": i, "bits_per_note": m.bits_per_note, "n_notes": m.n_notes,
-                        "n_melodies": len(test_idx), "epochs": history.epochs_trained})
+                        "n_melodies": len(test), "epochs": history.epochs_trained})
         print(f"fold {i + 1:>2}/{cfg.folds}: {m.bits_per_note:.3f} bits/note over {m.n_notes} notes "
               f"({history.epochs_trained} epochs)", flush=True)
     n_notes = sum(r["n_notes"] for r in results)
     bits = sum(r["bits_per_note"] * r["n_notes"] for r in results) / n_notes
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
-            "params": {**hparams, **training}, "folds": cfg.folds, "bits_per_note": bits,
+            "params": params, "folds": cfg.folds, "bits_per_note": bits,
             "fold_std": float(np.std([r["bits_per_note"] for r in results])),
             "n_notes": n_notes, "n_melodies": len(data.melodies),
             "seconds": round(time.perf_counter() - start, 1), "per_fold": results}
