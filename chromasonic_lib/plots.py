@@ -54,7 +54,13 @@ def history_figure(study: optuna.Study):
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss (nats/note)")
     ax.set_title(f"Optimization history — {study.study_name}")
-    _clip_y(ax, [t.value for t in done] + [study.user_attrs.get("floor") or math.nan])
+    _clip_y(ax, [t.value for t in done] + [study.user_attrs.get(k) or math.nan
+                                           for k in ("floor", "markov_baseline")])
+    top = ax.get_ylim()[1]
+    above = sum(int(t.intermediate_values[max(t.intermediate_values)] > top) for t in pruned)
+    if above:
+        ax.text(0.01, 0.98, f"{above} pruned trial{'s' if above > 1 else ''} above {top:.2f}, off the plot",
+                transform=ax.transAxes, va="top", fontsize=8, color="tab:gray")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

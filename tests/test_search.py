@@ -192,3 +192,19 @@ def test_model_any_searches_the_families(tmp_path):
         own = {"markov": {"model", "order"}, "gru": {"model", "learning_rate"}}[config["model"]]
         assert set(config) - {"hidden_size", "embedding_dim"} == own
     assert "model" in result.best_params
+
+
+def test_history_plot_keeps_the_baseline_in_view_and_counts_pruned_trials_off_it():
+    from chromasonic_lib import plots
+    study = optuna.create_study(direction="minimize")
+    study.set_user_attr("markov_baseline", 1.6)
+    for value in (1.49, 1.38, 1.37):
+        study.add_trial(optuna.trial.create_trial(value=value, state=TrialState.COMPLETE))
+    for high in (3.2, 4.1):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={0: high}))
+    fig = plots.history_figure(study)
+    ax = fig.axes[0]
+    low, top = ax.get_ylim()
+    assert low < 1.37 and 1.6 < top < 3.2
+    assert any(t.get_text() == f"2 pruned trials above {top:.2f}, off the plot" for t in ax.texts)
+    plots.plt.close(fig)
