@@ -204,7 +204,11 @@ class MelodyMemory(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(remember(torch.softmax(self.base(x).float(), -1), x, self.order, self.alpha))
+        p = torch.softmax(self.base(x).float(), -1)
+        # A few melodies at a time: the T×T comparisons of long melodies stay near 64 MB.
+        step = max(1, 2 ** 24 // max(1, x.shape[1]) ** 2)
+        return torch.log(torch.cat([remember(p[i:i + step], x[i:i + step], self.order, self.alpha)
+                                    for i in range(0, len(x), step)]))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # Through the base's own loader (the markov tables are replaced, not copied into).
