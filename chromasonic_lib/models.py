@@ -163,7 +163,7 @@ def remember(p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torc
     match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
     after = torch.zeros(B, T, V, device=x.device, dtype=p.dtype)   # one-hot of the note after s
     after[:, :-1].scatter_(2, x[:, 1:, None], 1.0)
-    for k in range(1, order + 1):
+    for k in range(1, min(order, T - 1) + 1):      # a context of k notes needs k+1 notes to recur
         if k > 1:   # a context of k notes: the notes k-1 back agree as well
             back = torch.zeros_like(same)
             back[:, k - 1:, k - 1:] = same[:, :T - k + 1, :T - k + 1]

@@ -169,3 +169,17 @@ def test_memory_on_long_melodies_works_a_few_at_a_time():
     x = torch.randint(0, 20, (3, 2500))          # 3 × 2500² comparisons: done in two pieces
     together = model(x)
     assert torch.allclose(together[2], model(x[2:])[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 9])
+def test_memory_longer_than_the_melody_so_far(length):
+    """Sampling starts from a primer of a note or two, shorter than the memory's order."""
+    torch.manual_seed(0)
+    base = build_model("lstm", SMALL["lstm"], 20).eval()
+    torch.manual_seed(0)
+    model = build_model("lstm", {**SMALL["lstm"], "memory_order": 8}, 20).eval()
+    x = torch.tensor([[3, 5, 3, 5, 3, 5, 3, 5, 3][:length]])
+    out = model(x)
+    assert out.shape == (1, length, 20) and torch.isfinite(out).all()
+    if length <= 2:                      # nothing can have recurred yet: the base as it is
+        assert torch.allclose(out.exp(), torch.softmax(base(x), -1), atol=1e-6)
