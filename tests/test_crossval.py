@@ -25,11 +25,21 @@ def test_crossval_prints_folds_and_json():
 
 def test_crossval_trains_a_neural_model_per_fold(tmp_path):
     params = tmp_path / "p.yaml"
-    params.write_text("model: gru\nhidden_size: 16\nembedding_dim: 8\nepochs: 1\nmin_epoch_tokens: 0\n")
+    params.write_text("model: gru\nhidden_size: 16\nembedding_dim: 8\nepochs: 1\nmin_epoch_tokens: 0\n"
+                      "memory_order: 3\nmemory_alpha: 2.0\n")
     run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(params), "--json")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["model"] == "gru" and result["params"]["hidden_size"] == 16
+    assert result["params"]["memory_order"] == 3
+
+
+def test_the_default_configuration_remembers_the_melody():
+    from chromasonic_lib.config import CrossvalConfig
+    from chromasonic_lib.models import MelodyMemory, build_model, split_params
+    cfg = CrossvalConfig()
+    hparams, _ = split_params(cfg.model, cfg.settings)
+    assert isinstance(build_model(cfg.model, hparams), MelodyMemory)
 
 
 def test_crossval_bad_input_is_one_clear_line():
