@@ -175,14 +175,14 @@ def optuna_figure(kind: str, study: optuna.Study, **kwargs):
     from optuna.visualization import matplotlib as ovm
     fn = {"importances": ovm.plot_param_importances, "parallel_coordinate": ovm.plot_parallel_coordinate,
           "slice": ovm.plot_slice, "contour": ovm.plot_contour, "timeline": ovm.plot_timeline}[kind]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():     # Optuna's experimental warnings; colour bars vs tight_layout
         warnings.simplefilter("ignore")
         ax = fn(study, **kwargs)
-    first = ax.flat[0] if isinstance(ax, np.ndarray) else ax
-    fig = first.figure
-    fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 4.5))
-    if kind != "parallel_coordinate":   # its colour bar axes do not take tight_layout
-        fig.tight_layout()
+        first = ax.flat[0] if isinstance(ax, np.ndarray) else ax
+        fig = first.figure
+        fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 4.5))
+        if kind != "parallel_coordinate":   # its colour bar axes do not take tight_layout
+            fig.tight_layout()
     return fig
 
 
