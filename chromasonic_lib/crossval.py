@@ -24,25 +24,30 @@ from .training import evaluate, pick_device, train
 log = logging.getLogger(__name__)
 
 
+def _params(cfg: CrossvalConfig) -> tuple[dict, dict]:
+    """(model hyperparameters, training settings) of the params file."""
+    return split_params(cfg.model, {k: v for k, v in cfg.settings.items() if k not in ("model", "epochs")})
+
+
 def fold_models(cfg: CrossvalConfig):
-    """Train one model per fold; yields (fold, model, test melodies, history, params, data)."""
+    """Train one model per fold; yields (fold, model, test melodies, history)."""
     device = pick_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
-    hparams, training = split_params(cfg.model, {k: v for k, v in cfg.settings.items()
-                                                 if k not in ("model", "epochs")})
+    hparams, training = _params(cfg)
     train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
     for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
         inner = split([data.melodies[j] for j in train_idx], 0.1, 0.0, cfg.seed + i)
         model = build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed + i)
         history = train(model, MelodyTensor(inner.train, device), MelodyTensor(inner.val, device), train_cfg)
         test = MelodyTensor([data.melodies[j] for j in test_idx], device)
-        yield i, model, test, history, {**hparams, **training}, data
+        yield i, model, test, history
 
 
 def run_crossval(cfg: CrossvalConfig) -> dict:
+    hparams, training = _params(cfg)
     results = []
     start = time.perf_counter()
-    for i, model, test, history, params, data in fold_models(cfg):
+    for i, model, test, history in fold_models(cfg):
         m = evaluate(model, test)
         results.append({"fold": i, "bits_per_note": m.bits_per_note, "n_notes": m.n_notes,
                         "n_melodies": len(test), "epochs": history.epochs_trained})
@@ -51,9 +56,9 @@ def run_crossval(cfg: CrossvalConfig) -> dict:
     n_notes = sum(r["n_notes"] for r in results)
     bits = sum(r["bits_per_note"] * r["n_notes"] for r in results) / n_notes
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
-            "params": params, "folds": cfg.folds, "bits_per_note": bits,
+            "params": {**hparams, **training}, "folds": cfg.folds, "bits_per_note": bits,
             "fold_std": float(np.std([r["bits_per_note"] for r in results])),
-            "n_notes": n_notes, "n_melodies": len(data.melodies),
+            "n_notes": n_notes, "n_melodies": sum(r["n_melodies"] for r in results),   # folds cover all
             "seconds": round(time.perf_counter() - start, 1), "per_fold": results}
 
 

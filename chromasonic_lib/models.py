@@ -105,6 +105,7 @@ class RecurrentModel(nn.Module):
     def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 64,
                  hidden_size: int = 128, num_layers: int = 2, dropout: float = 0.1):
         super().__init__()
+        self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, embedding_dim)
         self.rnn = self.CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
                                     dropout=dropout if num_layers > 1 else 0.0)
@@ -115,11 +116,6 @@ class RecurrentModel(nn.Module):
         out, _ = self.rnn(self.embed(x))
         return self.head(self.drop(out))
 
-    def step(self, x: torch.Tensor, state=None):
-        """Logits for the next note after ``x`` [B, T], carrying the recurrent state (sampling)."""
-        out, state = self.rnn(self.embed(x), state)
-        return self.head(out[:, -1]), state
-
 
 class TransformerModel(nn.Module):
     """A causal decoder: token + sinusoidal position embeddings, pre-norm layers, causal mask."""
@@ -129,7 +125,7 @@ class TransformerModel(nn.Module):
     def __init__(self, vocab_size: int, d_model: int = 128, nhead: int = 4, num_layers: int = 2,
                  dim_feedforward: int = 256, dropout: float = 0.1):
         super().__init__()
-        self.d_model = d_model
+        self.vocab_size, self.d_model = vocab_size, d_model
         self.embed = nn.Embedding(vocab_size, d_model)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
                                            batch_first=True, norm_first=True)
@@ -199,6 +195,10 @@ class MelodyMemory(nn.Module):
     def trainable(self) -> bool:
         return getattr(self.base, "trainable", True)
 
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size
+
     def fit(self, x: torch.Tensor, lengths: torch.Tensor) -> "MelodyMemory":
         self.base.fit(x, lengths)
         return self
@@ -224,7 +224,7 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
                           f"{', '.join(allowed)}")
     out = {**allowed, **hparams}
     for key, value in out.items():
-        if key in ("dropout",):
+        if key == "dropout":
             ok = isinstance(value, (int, float)) and 0 <= value < 1
             what = "a number in [0, 1)"
         elif key in ("alpha", "memory_alpha"):

@@ -39,11 +39,11 @@ def history_figure(study: optuna.Study):
     fig, ax = plt.subplots(figsize=(8, 4.5))
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    pruned = {t.number: t.intermediate_values[max(t.intermediate_values)] for t in trials
+              if t.state == TrialState.PRUNED and t.intermediate_values}     # number → last report
     if pruned:
-        ax.scatter([t.number for t in pruned],
-                   [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
-                   marker="x", color="tab:gray", label="pruned (last reported)")
+        ax.scatter(list(pruned), list(pruned.values()), marker="x", color="tab:gray",
+                   label="pruned (last reported)")
     if done:
         xs = [t.number for t in done]
         ys = [t.value for t in done]
@@ -57,7 +57,7 @@ def history_figure(study: optuna.Study):
     _clip_y(ax, [t.value for t in done] + [study.user_attrs.get(k) or math.nan
                                            for k in ("floor", "markov_baseline")])
     top = ax.get_ylim()[1]
-    above = sum(int(t.intermediate_values[max(t.intermediate_values)] > top) for t in pruned)
+    above = sum(value > top for value in pruned.values())
     if above:
         ax.text(0.01, 0.98, f"{above} pruned trial{'s' if above > 1 else ''} above {top:.2f}, off the plot",
                 transform=ax.transAxes, va="top", fontsize=8, color="tab:gray")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Iterable
 
@@ -97,8 +97,7 @@ def _context():
     """fork where there is one: spawn and forkserver re-run the caller's main script in every
     worker, which breaks any script without an ``if __name__ == "__main__"`` guard. The
     workers only parse files with music21; they never touch the parent's threads or torch."""
-    import multiprocessing
-    return get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    return get_context("fork" if "fork" in get_all_start_methods() else None)
 
 
 def parse_files(paths: Iterable[Path], part_id: str | None = None, desc: str = "parsing",

@@ -92,9 +92,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: di
                     encoding: str, extra: dict | None = None) -> Path:
     """Weights with everything needed to rebuild them; loadable with ``weights_only=True``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    inner = getattr(model, "base", model)        # under a MelodyMemory
     payload = {"family": family, "hparams": hparams, "encoding": encoding,
-               "vocab_size": inner.head.out_features if hasattr(inner, "head") else inner.vocab_size,
+               "vocab_size": model.vocab_size,
                "state_dict": state, **(extra or {})}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
