@@ -1,0 +1,121 @@
+"""What a study's numbers mean: the settings stored on the study at creation, and the guard.
+
+A trial's validation loss only compares with another trial's when both were measured on the
+same data, split, epochs and search space. The study stores those settings once (user
+attribute ``settings``); a resume that changes one stops with a :class:`ConfigError`, and
+``train_best`` and the analysis read them instead of their own defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from importlib import metadata
+from typing import Any
+
+import optuna
+
+from ..errors import ConfigError
+from ..paths import resolve
+
+log = logging.getLogger(__name__)
+
+# Settings that change what a trial's number means, in the order errors name them. Anything
+# else (n_trials, timeout, sampler, pruner, device, plot, heartbeats, threads) may change freely.
+MEASURED = ("dataset", "dataset_fingerprint", "encoding", "model", "seed", "val_fraction",
+            "test_fraction", "n_sequences", "sequence_length", "epochs", "search_space")
+SYNTHETIC_ONLY = ("n_sequences", "sequence_length")
+
+
+def library_version() -> str:
+    try:
+        return metadata.version("chromasonic-lab")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def data_fingerprint(melodies: list) -> str:
+    """A hash of the encoded melodies themselves: the same notes give the same fingerprint,
+    whatever the folder is called or when its files were touched."""
+    h = hashlib.sha256()
+    for m in melodies:
+        h.update(m.tobytes())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _is_folder(dataset: str) -> bool:
+    return resolve(dataset).is_dir()
+
+
+def study_settings(cfg, data) -> dict[str, Any]:
+    """The settings of a search (a ``SearchConfig``) on ``data`` (its ``Prepared`` data)."""
+    synthetic = cfg.dataset == "synthetic"
+    return json.loads(json.dumps({
+        "dataset": cfg.dataset,
+        "dataset_fingerprint": data_fingerprint(data.data.melodies),
+        "encoding": cfg.encoding,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "val_fraction": cfg.val_fraction,
+        "test_fraction": cfg.test_fraction,
+        "n_sequences": cfg.n_sequences if synthetic else None,
+        "sequence_length": cfg.sequence_length if synthetic else None,
+        "epochs": cfg.epochs,
+        "search_space": dataclasses.asdict(cfg.space),
+        "library_version": library_version(),
+    }))
+
+
+def stored_settings(study: optuna.Study) -> dict[str, Any]:
+    """The settings a study was created with (older studies: what their ``config`` kept)."""
+    attrs = study.user_attrs
+    if "settings" in attrs:
+        return dict(attrs["settings"])
+    return {k: v for k, v in (attrs.get("config") or {}).items() if k in MEASURED}
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str:
+    """Where two JSON values first differ, e.g. ``models.lstm.hidden_size.high: 24 → 32``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    return f"{path or 'value'}: {old!r} there, {new!r} now"
+
+
+def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
+    """Stop a resume whose settings would make its trials incomparable with the study's."""
+    old = stored_settings(study)
+    for name in MEASURED:
+        if name not in old or old[name] == settings.get(name):
+            continue
+        if name == "dataset" and _is_folder(settings["dataset"]) and \
+                old.get("dataset_fingerprint") == settings.get("dataset_fingerprint"):
+            continue                    # the same melodies from a moved or renamed folder
+        if name == "dataset_fingerprint" and old.get("dataset") != settings["dataset"] \
+                and not _is_folder(settings["dataset"]):
+            continue                    # reported as a dataset change above
+        if name == "dataset_fingerprint" and not _is_folder(settings["dataset"]):
+            # A named corpus re-parsed by another music21: same name, close enough to go on.
+            log.warning("the melodies of %r differ from those study %r was searched on "
+                        "(another music21 version?)", settings["dataset"], study.study_name)
+            continue
+        if name == "search_space":
+            what = f"search_space differs ({_first_difference(old[name], settings[name])})"
+        elif name == "dataset_fingerprint":
+            what = (f"the melodies in folder {settings['dataset']!r} changed since the study "
+                    f"searched them (fingerprint {old[name]} there, {settings[name]} now)")
+        else:
+            what = f"{name} is {settings.get(name)!r} now but {old[name]!r} in the study"
+        raise ConfigError(
+            f"study_name {study.study_name!r} already holds {len(study.trials)} trials measured "
+            f"with other settings: {what}. Its trials would not compare with new ones. Run with "
+            f"the study's {name} to add trials to it, or choose a new study_name (e.g. "
+            f"{study.study_name + '-2'!r}) for the new settings; the study keeps all its trials.")
+    version = old.get("library_version")
+    if version and version != settings.get("library_version"):
+        log.warning("study %r was created by chromasonic-lab %s, this is %s: if training changed "
+                    "between them, new trials may not compare with old ones", study.study_name,
+                    version, settings.get("library_version"))
