@@ -12,7 +12,8 @@ from .config import AnalysisConfig, DataConfig, SearchConfig, TrainBestConfig, T
 from .data import MelodySet, load_dataset, prepare
 from .errors import ChromasonicError, ConfigError, DataError, TrainingDiverged
 from .models import build_model
-from .search import SearchResult, load_checkpoint, run_search, save_checkpoint
+from .checkpoints import load_checkpoint, save_checkpoint
+from .search import SearchResult, run_search
 from .search.compat import HyperparameterOptimizer, HyperparameterSearchSpace
 from .training import History, Metrics, evaluate, pick_device, train
 

@@ -24,7 +24,8 @@ from .errors import ConfigError
 from .models import MODEL_DEFAULTS, build_model, split_params
 from .paths import resolve
 from .plots import history_curves_figure, save_figure
-from .search import markov_baseline, save_checkpoint
+from .checkpoints import save_checkpoint
+from .search import markov_baseline
 from .search.results import trial_config
 from .search.study import load_existing_study
 from .training import History, Metrics, evaluate, pick_device, train

@@ -265,6 +265,9 @@ class SearchConfig(_StudyAndData):
     heartbeat_interval: int = 10
     grace_period: int = 30
     threads: int = 0
+    total_trials: int = 0             # stop when the study holds this many finished trials; 0 = no cap
+    artifact_store: str = ""          # where trials' checkpoints go: a folder or s3://bucket/prefix
+    keep_checkpoints: int = 10        # the best trials whose checkpoints stay in the artifact store
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -281,6 +284,9 @@ class SearchConfig(_StudyAndData):
             raise ConfigError(f"grace_period must be longer than heartbeat_interval "
                               f"({self.heartbeat_interval} s), got {self.grace_period}")
         self.threads = check_int("threads", self.threads, 0)
+        self.total_trials = check_int("total_trials", self.total_trials, 0)
+        self.artifact_store = check_str("artifact_store", self.artifact_store, allow_empty=True)
+        self.keep_checkpoints = check_int("keep_checkpoints", self.keep_checkpoints)
         # Imported here: the space module needs the model registry, which needs torch.
         from .search.space import load_space
         source = self.search_space if isinstance(self.search_space, dict) else \

@@ -151,7 +151,7 @@ def test_bad_memory_settings_name_themselves(hp, match):
 @pytest.mark.parametrize("name", ["markov", "lstm"])
 def test_memory_models_round_trip_through_a_checkpoint(name, tmp_path):
     from chromasonic_lib import load_checkpoint
-    from chromasonic_lib.search.objective import save_checkpoint
+    from chromasonic_lib.checkpoints import save_checkpoint
     hp = {**SMALL[name], "memory_order": 2, "memory_alpha": 2.0}
     model = build_model(name, hp, 20, seed=3)
     if name == "markov":

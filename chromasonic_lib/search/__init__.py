@@ -9,21 +9,25 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from ..config import SearchConfig, TrainConfig, check_writable_dir
 from ..data import Prepared, load_dataset, prepare
 from ..models import build_model
 from ..training import pick_device, train
-from .objective import Objective, load_checkpoint, save_checkpoint
+from ..checkpoints import CheckpointKeeper, default_artifact_location, open_artifact_store
+from .objective import Objective
 from .results import trial_config, write_results
+from .settings import check_resume, stored_settings, study_settings
 from .space import SearchSpace, load_space
 from .study import create_study, open_storage
 
 log = logging.getLogger(__name__)
 
 __all__ = ["run_search", "SearchResult", "load_space", "SearchSpace", "open_storage",
-           "write_results", "load_checkpoint", "save_checkpoint", "markov_baseline"]
+           "write_results", "markov_baseline"]
 
 
 @dataclass
@@ -100,56 +104,67 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     """Run (or continue) the study ``cfg.study_name`` and keep its result files current.
 
     Order matters for the user: the storage is opened and the output folder checked before
-    any data is loaded, so a typo costs seconds. Ctrl-C ends the current trial as FAIL,
-    writes the result files and returns (``interrupted=True``).
+    any data is loaded, so a typo costs seconds; a resume whose settings differ from the
+    study's stops before any training. Ctrl-C ends the current trial as FAIL, writes the
+    result files and returns (``interrupted=True``).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period)
     output_dir = check_writable_dir("output_dir", cfg.output_path)
+    artifacts = cfg.artifact_store or default_artifact_location(cfg.storage)
+    store = open_artifact_store(artifacts)
     device = pick_device(cfg.device)
     if data is None:
         d = cfg.data
         melodies = load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed)
         data = prepare(melodies, d.val_fraction, d.test_fraction, d.seed, device)
     log.info(data.describe())
-    study = create_study(cfg, storage)
+    settings = study_settings(cfg, data)
+    study, created = create_study(cfg, storage)
+    if created:
+        _set_up(study, cfg, data, settings, artifacts)
+    else:
+        _wait_for_set_up(study)
+        check_resume(study, settings)
+        if not stored_settings(study):      # its creator died before recording them
+            study.set_user_attr("settings", settings)
     floor = data.floor()
-    if "markov_baseline" not in study.user_attrs:
-        baseline, order, _ = markov_baseline(data)
+    baseline = study.user_attrs.get("markov_baseline")
+    if baseline is None:                # the creator died before setting up: measure it here
+        baseline = markov_baseline(data)[0]
         study.set_user_attr("markov_baseline", baseline)
-        study.set_user_attr("markov_baseline_order", order)
-        study.set_user_attr("floor", floor)
-        study.set_user_attr("data", data.describe())
-        study.set_user_attr("config", {k: getattr(cfg, k) for k in (
-            "dataset", "encoding", "model", "epochs", "sampler", "pruner", "seed",
-            "n_sequences", "sequence_length", "val_fraction", "test_fraction", "search_space")})
-    if not study.trials and "defaults_enqueued" not in study.user_attrs:
-        # Start where we know the ground is good: each family's defaults, markov at the
-        # baseline's best order, so the study's best is never worse than the baseline.
-        study.set_user_attr("defaults_enqueued", True)
-        order = study.user_attrs.get("markov_baseline_order", 2)
-        for params in cfg.space.default_trials({"markov": {"order": order}}):
-            study.enqueue_trial(params, user_attrs={"enqueued": "family defaults"})
-    baseline = study.user_attrs["markov_baseline"]
     log.info("markov baseline %.4f nats/note%s", baseline,
              f"; floor (the generator's own loss) {floor:.4f}" if floor is not None else "")
     base = TrainConfig(epochs=cfg.epochs, seed=cfg.seed)
     # A trial still running when the timeout comes stops at its next epoch (keeping its best
     # epoch so far), so `timeout` bounds the whole search, not just when the last trial starts.
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
-    objective = Objective(data, cfg.space, base, output_dir, deadline)
-    progress = _Progress(cfg.n_trials, output_dir, cfg.plot)
+    objective = Objective(data, cfg.space, base, store, deadline)
+    keeper = CheckpointKeeper(store, output_dir, cfg.keep_checkpoints)
+    n_trials, callbacks = cfg.n_trials, [keeper]
+    if cfg.total_trials:
+        n_trials = min(n_trials, max(0, cfg.total_trials - _n_finished(study)))
+        callbacks.append(MaxTrialsCallback(cfg.total_trials, states=FINISHED))
+        if n_trials == 0:
+            log.info("study %r already holds %d finished trials (total_trials %d): nothing to run",
+                     cfg.study_name, _n_finished(study), cfg.total_trials)
+    progress = _Progress(n_trials, output_dir, cfg.plot)
     start = time.perf_counter()
     interrupted = False
     try:
-        study.optimize(objective, n_trials=cfg.n_trials, timeout=cfg.timeout or None,
-                       catch=(Exception,), callbacks=[progress], gc_after_trial=False)
+        if n_trials:
+            study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout or None,
+                           catch=(Exception,), callbacks=callbacks + [progress],
+                           gc_after_trial=False)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: the running trial is marked FAIL; result files are up to date")
     finally:
         progress.bar.close()
+    if not interrupted:
+        _wait_for_other_workers(study, limit=120)
+    keeper(study)                       # other workers may have found a better trial meanwhile
     summary = write_results(study, output_dir, cfg.plot)
     s = summary["states"]
     best = summary["best_value"]
@@ -160,3 +175,52 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
              f"{best:.4f} nats/note (trial {summary['best_trial']})" if best is not None else "none")
     return SearchResult(study, summary["best_params"], best, summary["n_trials"],
                         summary["total_time"], output_dir, floor, baseline, interrupted, summary)
+
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)     # what total_trials counts
+
+
+def _n_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _wait_for_other_workers(study: optuna.Study, limit: float) -> None:
+    """Wait (up to ``limit`` seconds) for trials other workers are running, so the result
+    files and best_model.pt this worker leaves include them."""
+    deadline = time.monotonic() + limit
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if running:
+        log.info("waiting up to %.0f s for %d trials still running on other workers, so that "
+                 "best_model.pt is the study's best", limit, len(running))
+    while running and time.monotonic() < deadline:
+        time.sleep(0.5)
+        optuna.storages.fail_stale_trials(study)     # a dead worker's trial is not waited for
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def _set_up(study: optuna.Study, cfg: SearchConfig, data: Prepared, settings: dict,
+            artifacts: str) -> None:
+    """What only the worker that created the study does: record what its numbers mean, measure
+    the baseline, and queue each family's defaults (once per study, however many workers)."""
+    study.set_user_attr("settings", settings)
+    study.set_user_attr("artifact_store", artifacts)
+    study.set_user_attr("data", data.describe())
+    study.set_user_attr("floor", data.floor())
+    study.set_user_attr("config", {k: getattr(cfg, k) for k in (
+        "dataset", "encoding", "model", "epochs", "sampler", "pruner", "seed",
+        "n_sequences", "sequence_length", "val_fraction", "test_fraction", "search_space")})
+    baseline, order, _ = markov_baseline(data)
+    study.set_user_attr("markov_baseline_order", order)
+    # Start where we know the ground is good: each family's defaults, markov at the baseline's
+    # best order, so the study's best is never worse than the baseline.
+    for params in cfg.space.default_trials({"markov": {"order": order}}):
+        study.enqueue_trial(params, user_attrs={"enqueued": "family defaults"})
+    study.set_user_attr("markov_baseline", baseline)    # last: other workers wait for it
+
+
+def _wait_for_set_up(study: optuna.Study, timeout: float = 120) -> None:
+    """A worker that joins a study another worker is creating waits until the creator has
+    recorded its settings and queued the defaults (seconds), so it checks against them."""
+    deadline = time.monotonic() + timeout
+    while "markov_baseline" not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.5)

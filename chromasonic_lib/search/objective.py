@@ -1,21 +1,21 @@
 """The Optuna objective: build the suggested model, train it, report each epoch, return the loss.
 
 Reads like optuna-examples' ``objective(trial)``; everything about files and progress lives
-in callbacks elsewhere. A trial that raises (NaN loss, out of memory, a bad combination of
-parameters, Ctrl-C) ends as FAIL with its reason in the user attribute ``fail_reason``.
+in callbacks elsewhere. A complete trial's weights go to the artifact store, linked to it. A
+trial that raises (NaN loss, out of memory, a bad combination of parameters, Ctrl-C) ends as
+FAIL with its reason in the user attribute ``fail_reason``.
 """
 from __future__ import annotations
 
 import gc
 import logging
-import math
 import time
-from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 
-from ..atomic import atomic_write
+from ..checkpoints import upload_trial_checkpoint
 from ..config import TrainConfig
 from ..data import Prepared
 from ..models import build_model, count_parameters
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 class Objective:
     def __init__(self, data: Prepared, space: SearchSpace, base: TrainConfig,
-                 output_dir: Path | None = None, deadline: float | None = None):
-        self.data, self.space, self.base, self.output_dir = data, space, base, output_dir
+                 store: Any = None, deadline: float | None = None):
+        self.data, self.space, self.base = data, space, base
+        self.store = store              # an artifact store: each complete trial's weights go there
         self.deadline = deadline        # time.monotonic() after which a running trial stops
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -71,36 +72,8 @@ class Objective:
         trial.set_user_attr("val_bits_per_note", metrics.bits_per_note)
         trial.set_user_attr("val_accuracy", metrics.accuracy)
         value = history.best_val_loss
-        self._maybe_save_best(trial, family, hparams, training, model, value)
+        if self.store is not None:
+            upload_trial_checkpoint(trial, self.store, model, family, hparams,
+                                    self.data.data.encoding.name,
+                                    {"value": value, "training": training})
         return value
-
-    def _maybe_save_best(self, trial, family, hparams, training, model, value: float) -> None:
-        """Keep the weights of the best trial so far as ``best_model.pt``."""
-        if self.output_dir is None:
-            return
-        try:
-            best = trial.study.best_value
-        except ValueError:          # no completed trial yet
-            best = math.inf
-        if value < best:
-            save_checkpoint(self.output_dir / "best_model.pt", model, family, hparams,
-                            self.data.data.encoding.name, {"trial": trial.number, "value": value,
-                                                           "training": training})
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: dict,
-                    encoding: str, extra: dict | None = None) -> Path:
-    """Weights with everything needed to rebuild them; loadable with ``weights_only=True``."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"family": family, "hparams": hparams, "encoding": encoding,
-               "vocab_size": model.vocab_size,
-               "state_dict": state, **(extra or {})}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def load_checkpoint(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """The model of a checkpoint and its metadata (never unpickles arbitrary objects)."""
-    payload = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(payload["family"], payload["hparams"], payload["vocab_size"])
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), payload

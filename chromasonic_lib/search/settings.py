@@ -73,7 +73,14 @@ def stored_settings(study: optuna.Study) -> dict[str, Any]:
     attrs = study.user_attrs
     if "settings" in attrs:
         return dict(attrs["settings"])
-    return {k: v for k, v in (attrs.get("config") or {}).items() if k in MEASURED}
+    # ``config`` named the space's file, not its content, and kept the synthetic-only sizes
+    # for every dataset: those can't be compared.
+    legacy = {k: v for k, v in (attrs.get("config") or {}).items()
+              if k in MEASURED and k != "search_space"}
+    if legacy.get("dataset") != "synthetic":
+        for k in SYNTHETIC_ONLY:
+            legacy[k] = None
+    return legacy
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:
@@ -88,16 +95,13 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
 def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
     """Stop a resume whose settings would make its trials incomparable with the study's."""
     old = stored_settings(study)
+    folder = _is_folder(settings["dataset"])
     for name in MEASURED:
         if name not in old or old[name] == settings.get(name):
             continue
-        if name == "dataset" and _is_folder(settings["dataset"]) and \
-                old.get("dataset_fingerprint") == settings.get("dataset_fingerprint"):
-            continue                    # the same melodies from a moved or renamed folder
-        if name == "dataset_fingerprint" and old.get("dataset") != settings["dataset"] \
-                and not _is_folder(settings["dataset"]):
-            continue                    # reported as a dataset change above
-        if name == "dataset_fingerprint" and not _is_folder(settings["dataset"]):
+        if name == "dataset" and folder:
+            continue                    # a folder is known by its melodies, not by its path
+        if name == "dataset_fingerprint" and not folder:
             # A named corpus re-parsed by another music21: same name, close enough to go on.
             log.warning("the melodies of %r differ from those study %r was searched on "
                         "(another music21 version?)", settings["dataset"], study.study_name)
@@ -106,14 +110,17 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
             what = f"search_space differs ({_first_difference(old[name], settings[name])})"
         elif name == "dataset_fingerprint":
             what = (f"the melodies in folder {settings['dataset']!r} changed since the study "
-                    f"searched them (fingerprint {old[name]} there, {settings[name]} now)")
+                    f"searched {old.get('dataset')!r} (fingerprint {old[name]} there, "
+                    f"{settings[name]} now)")
         else:
             what = f"{name} is {settings.get(name)!r} now but {old[name]!r} in the study"
+        advice = (f"run with {name} {old[name]!r}" if name not in ("search_space", "dataset_fingerprint")
+                  else "run with the study's " + ("search space" if name == "search_space" else "melodies"))
         raise ConfigError(
             f"study_name {study.study_name!r} already holds {len(study.trials)} trials measured "
-            f"with other settings: {what}. Its trials would not compare with new ones. Run with "
-            f"the study's {name} to add trials to it, or choose a new study_name (e.g. "
-            f"{study.study_name + '-2'!r}) for the new settings; the study keeps all its trials.")
+            f"with different settings: {what}. New trials would not compare with them. To add "
+            f"trials to this study, {advice}; for the new settings, choose a new study_name "
+            f"(e.g. {study.study_name + '-2'!r}). The study keeps all its trials.")
     version = old.get("library_version")
     if version and version != settings.get("library_version"):
         log.warning("study %r was created by chromasonic-lab %s, this is %s: if training changed "

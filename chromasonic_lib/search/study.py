@@ -5,6 +5,7 @@ study through an RDB URL; processes on one machine can share a journal file.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import warnings
@@ -77,13 +78,19 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """tpe (multivariate by default in Optuna 5), random, gp, cmaes — all seeded."""
+    """tpe (multivariate, constant liar), random, gp, cmaes, each drawing per trial (see below)."""
+    return TrialSeededSampler(name, seed)
+
+
+def _new_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
             # group=True: a conditional space (model=any) is modelled per family, not flattened.
+            # constant_liar (Optuna 5's default, said here to keep it): running trials of other
+            # workers count as bad, so parallel workers don't all sample the same region.
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              n_startup_trials=5)
+                                              n_startup_trials=5, constant_liar=True)
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "gp":
@@ -91,6 +98,50 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         # CMA-ES has no categorical support: those parameters fall back to random sampling.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
                                             independent_sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` in a study searched with ``seed``."""
+    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """An Optuna sampler whose random stream is drawn afresh for every trial from
+    (``seed``, trial number).
+
+    A sampler seeded once per process makes every worker, and every resumed run, propose the
+    same configurations. Trial numbers are handed out by the storage, unique across workers
+    and resumes, so seeding by them gives each trial its own draws, while a study run again
+    from scratch with the same seed still proposes the same trials. The sampler's model (TPE's
+    densities, CMA-ES's state in the storage) is rebuilt from the study's trials every time.
+    """
+
+    def __init__(self, name: str, seed: int):
+        self.name, self.seed = name, seed
+        self._sampler = _new_sampler(name, seed)
+
+    def __str__(self) -> str:
+        return f"{type(self._sampler).__name__} (seeded per trial from seed {self.seed})"
+
+    def before_trial(self, study, trial) -> None:
+        self._sampler = _new_sampler(self.name, trial_seed(self.seed, trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -108,29 +159,26 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def create_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the study, or load it when it exists: a rerun adds trials, it never starts over."""
-    try:
-        existing = optuna.get_all_study_names(storage)
-    except Exception:
-        existing = []
-    study = optuna.create_study(storage=storage, study_name=cfg.study_name, direction="minimize",
-                                sampler=make_sampler(cfg.sampler, cfg.seed),
-                                pruner=make_pruner(cfg.pruner, cfg.epochs), load_if_exists=True)
-    if cfg.study_name in existing:
-        old = study.user_attrs.get("config", {})
-        changed = {k: (old[k], getattr(cfg, k)) for k in ("dataset", "encoding", "model")
-                   if k in old and old[k] != getattr(cfg, k)}
-        if changed:
-            raise ConfigError(
-                f"study_name {cfg.study_name!r} already holds a study on different settings "
-                f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in changed.items())}); "
-                f"its trials would not be comparable. Use another study_name.")
-        log.info("resuming study %r: %d trials so far", cfg.study_name, len(study.trials))
+def create_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when it exists: a rerun adds trials, it never starts over.
 
+    Returns ``(study, created)``. When several workers start together on a new study, the
+    storage's unique study name lets exactly one of them create it; only that one sets it up
+    (stores its settings, queues the families' defaults).
+    """
+    sampler, pruner = make_sampler(cfg.sampler, cfg.seed), make_pruner(cfg.pruner, cfg.epochs)
+    try:
+        study = optuna.create_study(storage=storage, study_name=cfg.study_name,
+                                    direction="minimize", sampler=sampler, pruner=pruner)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=cfg.study_name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+        created = False
+        log.info("resuming study %r: %d trials so far", cfg.study_name, len(study.trials))
     if cfg.storage.startswith("sqlite") and any(
             t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
         log.warning("storage is SQLite and another worker seems to be running on study %r: "
                     "SQLite is not safe for several processes; use journal:<file> or PostgreSQL",
                     cfg.study_name)
-    return study
+    return study, created

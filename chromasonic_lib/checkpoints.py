@@ -1,0 +1,233 @@
+"""Model checkpoints: saved and loaded as weights only, and every completed trial's checkpoint
+kept in Optuna's artifact store, so any machine that reaches the store can load it.
+
+A folder (local, or a shared file system) is Optuna's ``FileSystemArtifactStore``;
+``s3://bucket/prefix`` is its ``Boto3ArtifactStore``. The store a study uses is recorded on
+the study (user attribute ``artifact_store``), so readers find it without being told.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
+
+from .atomic import atomic_write
+from .errors import ConfigError
+from .models import build_model
+from .paths import resolve, resolve_storage_url
+
+log = logging.getLogger(__name__)
+
+FILENAME = "checkpoint.pt"          # the artifact's name on each trial
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: dict,
+                    encoding: str, extra: dict | None = None) -> Path:
+    """Weights with everything needed to rebuild them; loadable with ``weights_only=True``."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"family": family, "hparams": hparams, "encoding": encoding,
+               "vocab_size": model.vocab_size, "state_dict": state, **(extra or {})}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(source: str | Path | optuna.Study, trial_number: int | None = None,
+                    device="cpu", artifact_store: str = "") -> tuple[torch.nn.Module, dict]:
+    """The model of a checkpoint and its metadata (never unpickles arbitrary objects).
+
+    ``source`` is a checkpoint file, or a study: then trial ``trial_number`` (default: the
+    best trial) is fetched from the study's artifact store (or ``artifact_store``).
+    """
+    if isinstance(source, optuna.Study):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = fetch_trial_checkpoint(source, trial_number, Path(tmp) / FILENAME, artifact_store)
+            return load_checkpoint(path, device=device)
+    payload = torch.load(source, map_location=device, weights_only=True)
+    model = build_model(payload["family"], payload["hparams"], payload["vocab_size"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload
+
+
+# ---------------------------------------------------------------- the artifact store
+class _PrefixedStore:
+    """An artifact store whose ids live under a key prefix (``s3://bucket/prefix``)."""
+
+    def __init__(self, store: Any, prefix: str):
+        self.store, self.prefix = store, prefix.strip("/") + "/"
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.store.open_reader(self.prefix + artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.store.write(self.prefix + artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(self.prefix + artifact_id)
+
+
+def default_artifact_location(storage_url: str) -> str:
+    """Beside a SQLite or journal file: ``<its folder>/artifacts``; otherwise ``runs/artifacts``."""
+    url = resolve_storage_url(storage_url)
+    for scheme in ("sqlite:///", "journal:"):
+        if url.startswith(scheme) and url != "sqlite:///:memory:":
+            return str(Path(url[len(scheme):]).parent / "artifacts")
+    if url.startswith(("postgresql", "mysql")):
+        log.info("checkpoints go to runs/artifacts on this machine: workers on other machines "
+                 "need a shared folder or s3://bucket/prefix as artifact_store")
+    return str(resolve("runs/artifacts"))
+
+
+def open_artifact_store(location: str) -> Any:
+    """A folder path (created) or ``s3://bucket[/prefix]`` (needs boto3 and AWS credentials)."""
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[len("s3://"):].partition("/")
+        try:
+            from optuna.artifacts import Boto3ArtifactStore
+            store = Boto3ArtifactStore(bucket)
+        except ImportError as e:
+            raise ConfigError(f"artifact_store {location!r} needs boto3 ({e}); "
+                              f"pip install boto3") from None
+        return _PrefixedStore(store, prefix) if prefix else store
+    path = resolve(location)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"artifact_store: cannot create folder {str(path)!r}: "
+                          f"{e.strerror or e}") from None
+    return FileSystemArtifactStore(path)
+
+
+def study_artifact_store(study: optuna.Study, location: str = "") -> Any:
+    location = location or study.user_attrs.get("artifact_store", "")
+    if not location:
+        raise ConfigError(f"study {study.study_name!r} records no artifact store: it was searched "
+                          f"before trials kept their checkpoints; pass artifact_store")
+    return open_artifact_store(location)
+
+
+# ---------------------------------------------------------------- trial checkpoints
+def upload_trial_checkpoint(trial: optuna.Trial, store: Any, model: torch.nn.Module, family: str,
+                            hparams: dict, encoding: str, extra: dict) -> str:
+    """Store the trial's weights as its artifact ``checkpoint.pt``; returns the artifact id."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_checkpoint(Path(tmp) / FILENAME, model, family, hparams, encoding,
+                               {"trial": trial.number, **extra})
+        return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
+                                                study_or_trial=trial)
+
+
+def checkpoint_id(trial: FrozenTrial) -> str | None:
+    """The artifact id of a trial's checkpoint (the newest, if it was uploaded twice).
+
+    Read from the trial's own system attributes, where ``upload_artifact`` links it
+    (``get_all_artifact_meta`` would ask the storage again for what the trial already holds).
+    """
+    ids = [meta["artifact_id"] for key, meta in
+           ((k, json.loads(v)) for k, v in trial.system_attrs.items() if k.startswith("artifacts:"))
+           if meta.get("filename") == FILENAME]
+    return ids[-1] if ids else None
+
+
+def fetch_trial_checkpoint(study: optuna.Study, trial_number: int | None, path: Path,
+                           artifact_store: str = "") -> Path:
+    """Download trial ``trial_number``'s checkpoint (default: the best trial's) to ``path``."""
+    trial = _trial(study, trial_number)
+    artifact = checkpoint_id(trial)
+    if artifact is None:
+        raise ConfigError(f"trial {trial.number} of study {study.study_name!r} has no checkpoint "
+                          f"(state {trial.state.name}: only completed trials keep one)")
+    store = study_artifact_store(study, artifact_store)
+    try:
+        with store.open_reader(artifact) as reader:
+            data = reader.read()
+    except ArtifactNotFound:
+        raise ConfigError(f"trial {trial.number}'s checkpoint is no longer in the artifact store: "
+                          f"only the best keep_checkpoints trials keep theirs") from None
+    return atomic_write(path, data)
+
+
+def _trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    if number is None:
+        try:
+            return study.best_trial
+        except ValueError:
+            raise ConfigError(f"study {study.study_name!r} has no completed trial yet") from None
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise ConfigError(f"trial must be a trial number of study {study.study_name!r} "
+                          f"(0–{len(trials) - 1}), got {number!r}")
+    return trials[number]
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive lock on ``folder`` across processes (workers sharing an output folder)."""
+    with open(folder / ".best_model.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def sync_best_model(study: optuna.Study, store: Any, output_dir: Path) -> int | None:
+    """Make ``output_dir/best_model.pt`` the weights of the study's best trial; its number.
+
+    The best trial is read inside a lock on the folder, and the study's best only improves,
+    so of two workers finishing together the later writer writes the better weights.
+    """
+    target = output_dir / "best_model.pt"
+    with _locked(output_dir):
+        best = _best_with_checkpoint(study)
+        if best is None:
+            return None
+        if target.exists():
+            with contextlib.suppress(Exception):
+                if torch.load(target, weights_only=True).get("trial") == best.number:
+                    return best.number
+        try:
+            with store.open_reader(checkpoint_id(best)) as reader:
+                atomic_write(target, reader.read())
+        except ArtifactNotFound:
+            log.warning("trial %d's checkpoint is missing from the artifact store", best.number)
+            return None
+    return best.number
+
+
+def _best_with_checkpoint(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    return best if checkpoint_id(best) else None
+
+
+class CheckpointKeeper:
+    """After every trial: keep the ``keep`` best trials' checkpoints in the store, remove the
+    rest (so disk stays bounded on long studies), and keep ``best_model.pt`` current."""
+
+    def __init__(self, store: Any, output_dir: Path | None, keep: int):
+        self.store, self.output_dir, self.keep = store, output_dir, keep
+        self.removed: set[str] = set()      # ids this process removed: not asked for again
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
+        done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                      key=lambda t: t.value)
+        for t in done[self.keep:]:
+            artifact = checkpoint_id(t)
+            if artifact is None or artifact in self.removed:
+                continue
+            with contextlib.suppress(ArtifactNotFound):   # another worker removed it first
+                self.store.remove(artifact)
+            self.removed.add(artifact)
+        if self.output_dir is not None:
+            sync_best_model(study, self.store, self.output_dir)

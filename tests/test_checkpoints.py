@@ -1,0 +1,40 @@
+"""Checkpoints: every complete trial's weights in the artifact store, the best as best_model.pt."""
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+import chromasonic_lib as cl
+from chromasonic_lib.checkpoints import checkpoint_id
+from chromasonic_lib.training import evaluate
+from test_search import tiny_cfg
+
+
+def test_each_trial_keeps_its_weights_and_only_the_best_few_stay(tmp_path):
+    store = tmp_path / "store"
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=5, epochs=2, pruner="none",
+                                    artifact_store=str(store), keep_checkpoints=2))
+    study = result.study
+    done = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert len(done) >= 3 and all(checkpoint_id(t) for t in done)
+    assert sorted(p.name for p in store.iterdir()) == sorted(checkpoint_id(t) for t in done[:2])
+    model, meta = cl.load_checkpoint(study, done[1].number)
+    assert meta["trial"] == done[1].number and meta["value"] == pytest.approx(done[1].value)
+    with pytest.raises(cl.ConfigError, match="no longer in the artifact store"):
+        cl.load_checkpoint(study, done[-1].number)
+    best_file = torch.load(tmp_path / "out" / "best_model.pt", weights_only=True)
+    assert best_file["trial"] == study.best_trial.number
+
+
+def test_best_model_pt_scores_the_best_value(tmp_path, synthetic_prepared):
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=3, epochs=2), data=synthetic_prepared)
+    model, meta = cl.load_checkpoint(tmp_path / "out" / "best_model.pt")
+    assert meta["trial"] == result.study.best_trial.number
+    assert evaluate(model, synthetic_prepared.val).nats_per_note == pytest.approx(result.best_value, rel=1e-4)
+
+
+def test_the_default_store_lies_beside_the_sqlite_file(tmp_path):
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=1, epochs=1))
+    assert result.study.user_attrs["artifact_store"] == str(tmp_path / "artifacts")
+    assert len(list((tmp_path / "artifacts").iterdir())) == 1
