@@ -77,7 +77,7 @@ def stored_settings(study: optuna.Study) -> dict[str, Any]:
     # for every dataset: those can't be compared.
     legacy = {k: v for k, v in (attrs.get("config") or {}).items()
               if k in MEASURED and k != "search_space"}
-    if legacy.get("dataset") != "synthetic":
+    if legacy and legacy.get("dataset") != "synthetic":
         for k in SYNTHETIC_ONLY:
             legacy[k] = None
     return legacy
