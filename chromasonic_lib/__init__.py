@@ -12,6 +12,7 @@ from .config import AnalysisConfig, DataConfig, SearchConfig, TrainBestConfig, T
 from .data import MelodySet, load_dataset, prepare
 from .errors import ChromasonicError, ConfigError, DataError, TrainingDiverged
 from .models import build_model
+from .paths import mask_url
 from .search import SearchResult, load_checkpoint, run_search, save_checkpoint
 from .search.compat import HyperparameterOptimizer, HyperparameterSearchSpace
 from .training import History, Metrics, evaluate, pick_device, train
@@ -21,7 +22,7 @@ __all__ = [
     "load_dataset", "prepare", "MelodySet", "build_model", "train", "evaluate", "pick_device",
     "History", "Metrics", "run_search", "SearchResult", "save_checkpoint", "load_checkpoint",
     "HyperparameterSearchSpace", "HyperparameterOptimizer", "ChromasonicError", "ConfigError",
-    "DataError", "TrainingDiverged", "setup_logging",
+    "DataError", "TrainingDiverged", "setup_logging", "mask_url",
 ]
 
 
