@@ -13,6 +13,7 @@ from .data import MelodySet, load_dataset, prepare
 from .errors import ChromasonicError, ConfigError, DataError, TrainingDiverged
 from .models import build_model
 from .checkpoints import load_checkpoint, save_checkpoint
+from .paths import mask_url
 from .search import SearchResult, run_search
 from .search.compat import HyperparameterOptimizer, HyperparameterSearchSpace
 from .training import History, Metrics, evaluate, pick_device, train
@@ -22,7 +23,7 @@ __all__ = [
     "load_dataset", "prepare", "MelodySet", "build_model", "train", "evaluate", "pick_device",
     "History", "Metrics", "run_search", "SearchResult", "save_checkpoint", "load_checkpoint",
     "HyperparameterSearchSpace", "HyperparameterOptimizer", "ChromasonicError", "ConfigError",
-    "DataError", "TrainingDiverged", "setup_logging",
+    "DataError", "TrainingDiverged", "setup_logging", "mask_url",
 ]
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .config import SearchConfig, check_int, check_param_file
 from .errors import ChromasonicError, ConfigError
-from .paths import project_root, resolve
+from .paths import mask_url, project_root, resolve
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def plan(param_files: list[str], parallel: int, workers: int, out: Path) -> list
                                 "processes; use journal:<file> or postgresql://", f, workers)
                 cores = os.cpu_count() or 1
                 job.params.setdefault("threads", max(1, cores // (parallel if workers == 1 else workers)))
-            except (ChromasonicError, TypeError) as e:
-                job.status, job.error = "failed", str(e)
+            except (ChromasonicError, TypeError) as e:   # a YAML error quotes the file's line
+                job.status, job.error = "failed", mask_url(str(e))
             jobs.append(job)
     return jobs
 
@@ -77,7 +77,8 @@ def run_job(job: Job, notebook: Path) -> Job:
         job.status = "ok"
     except Exception as e:  # PapermillExecutionError carries the notebook's own error
         job.status = "failed"
-        job.error = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
+        # A driver's own message may quote the storage URL; the summary may be shared.
+        job.error = mask_url(f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}")
     job.seconds = time.perf_counter() - start
     try:
         cfg_out = job.params.get("output_dir") or f"runs/{job.study}"

@@ -7,6 +7,7 @@ value given and what is allowed, before any data is loaded or any training start
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
-from .paths import resolve
+from .paths import has_password, mask_url, resolve
+
+log = logging.getLogger(__name__)
 
 MODELS = ("markov", "rnn", "lstm", "gru", "transformer")
 ENCODINGS = ("pitch", "grid")
@@ -25,6 +28,7 @@ PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "journal:")
+STORAGE_ENV = "CHROMASONIC_STORAGE"     # the storage URL when the storage parameter is env or empty
 
 
 # ---------------------------------------------------------------- value checks
@@ -113,11 +117,42 @@ def check_dataset(name: str, value: Any) -> str:
 
 
 def check_storage(name: str, value: Any) -> str:
-    check_str(name, value)
+    """A storage URL; empty or ``env`` means the ``CHROMASONIC_STORAGE`` environment variable.
+
+    The variable keeps a password out of the notebook: a parameter ends up in the executed
+    copy (papermill's injected-parameters cell), the environment does not.
+    """
+    check_str(name, value, allow_empty=True)
+    given = value.strip()
+    if given in ("", "env"):
+        value = os.environ.get(STORAGE_ENV, "").strip()
+        if not value:
+            raise ConfigError(f"{name} is {given!r}, which means the {STORAGE_ENV} environment "
+                              f"variable, and it is not set: set {STORAGE_ENV} "
+                              f"(e.g. postgresql://user:pw@host/db) or pass {name}")
+    elif has_password(value):
+        _warn_password_parameter(name, value)
     if value in ("memory", ":memory:") or value.startswith(STORAGE_SCHEMES):
         return value
+    origin = f" (from {STORAGE_ENV})" if given in ("", "env") else ""
     raise ConfigError(f"{name} must be a URL starting with sqlite:///, postgresql://, mysql:// "
-                      f"or journal:<file>, or 'memory'; got {value!r}")
+                      f"or journal:<file>, 'memory', or env (the {STORAGE_ENV} variable); "
+                      f"got {mask_url(value)!r}{origin}")
+
+
+_warned: set[str] = set()   # masked URLs already warned about: a batch builds one config per worker
+
+
+def _warn_password_parameter(name: str, url: str) -> None:
+    """Say once per URL that a password given as a parameter is now in the executed notebook."""
+    masked = mask_url(url)
+    if masked in _warned:
+        return
+    _warned.add(masked)
+    log.warning("%s %s holds a password: a notebook run with it as a parameter keeps it in plain "
+                "text in papermill's injected-parameters cell. To keep it out, drop it from the URL "
+                "and use PGPASSWORD or ~/.pgpass, or export %s=<url> and pass %s=env.",
+                name, masked, STORAGE_ENV, name)
 
 
 def check_existing_file(name: str, value: Any) -> Path:
@@ -228,7 +263,7 @@ class _StudyAndData(_FromNamespace):
     """The parameters the search and train_best notebooks share: which study, which data."""
 
     study_name: str = "melody-search"
-    storage: str = "sqlite:///runs/studies.db"
+    storage: str = field(default="sqlite:///runs/studies.db", repr=False)  # may hold a password
     output_dir: str = ""
     dataset: str = "chorales"
     encoding: str = "pitch"
@@ -333,7 +368,7 @@ class AnalysisConfig(_FromNamespace):
     """Everything ``analysis.ipynb`` takes."""
 
     study_name: str = "melody-search"
-    storage: str = "sqlite:///runs/studies.db"
+    storage: str = field(default="sqlite:///runs/studies.db", repr=False)  # may hold a password
     output_dir: str = ""
     compare: list = field(default_factory=list)
 

@@ -7,6 +7,7 @@ makes both write to the same ``runs/``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -40,6 +41,26 @@ def resolve_storage_url(url: str) -> str:
     if url.startswith("journal:"):
         return "journal:" + str(resolve(url[len("journal:"):]))
     return url
+
+
+# scheme://user:password@ — the password runs to the last "@" before a blank, so one holding
+# a raw "@", "/" or quote is masked whole; ?password=... is libpq's other place for it.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):\S*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^\s&]*", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``.
+
+    Works on any text (an error message quoting a URL too). URLs without a password, and
+    ``sqlite:///``/``journal:`` paths, come back unchanged.
+    """
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url`` carries a password that :func:`mask_url` would hide."""
+    return mask_url(url) != url
 
 
 def cache_dir() -> Path:

@@ -17,7 +17,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from ..config import SearchConfig
 from ..errors import ConfigError
-from ..paths import resolve_storage_url
+from ..paths import mask_url, resolve_storage_url
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,11 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                         raise
                     time.sleep(1 + attempt)
     except ImportError as e:
-        raise ConfigError(f"storage {url!r} needs a database driver that is not installed "
-                          f"({e}); for PostgreSQL: pip install -e '.[postgres]'") from None
+        raise ConfigError(mask_url(f"storage {url!r} needs a database driver that is not installed "
+                                   f"({e}); for PostgreSQL: pip install -e '.[postgres]'")) from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"storage {url!r} cannot be opened: {first}") from None
+        raise ConfigError(mask_url(f"storage {url!r} cannot be opened: {first}")) from None
 
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:
@@ -72,8 +72,8 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
     storage = open_storage(storage_url)
     names = optuna.get_all_study_names(storage)
     if name not in names:
-        raise ConfigError(f"study_name {name!r} is not in storage {storage_url!r}; studies there: "
-                          f"{', '.join(names) or 'none'}")
+        raise ConfigError(f"study_name {name!r} is not in storage {mask_url(storage_url)!r}; "
+                          f"studies there: {', '.join(names) or 'none'}")
     return optuna.load_study(study_name=name, storage=storage)
 
 
