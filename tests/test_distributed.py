@@ -163,3 +163,45 @@ def test_optuna_dashboard_serves_the_study_on_loopback(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_workers_started_together_run_distinct_trials_and_share_the_best_weights(tmp_path, pg_study, sampler):
+    import chromasonic_lib as cl
+    from chromasonic_lib.data import load_dataset, prepare
+    from chromasonic_lib.training import evaluate
+    url, name = pg_study
+    workers = [_worker(_params(tmp_path, study_name=name, storage=url, n_trials=4, pruner="none", epochs=1,
+                               sampler=sampler, output_dir=str(tmp_path / f"out{i}"),
+                               artifact_store=str(tmp_path / "store")))
+               for i in range(3)]
+    for w in workers:
+        out, _ = w.communicate(timeout=600)
+        assert w.returncode == 0, out[-3000:]
+    study = optuna.load_study(study_name=name, storage=url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 12
+    assert len({json.dumps(t.params, sort_keys=True) for t in finished}) == 12      # no repeats
+    assert sum(t.user_attrs.get("enqueued") == "family defaults" for t in study.trials) == 1
+    data = prepare(load_dataset("synthetic", n_sequences=30, sequence_length=20, seed=42), 0.1, 0.1, 42)
+    for i in range(3):                      # each worker's folder holds the study's best weights
+        model, meta = cl.load_checkpoint(tmp_path / f"out{i}" / "best_model.pt")
+        assert meta["trial"] == study.best_trial.number
+        assert evaluate(model, data.val).nats_per_note == pytest.approx(study.best_value, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_total_trials_caps_the_study_across_workers(tmp_path):
+    params = _params(tmp_path, study_name="capped", storage=f"journal:{tmp_path}/study.log", n_trials=10,
+                     total_trials=6, epochs=1, pruner="none")
+    workers = [_worker(params) for _ in range(2)]
+    for w in workers:
+        out, _ = w.communicate(timeout=300)
+        assert w.returncode == 0, out[-3000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/study.log"))
+    trials = optuna.load_study(study_name="capped", storage=storage).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 6 <= len(finished) <= 7                      # one may already run when the cap is reached
+    assert len(trials) == len(finished)
