@@ -15,6 +15,7 @@ from ..config import SearchConfig, TrainConfig, check_writable_dir
 from ..data import Prepared, load_dataset, prepare
 from ..models import build_model
 from ..training import pick_device, train
+from .heartbeat import JournalHeartbeat
 from .objective import Objective, load_checkpoint, save_checkpoint
 from .results import trial_config, write_results
 from .space import SearchSpace, load_space
@@ -53,7 +54,7 @@ class SearchResult:
         df = self.study.trials_dataframe(attrs=("number", "value", "state", "duration", "user_attrs"))
         df = df[df["state"] == "COMPLETE"].sort_values("value").head(top)
         keep = ["number", "value"] + [c for c in df.columns if c.startswith("user_attrs_")
-                                      and c not in ("user_attrs_config",)]
+                                      and c not in ("user_attrs_config", "user_attrs_heartbeat")]
         out = df[keep].rename(columns=lambda c: c.replace("user_attrs_", ""))
         params = [trial_config(self.study.trials[n]) for n in out["number"]]
         return out.assign(params=params).reset_index(drop=True)
@@ -138,13 +139,19 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     # A trial still running when the timeout comes stops at its next epoch (keeping its best
     # epoch so far), so `timeout` bounds the whole search, not just when the last trial starts.
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
-    objective = Objective(data, cfg.space, base, output_dir, deadline)
+    # Optuna's journal storage has no heartbeats (RDB storages do: see open_storage).
+    heartbeat = JournalHeartbeat(cfg.heartbeat_interval, cfg.grace_period) \
+        if isinstance(storage, optuna.storages.JournalStorage) else None
+    if heartbeat:
+        heartbeat.fail_stale_trials(study)      # and after each trial, as a callback
+    objective = Objective(data, cfg.space, base, output_dir, deadline, heartbeat)
     progress = _Progress(cfg.n_trials, output_dir, cfg.plot)
     start = time.perf_counter()
     interrupted = False
     try:
         study.optimize(objective, n_trials=cfg.n_trials, timeout=cfg.timeout or None,
-                       catch=(Exception,), callbacks=[progress], gc_after_trial=False)
+                       catch=(Exception,), callbacks=[progress] + ([heartbeat] if heartbeat else []),
+                       gc_after_trial=False)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: the running trial is marked FAIL; result files are up to date")
