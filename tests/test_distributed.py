@@ -70,16 +70,17 @@ def test_three_workers_share_one_postgres_study(tmp_path, pg_study):
     assert len(list((tmp_path / "nbs").glob("pg-worker*.ipynb"))) == 3
 
 
-@pytest.mark.postgres
-@pytest.mark.slow
-def test_a_killed_worker_s_trial_fails_after_the_grace_period_and_is_retried(tmp_path, pg_study):
-    url, name = pg_study
+def _kill_a_worker_mid_trial_and_check_the_retry(tmp_path, storage, name, url) -> list:
+    """SIGKILL a worker mid-trial, wait past the grace period, run a second worker; the trials.
+
+    The dead trial must end FAIL, and a later trial must rerun its parameters to COMPLETE.
+    """
     common = dict(study_name=name, storage=url, heartbeat_interval=1, grace_period=3, pruner="none")
     victim = _worker(_params(tmp_path, **common, n_trials=1, epochs=500))
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            study = optuna.load_study(study_name=name, storage=url)
+            study = optuna.load_study(study_name=name, storage=storage)
             if any(t.state == TrialState.RUNNING and t.intermediate_values for t in study.trials):
                 break
         except KeyError:
@@ -94,13 +95,30 @@ def test_a_killed_worker_s_trial_fails_after_the_grace_period_and_is_retried(tmp
     rescuer = _worker(_params(tmp_path, **common, n_trials=2, epochs=2))
     out, _ = rescuer.communicate(timeout=300)
     assert rescuer.returncode == 0, out[-3000:]
-    trials = optuna.load_study(study_name=name, storage=url).trials
+    trials = optuna.load_study(study_name=name, storage=storage).trials
     assert trials[0].state == TrialState.FAIL
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         retried = [t for t in trials[1:]
                    if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == trials[0].number]
     assert retried and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == trials[0].params           # the dead trial's parameters, run again
+    return trials
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_killed_worker_s_trial_fails_after_the_grace_period_and_is_retried(tmp_path, pg_study):
+    url, name = pg_study
+    _kill_a_worker_mid_trial_and_check_the_retry(tmp_path, url, name, url)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_journal_trial_fails_after_the_grace_period_and_is_retried(tmp_path):
+    # Optuna's journal storage has no heartbeats: chromasonic_lib.search.heartbeat gives it some.
+    path = str(tmp_path / "study.log")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    trials = _kill_a_worker_mid_trial_and_check_the_retry(tmp_path, storage, "journal", f"journal:{path}")
+    assert "stopped sending heartbeats (last" in trials[0].user_attrs["fail_reason"]
 
 
 @pytest.mark.slow

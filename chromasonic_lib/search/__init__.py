@@ -18,6 +18,7 @@ from ..data import Prepared, load_dataset, prepare
 from ..models import build_model
 from ..training import pick_device, train
 from ..checkpoints import CheckpointKeeper, default_artifact_location, open_artifact_store
+from .heartbeat import JournalHeartbeat
 from .objective import Objective
 from .results import trial_config, write_results
 from .settings import check_resume, stored_settings, study_settings
@@ -57,7 +58,7 @@ class SearchResult:
         df = self.study.trials_dataframe(attrs=("number", "value", "state", "duration", "user_attrs"))
         df = df[df["state"] == "COMPLETE"].sort_values("value").head(top)
         keep = ["number", "value"] + [c for c in df.columns if c.startswith("user_attrs_")
-                                      and c not in ("user_attrs_config",)]
+                                      and c not in ("user_attrs_config", "user_attrs_heartbeat")]
         out = df[keep].rename(columns=lambda c: c.replace("user_attrs_", ""))
         params = [trial_config(self.study.trials[n]) for n in out["number"]]
         return out.assign(params=params).reset_index(drop=True)
@@ -140,9 +141,14 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     # A trial still running when the timeout comes stops at its next epoch (keeping its best
     # epoch so far), so `timeout` bounds the whole search, not just when the last trial starts.
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
-    objective = Objective(data, cfg.space, base, store, deadline)
+    # Optuna's journal storage has no heartbeats (RDB storages do: see open_storage).
+    heartbeat = JournalHeartbeat(cfg.heartbeat_interval, cfg.grace_period) \
+        if isinstance(storage, optuna.storages.JournalStorage) else None
+    if heartbeat:
+        heartbeat.fail_stale_trials(study)      # and after each trial, as a callback
+    objective = Objective(data, cfg.space, base, store, deadline, heartbeat)
     keeper = CheckpointKeeper(store, output_dir, cfg.keep_checkpoints)
-    n_trials, callbacks = cfg.n_trials, [keeper]
+    n_trials, callbacks = cfg.n_trials, [keeper] + ([heartbeat] if heartbeat else [])
     if cfg.total_trials:
         n_trials = min(n_trials, max(0, cfg.total_trials - _n_finished(study)))
         callbacks.append(MaxTrialsCallback(cfg.total_trials, states=FINISHED))

@@ -20,6 +20,7 @@ from ..config import TrainConfig
 from ..data import Prepared
 from ..models import build_model, count_parameters
 from ..training import evaluate, train
+from .heartbeat import JournalHeartbeat
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,16 @@ log = logging.getLogger(__name__)
 
 class Objective:
     def __init__(self, data: Prepared, space: SearchSpace, base: TrainConfig,
-                 store: Any = None, deadline: float | None = None):
+                 store: Any = None, deadline: float | None = None,
+                 heartbeat: JournalHeartbeat | None = None):
         self.data, self.space, self.base = data, space, base
         self.store = store              # an artifact store: each complete trial's weights go there
         self.deadline = deadline        # time.monotonic() after which a running trial stops
+        self.heartbeat = heartbeat      # journal studies only: RDB storages have Optuna's own
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.heartbeat:
+            self.heartbeat.beat(trial)  # at once: a worker that dies in epoch 0 is named too
         family, hparams, training = self.space.suggest(trial)
         trial.set_user_attr("config", {"model": family, **hparams, **training})
         try:
@@ -41,6 +46,8 @@ class Objective:
 
             def on_epoch(epoch: int, val_loss: float) -> bool:
                 trial.report(val_loss, epoch)
+                if self.heartbeat:
+                    self.heartbeat.beat(trial)
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     trial.set_user_attr("stopped_by", "search timeout")
                     return True

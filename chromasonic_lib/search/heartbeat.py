@@ -1,0 +1,100 @@
+"""Heartbeats for studies on a journal file (``storage="journal:<file>"``).
+
+Optuna gives heartbeats only to RDB storages; on its JournalStorage a worker killed by SIGKILL
+would leave its trial RUNNING forever. Here a running trial keeps its user attribute
+``heartbeat`` fresh, and each worker fails the trials whose heartbeat is older than the grace
+period and queues their parameters again, as ``open_storage`` arranges for RDB storages.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import time
+import warnings
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = "heartbeat"     # user attribute of a running trial: {"time": unix seconds, "worker": "host:pid"}
+MAX_RETRY = 3               # as open_storage gives RDB storages
+
+
+class JournalHeartbeat:
+    """This worker's heartbeats, and the check that fails the trials of workers gone quiet.
+
+    Used as an Optuna callback too: after each trial, it checks for stale trials.
+
+    Parameters
+    ----------
+    interval : float
+        Seconds between two heartbeats of a trial (each one is a journal append).
+    grace_period : float
+        A RUNNING trial whose last heartbeat (before its first one: its start) is older than
+        this is failed. A trial beats once per epoch, so this must exceed the longest epoch.
+    """
+
+    def __init__(self, interval: float, grace_period: float):
+        self.interval, self.grace_period = interval, grace_period
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._last: tuple[int, float] | None = None     # (trial number, time of its last heartbeat)
+
+    def beat(self, trial: optuna.Trial) -> None:
+        """Record that ``trial`` is alive, unless it did less than ``interval`` seconds ago."""
+        now = time.time()
+        if self._last is not None and self._last[0] == trial.number:
+            gap = now - self._last[1]
+            if gap < self.interval:
+                return
+            if gap > self.grace_period:
+                log.warning("trial %d went %.0f s without a heartbeat (grace_period %s s): another "
+                            "worker may have failed it; epochs this long need a longer grace_period",
+                            trial.number, gap, self.grace_period)
+        trial.set_user_attr(HEARTBEAT, {"time": now, "worker": self.worker})
+        self._last = (trial.number, now)
+
+    def fail_stale_trials(self, study: optuna.Study) -> list[int]:
+        """Fail the RUNNING trials whose worker went quiet, queue them again; their numbers.
+
+        Several workers may find the same trial: the journal keeps the first FAIL written and
+        refuses the later ones (``UpdateFinishedTrialError``), so only one worker re-queues it.
+        """
+        # Private names: Optuna has no public way to change a trial that another worker runs.
+        storage, now, failed = study._storage, time.time(), []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = t.user_attrs.get(HEARTBEAT)
+            age = now - (beat["time"] if beat else t.datetime_start.timestamp())
+            if age <= self.grace_period:
+                continue
+            reason = (f"worker {beat['worker']} stopped sending heartbeats (last {age:.0f} s ago)"
+                      if beat else f"its worker sent no heartbeat ({age:.0f} s since the trial started)")
+            try:
+                # The reason first: a finished trial can't be changed any more.
+                storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+                if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                    continue
+            except UpdateFinishedTrialError:
+                continue                # it finished meanwhile, or another worker failed it first
+            log.warning("trial %d failed: %s; its parameters are queued again (at most %d times)",
+                        t.number, reason, MAX_RETRY)
+            self._retry(study, storage.get_trial(t._trial_id))
+            failed.append(t.number)
+        return failed
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.fail_stale_trials(study)
+
+    @staticmethod
+    def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna's own retry for RDB storages, so ``retried_trial_number`` works alike."""
+        trial = copy.copy(trial)        # the storage's cached object: never modify it
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items()
+                            if k not in (HEARTBEAT, "fail_reason")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)

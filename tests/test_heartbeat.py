@@ -1,0 +1,103 @@
+"""Heartbeats on journal files: stale trials fail once, with a reason, and are queued again."""
+from __future__ import annotations
+
+import os
+import time
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+import chromasonic_lib as cl
+from chromasonic_lib.search import heartbeat as hb
+from chromasonic_lib.search.heartbeat import HEARTBEAT, JournalHeartbeat
+from test_search import tiny_cfg
+
+
+def _study(path, create=True) -> optuna.Study:
+    storage = JournalStorage(JournalFileBackend(str(path)))     # each one a worker of its own
+    if create:
+        return optuna.create_study(study_name="s", storage=storage)
+    return optuna.load_study(study_name="s", storage=storage)
+
+
+def _running_trial(study: optuna.Study, beat_age: float | None) -> optuna.Trial:
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    if beat_age is not None:
+        trial.set_user_attr(HEARTBEAT, {"time": time.time() - beat_age, "worker": "elsewhere:42"})
+    return trial
+
+
+def _retried_number(t: optuna.trial.FrozenTrial) -> int | None:
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+
+
+def test_a_trial_whose_heartbeat_is_old_fails_with_a_reason_and_is_queued_again(tmp_path):
+    study = _study(tmp_path / "j.log")
+    dead = _running_trial(study, beat_age=34)
+    alive = _running_trial(study, beat_age=None)
+    JournalHeartbeat(1, 3).beat(alive)
+    assert JournalHeartbeat(1, 3).fail_stale_trials(study) == [dead.number]
+    trials = study.trials
+    assert trials[dead.number].state == TrialState.FAIL
+    assert trials[dead.number].user_attrs["fail_reason"] == \
+        "worker elsewhere:42 stopped sending heartbeats (last 34 s ago)"
+    assert trials[alive.number].state == TrialState.RUNNING
+    retry = trials[-1]
+    assert retry.state == TrialState.WAITING and retry.params == trials[dead.number].params
+    assert _retried_number(retry) == dead.number
+    assert HEARTBEAT not in retry.user_attrs and "fail_reason" not in retry.user_attrs
+    # The retry runs with the dead trial's parameters.
+    assert study.ask().suggest_float("x", 0, 1) == trials[dead.number].params["x"]
+
+
+def test_a_trial_that_never_sent_a_heartbeat_is_judged_by_its_start(tmp_path):
+    study = _study(tmp_path / "j.log")
+    _running_trial(study, beat_age=None)
+    assert JournalHeartbeat(1, 3).fail_stale_trials(study) == []     # it has just started
+    time.sleep(0.3)
+    assert JournalHeartbeat(0.1, 0.2).fail_stale_trials(study) == [0]
+    assert "sent no heartbeat" in study.trials[0].user_attrs["fail_reason"]
+
+
+def test_two_workers_finding_the_same_stale_trial_fail_and_retry_it_once(tmp_path, monkeypatch):
+    first = _study(tmp_path / "j.log")
+    _running_trial(first, beat_age=60)
+    second = _study(tmp_path / "j.log", create=False)
+    storage, set_reason = second._storage, second._storage.set_trial_user_attr
+    first_found = []
+
+    def meanwhile(*args):           # the first worker wins between the second's two writes
+        set_reason(*args)
+        first_found.append(JournalHeartbeat(1, 3).fail_stale_trials(first))
+
+    monkeypatch.setattr(storage, "set_trial_user_attr", meanwhile)
+    assert JournalHeartbeat(1, 3).fail_stale_trials(second) == []
+    assert first_found == [[0]]
+    trials = first.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_trial_beats_at_most_once_per_interval(tmp_path, monkeypatch):
+    trial = _running_trial(_study(tmp_path / "j.log"), beat_age=None)
+    writes = []
+    monkeypatch.setattr(trial, "set_user_attr", lambda key, value: writes.append(value))
+    heartbeat, now = JournalHeartbeat(10, 30), time.time()
+    for dt in (0, 1, 9, 10.5, 12, 21):
+        monkeypatch.setattr(hb.time, "time", lambda: now + dt)
+        heartbeat.beat(trial)
+    assert [w["time"] - now for w in writes] == [0, 10.5, 21]
+
+
+def test_a_journal_search_beats_once_per_trial_when_its_epochs_are_quick(tmp_path):
+    log = tmp_path / "j.log"
+    result = cl.run_search(tiny_cfg(tmp_path, storage=f"journal:{log}", n_trials=2, pruner="none"))
+    assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 2
+    beats = [line for line in log.read_text().splitlines() if f'"{HEARTBEAT}"' in line]
+    assert len(beats) == 2                      # 3 epochs each, well inside heartbeat_interval
+    assert all(t.user_attrs[HEARTBEAT]["worker"].endswith(f":{os.getpid()}") for t in result.study.trials)
+    assert HEARTBEAT not in result.best_trials().columns
