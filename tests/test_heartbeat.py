@@ -93,11 +93,25 @@ def test_a_trial_beats_at_most_once_per_interval(tmp_path, monkeypatch):
     assert [w["time"] - now for w in writes] == [0, 10.5, 21]
 
 
-def test_a_journal_search_beats_once_per_trial_when_its_epochs_are_quick(tmp_path):
+def test_a_journal_search_beats_per_interval_not_per_epoch(tmp_path):
     log = tmp_path / "j.log"
     result = cl.run_search(tiny_cfg(tmp_path, storage=f"journal:{log}", n_trials=2, pruner="none"))
     assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 2
     beats = [line for line in log.read_text().splitlines() if f'"{HEARTBEAT}"' in line]
-    assert len(beats) == 2                      # 3 epochs each, well inside heartbeat_interval
+    # One beat as each trial starts, then one per heartbeat_interval (10 s) it runs: not per epoch.
+    assert len(beats) <= sum(1 + int(t.duration.total_seconds() // 10) for t in result.study.trials)
     assert all(t.user_attrs[HEARTBEAT]["worker"].endswith(f":{os.getpid()}") for t in result.study.trials)
     assert HEARTBEAT not in result.best_trials().columns
+
+
+def test_a_trial_keeps_beating_through_an_epoch_longer_than_the_grace_period(tmp_path):
+    study = _study(tmp_path / "j.log")
+    trial = _running_trial(study, beat_age=None)
+    stop = JournalHeartbeat(0.2, 0.6).start(trial)
+    try:
+        time.sleep(1.5)                         # one long epoch: no beat from the training loop
+        assert JournalHeartbeat(0.2, 0.6).fail_stale_trials(study) == []
+    finally:
+        stop()
+    time.sleep(1)
+    assert JournalHeartbeat(0.2, 0.6).fail_stale_trials(study) == [trial.number]   # stopped: stale

@@ -11,7 +11,9 @@ import copy
 import logging
 import os
 import socket
+import threading
 import time
+from typing import Callable
 import warnings
 
 import optuna
@@ -36,13 +38,35 @@ class JournalHeartbeat:
         Seconds between two heartbeats of a trial (each one is a journal append).
     grace_period : float
         A RUNNING trial whose last heartbeat (before its first one: its start) is older than
-        this is failed. A trial beats once per epoch, so this must exceed the longest epoch.
+        this is failed. Beats come from a thread, as Optuna's own for RDB storages, so an
+        epoch may last longer than this.
     """
 
     def __init__(self, interval: float, grace_period: float):
         self.interval, self.grace_period = interval, grace_period
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._last: tuple[int, float] | None = None     # (trial number, time of its last heartbeat)
+
+    def start(self, trial: optuna.Trial) -> Callable[[], None]:
+        """Beat now, then every ``interval`` seconds from a thread until the returned function
+        is called (before the trial finishes: a finished trial takes no more attributes)."""
+        self.beat(trial)            # at once: a worker that dies in epoch 0 is named too
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(self.interval):
+                try:
+                    self.beat(trial)
+                except Exception as e:      # a beat lost is not worth the trial
+                    log.warning("trial %d: heartbeat not recorded: %s", trial.number, e)
+
+        thread = threading.Thread(target=loop, name=f"heartbeat-{trial.number}", daemon=True)
+        thread.start()
+
+        def stop_beating() -> None:
+            stop.set()
+            thread.join()
+        return stop_beating
 
     def beat(self, trial: optuna.Trial) -> None:
         """Record that ``trial`` is alive, unless it did less than ``interval`` seconds ago."""

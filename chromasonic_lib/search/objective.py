@@ -36,8 +36,15 @@ class Objective:
         self.heartbeat = heartbeat      # journal studies only: RDB storages have Optuna's own
 
     def __call__(self, trial: optuna.Trial) -> float:
-        if self.heartbeat:
-            self.heartbeat.beat(trial)  # at once: a worker that dies in epoch 0 is named too
+        if self.heartbeat is None:
+            return self.run(trial)
+        stop_beating = self.heartbeat.start(trial)
+        try:
+            return self.run(trial)
+        finally:
+            stop_beating()
+
+    def run(self, trial: optuna.Trial) -> float:
         family, hparams, training = self.space.suggest(trial)
         trial.set_user_attr("config", {"model": family, **hparams, **training})
         try:
@@ -46,8 +53,6 @@ class Objective:
 
             def on_epoch(epoch: int, val_loss: float) -> bool:
                 trial.report(val_loss, epoch)
-                if self.heartbeat:
-                    self.heartbeat.beat(trial)
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     trial.set_user_attr("stopped_by", "search timeout")
                     return True
