@@ -328,22 +328,16 @@ class AnalysisConfig(_FromNamespace):
 
     study_name: str = "melody-search"
     storage: str = "sqlite:///runs/studies.db"
-    output_dir: str = ""
     compare: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.study_name = check_study_name("study_name", self.study_name)
         self.storage = check_storage("storage", self.storage)
-        self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
         if isinstance(self.compare, str):
             self.compare = [s for s in re.split(r"[,\s]+", self.compare) if s]
         if not isinstance(self.compare, (list, tuple)):
             raise ConfigError(f"compare must be a list of study names, got {self.compare!r}")
         self.compare = [check_study_name("compare", s) for s in self.compare]
-
-    @property
-    def output_path(self) -> Path:
-        return resolve(self.output_dir or f"runs/{self.study_name}")
 
 
 _NOTE_NAME = re.compile(r"([A-Ga-g])([#b]?)(-?\d)$")

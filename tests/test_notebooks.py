@@ -71,7 +71,7 @@ def _pngs(nb) -> list[bytes]:
 def test_analysis_notebook_draws_its_figures(tiny_study):
     tmp, storage = tiny_study
     nb = run_notebook("analysis", tmp / "analysis.ipynb", study_name="tiny", storage=storage,
-                      output_dir=str(tmp / "tiny"), compare=["tiny"])
+                      compare=["tiny"])
     pngs = _pngs(nb)
     assert len(pngs) >= 9
     assert all(p.startswith(b"\x89PNG") and len(p) > 5000 for p in pngs)
@@ -109,7 +109,7 @@ def test_train_best_notebook_trains_tests_and_makes_music(tiny_study):
 def test_make_report_writes_html_with_embedded_images(tiny_study):
     tmp, storage = tiny_study
     nb_path = tmp / "analysis-for-report.ipynb"
-    run_notebook("analysis", nb_path, study_name="tiny", storage=storage, output_dir=str(tmp / "tiny"))
+    run_notebook("analysis", nb_path, study_name="tiny", storage=storage)
     subprocess.run(["make", "-s", "report", f"NB={nb_path}", "HIDE_CODE=1"], cwd=ROOT, check=True,
                    capture_output=True)
     html = nb_path.with_suffix(".html").read_text()
