@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from .config import AnalysisConfig
 from .plots import optuna_figure
 from .search.results import report_text, summarize, trial_config
+from .search.settings import stored_settings
 from .search.study import load_existing_study
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def overview(study: optuna.Study) -> str:
 
 
 def max_epochs(study: optuna.Study) -> int:
-    epochs = study.user_attrs.get("config", {}).get("epochs")
+    epochs = stored_settings(study).get("epochs")
     return epochs or max((len(t.intermediate_values) for t in study.trials), default=1)
 
 

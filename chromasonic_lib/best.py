@@ -17,7 +17,7 @@ import torch
 
 from . import generate
 from .atomic import write_json
-from .config import TrainBestConfig, TrainConfig, check_writable_dir
+from .config import DataConfig, TrainBestConfig, TrainConfig, check_writable_dir
 from .data import Prepared, load_dataset, prepare
 from .data.encodings import N_KEYS, Notes, midi_name
 from .errors import ConfigError
@@ -27,25 +27,49 @@ from .plots import history_curves_figure, save_figure
 from .checkpoints import save_checkpoint
 from .search import markov_baseline
 from .search.results import trial_config
+from .search.settings import stored_settings
 from .search.study import load_existing_study
 from .training import History, Metrics, evaluate, pick_device, train
 
 log = logging.getLogger(__name__)
 
 
-def best_configuration(cfg: TrainBestConfig) -> dict[str, Any]:
-    """The flat parameter dict: from ``best_params`` if given, else the study's best trial."""
+@dataclass
+class BestConfiguration:
+    """What ``train_best`` trains: a trial's parameters, on the data and for the epochs its study
+    searched them with (unless the user gave others)."""
+
+    params: dict[str, Any]              # the flat parameter dict: model, its hyperparameters, training
+    data: DataConfig
+    epochs: int
+    study_name: str | None = None       # None: the parameters came from a best_params file
+    trial: int | None = None            # the study's best trial
+
+    def describe(self) -> str:
+        d = self.data
+        source = f"trial {self.trial} of study {self.study_name!r}" if self.study_name else "best_params file"
+        melodies = f" ({d.n_sequences} melodies × {d.sequence_length} notes)" if d.dataset == "synthetic" else ""
+        return (f"{self.params.get('model')} from {source}; data {d.dataset}{melodies}, {d.encoding} "
+                f"encoding, split val {d.val_fraction:g} / test {d.test_fraction:g} with seed "
+                f"{d.seed}; at most {self.epochs} epochs")
+
+
+def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
+    """The parameters from ``best_params`` if given, else the study's best trial; with the data
+    and epochs that ``cfg`` gives or, for a study, the study was searched with."""
     if cfg.best_params:
         params = json.loads(resolve(cfg.best_params).read_text())
         if not isinstance(params, dict) or "model" not in params:
             raise ConfigError(f"best_params: {cfg.best_params} must hold a JSON object with a "
                               f"'model' key (as best_hyperparameters.json does)")
-        return params
+        return BestConfiguration(params, *cfg.resolve_data(None))
     study = load_existing_study(cfg.storage, cfg.study_name)
     try:
-        return trial_config(study.best_trial)
+        trial = study.best_trial
     except ValueError:
         raise ConfigError(f"study_name {cfg.study_name!r} has no completed trial yet") from None
+    data, epochs = cfg.resolve_data(stored_settings(study), study.study_name)
+    return BestConfiguration(trial_config(trial), data, epochs, study.study_name, trial.number)
 
 
 @dataclass
@@ -59,6 +83,7 @@ class TrainedRun:
     test: Metrics
     baseline: Metrics
     output_dir: Path
+    configuration: BestConfiguration
 
     def metrics_table(self) -> pd.DataFrame:
         rows = {f"{self.family} (best configuration)": self.test.as_dict(),
@@ -66,9 +91,14 @@ class TrainedRun:
         return pd.DataFrame(rows).T[["nats_per_note", "bits_per_note", "accuracy", "perplexity", "n_notes"]]
 
 
-def train_best(cfg: TrainBestConfig, params: dict[str, Any]) -> TrainedRun:
-    """Train ``params`` on the training split, stop early on validation, score on test; save it all."""
-    params = dict(params)
+def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
+    """Train ``best`` on the training split, stop early on validation, score on test; save it all.
+
+    Trained as the search trained its trials (``TrainConfig`` with the study's epochs and seed,
+    plus the trial's training parameters), on the same split, so the test melodies are ones
+    the search never saw.
+    """
+    params = dict(best.params)
     family = params.pop("model", None)
     if family not in MODEL_DEFAULTS:
         raise ConfigError(f"best_params: 'model' must be one of {', '.join(MODEL_DEFAULTS)}, got {family!r}")
@@ -78,12 +108,13 @@ def train_best(cfg: TrainBestConfig, params: dict[str, Any]) -> TrainedRun:
         raise ConfigError(f"best_params: unknown parameter {sorted(unknown)[0]!r} for {family}")
     out = check_writable_dir("output_dir", cfg.output_path)
     device = pick_device(cfg.device)
-    d = cfg.data
+    d = best.data
     data = prepare(load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed),
                    d.val_fraction, d.test_fraction, d.seed, device)
     log.info(data.describe())
-    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, patience=5, **training)
-    model = build_model(family, hparams, data.vocab_size, seed=cfg.seed)
+    # The search's recipe: run_search's TrainConfig(epochs, seed) plus the trial's training params.
+    train_cfg = TrainConfig(epochs=best.epochs, seed=d.seed, **training)
+    model = build_model(family, hparams, data.vocab_size, seed=train_cfg.seed)
     history = train(model, data.train, data.val, train_cfg)
     test = evaluate(model, data.test)
     baseline = evaluate(markov_baseline(data)[2], data.test)
@@ -91,14 +122,19 @@ def train_best(cfg: TrainBestConfig, params: dict[str, Any]) -> TrainedRun:
              test.nats_per_note, test.bits_per_note, test.accuracy, baseline.nats_per_note)
     save_checkpoint(out / "model.pt", model, family, hparams, d.encoding,
                     {"training": training, "dataset": d.dataset, "test_nats_per_note": test.nats_per_note})
-    write_json(out / "test_metrics.json", {"model": family, "params": {**hparams, **training},
-                                           "dataset": d.dataset, "encoding": d.encoding,
-                                           "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
-                                           "epochs_trained": history.epochs_trained,
-                                           "best_epoch": history.best_epoch})
+    synthetic = d.dataset == "synthetic"
+    write_json(out / "test_metrics.json", {
+        "model": family, "params": {**hparams, **training},
+        "study_name": best.study_name, "trial": best.trial, "dataset": d.dataset,
+        "n_sequences": d.n_sequences if synthetic else None,
+        "sequence_length": d.sequence_length if synthetic else None, "encoding": d.encoding,
+        "seed": d.seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
+        "n_test_melodies": len(data.splits.test), "epochs": best.epochs,
+        "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
+        "epochs_trained": history.epochs_trained, "best_epoch": history.best_epoch})
     save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
                 out / "learning_curves.png")
-    return TrainedRun(family, hparams, training, model, history, data, test, baseline, out)
+    return TrainedRun(family, hparams, training, model, history, data, test, baseline, out, best)
 
 
 @dataclass
@@ -127,7 +163,7 @@ def generate_samples(run: TrainedRun, cfg: TrainBestConfig, n: int | None = None
     temperature = temperature or cfg.temperature
     primer = cfg.primer_notes if primer is None else primer
     enc = run.data.data.encoding
-    gen = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+    gen = torch.Generator().manual_seed(run.configuration.data.seed if seed is None else seed)
     openings = [int(m[0]) for m in run.data.splits.train]
     samples = []
     for i in range(n):

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from .errors import ConfigError
 from .paths import has_password, mask_url, resolve
@@ -248,6 +248,9 @@ class DataConfig:
         self.seed = check_int("seed", self.seed, 0)
 
 
+DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))
+
+
 class _FromNamespace:
     """``Config.from_namespace(globals())``: a notebook hands its parameters over unrenamed."""
 
@@ -275,14 +278,15 @@ class _StudyAndData(_FromNamespace):
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        self._check_study()
+        self.seed = check_int("seed", self.seed, 0)
+        self.data = DataConfig(**{name: getattr(self, name) for name in DATA_FIELDS})
+
+    def _check_study(self) -> None:
         self.study_name = check_study_name("study_name", self.study_name)
         self.storage = check_storage("storage", self.storage)
         self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
-        self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
-        self.data = DataConfig(self.dataset, self.encoding, self.n_sequences,
-                               self.sequence_length, self.val_fraction, self.test_fraction,
-                               self.seed)
 
 
 @dataclass
@@ -335,32 +339,107 @@ class SearchConfig(_StudyAndData):
 
 @dataclass
 class TrainBestConfig(_StudyAndData):
-    """Everything ``train_best.ipynb`` takes."""
+    """Everything ``train_best.ipynb`` takes.
 
+    The data parameters and ``epochs`` default to the study's: what the search measured its
+    trials on (see :meth:`resolve_data`). Each such field's own default below stands for "the
+    study's"; with ``best_params`` and no study it means ``DataConfig``'s default (and
+    ``FILE_EPOCHS``).
+    """
+
+    dataset: str = ""
+    encoding: str = ""
+    n_sequences: int = 0
+    sequence_length: int = 0
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
+    seed: int = -1                    # -1, not 0: 0 is a real seed
     best_params: str = ""
-    epochs: int = 30
+    epochs: int = 0
     n_samples: int = 3
     sample_length: int = 64
     temperature: float = 1.0
     top_k: int = 0
     primer: str = ""
 
+    FILE_EPOCHS: ClassVar[int] = 30   # epochs for a best_params file, which records none
+    FROM_STUDY: ClassVar[tuple[str, ...]] = DATA_FIELDS + ("epochs",)
+
     def __post_init__(self) -> None:
-        super().__post_init__()
+        self._check_study()
         if self.best_params:
             check_existing_file("best_params", self.best_params)
-        if self.test_fraction == 0:
-            raise ConfigError("test_fraction must be above 0: train_best evaluates on the test split")
-        self.epochs = check_int("epochs", self.epochs)
+        given = self.given()
+        # Each value given is checked now, before the study is opened; DataConfig's defaults
+        # stand in for the rest until resolve_data() knows the study's.
+        DataConfig(**{k: v for k, v in given.items() if k in DATA_FIELDS})
+        if "epochs" in given:
+            self.epochs = check_int("epochs", self.epochs)
         self.n_samples = check_int("n_samples", self.n_samples, 0)
         self.sample_length = check_int("sample_length", self.sample_length)
         self.temperature = check_float("temperature", self.temperature, 0, 10, low_open=True)
         self.top_k = check_int("top_k", self.top_k, 0)
         self.primer_notes = parse_primer("primer", self.primer)
 
+    def given(self) -> dict[str, Any]:
+        """The data parameters and epochs given explicitly (not left to the study)."""
+        unset = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.FROM_STUDY}
+        return {name: getattr(self, name) for name in self.FROM_STUDY
+                if getattr(self, name) != unset[name]}
+
+    def resolve_data(self, settings: Mapping[str, Any] | None,
+                     study_name: str | None = None) -> tuple[DataConfig, int]:
+        """The data and the epochs to train: each value given, else the study's, else the default.
+
+        ``settings`` are the study's stored settings (``None``: no study, a ``best_params``
+        file). A value given that differs from the study's is logged with what it changes; a
+        setting the study does not record is logged with the default used instead.
+        """
+        from .search.settings import SYNTHETIC_ONLY
+        given, study = self.given(), dict(settings or {})
+        # The study's melody counts apply only to the synthetic source it searched.
+        counts_apply = given.get("dataset", study.get("dataset")) == study.get("dataset") == "synthetic"
+        values, missing = {}, []
+        for name in self.FROM_STUDY:
+            applies = name not in SYNTHETIC_ONLY or counts_apply
+            theirs = study.get(name) if applies else None
+            if name in given:
+                values[name] = given[name]
+                if theirs is not None and theirs != given[name]:
+                    log.warning("%s %r differs from the study's %r: %s", name, given[name], theirs,
+                                _what_it_changes(name, given[name], theirs))
+            elif theirs is not None:
+                values[name] = theirs
+            elif settings is not None and applies:
+                missing.append(name)
+        epochs = values.pop("epochs", self.FILE_EPOCHS)
+        data = DataConfig(**values)
+        if missing:
+            log.warning("study %r does not record its %s: using %s; give them explicitly if the "
+                        "search used others", study_name, ", ".join(missing),
+                        ", ".join(f"{n} {epochs if n == 'epochs' else getattr(data, n)!r}"
+                                  for n in missing))
+        if data.test_fraction == 0:
+            raise ConfigError(f"test_fraction: study {study_name!r} was searched with test_fraction 0 "
+                              f"(no test split) and train_best evaluates on the test split; give "
+                              f"test_fraction (e.g. 0.1): its test melodies will include melodies "
+                              f"the search trained on")
+        return data, check_int("epochs", epochs)
+
     @property
     def output_path(self) -> Path:
         return resolve(self.output_dir or f"runs/{self.study_name}/best")
+
+
+def _what_it_changes(name: str, ours: Any, theirs: Any) -> str:
+    """Why a train_best value that differs from the study's matters, in the warning's words."""
+    if name in ("seed", "test_fraction"):
+        return "the test split may overlap the search's training melodies"
+    if name == "val_fraction":
+        return "it trains and stops early on other melodies than the search's trials did"
+    if name == "epochs":
+        return f"it trains {'longer' if ours > theirs else 'shorter'} than the search's trials did"
+    return "the test scores won't compare with the search's validation losses"
 
 
 @dataclass
@@ -369,22 +448,16 @@ class AnalysisConfig(_FromNamespace):
 
     study_name: str = "melody-search"
     storage: str = field(default="sqlite:///runs/studies.db", repr=False)  # may hold a password
-    output_dir: str = ""
     compare: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.study_name = check_study_name("study_name", self.study_name)
         self.storage = check_storage("storage", self.storage)
-        self.output_dir = check_str("output_dir", self.output_dir, allow_empty=True)
         if isinstance(self.compare, str):
             self.compare = [s for s in re.split(r"[,\s]+", self.compare) if s]
         if not isinstance(self.compare, (list, tuple)):
             raise ConfigError(f"compare must be a list of study names, got {self.compare!r}")
         self.compare = [check_study_name("compare", s) for s in self.compare]
-
-    @property
-    def output_path(self) -> Path:
-        return resolve(self.output_dir or f"runs/{self.study_name}")
 
 
 _NOTE_NAME = re.compile(r"([A-Ga-g])([#b]?)(-?\d)$")

@@ -66,7 +66,7 @@ def generator_panel(run, cfg) -> W.Widget:
                 print(e)
                 return
             sample = generate_samples(run, cfg, n=1, length=length.value, temperature=temperature.value,
-                                      primer=notes, seed=cfg.seed + counter["n"])[0]
+                                      primer=notes, seed=run.configuration.data.seed + counter["n"])[0]
             print(sample.describe())
             display(Audio(filename=str(sample.wav)))
             sample.piano_roll()

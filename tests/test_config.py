@@ -113,6 +113,43 @@ def test_other_tools_validate_too(tmp_path):
         CrossvalConfig(dataset="synthetic", params="nope.yaml")
 
 
+
+def test_train_best_checks_the_values_given_and_leaves_the_rest_to_the_study():
+    for params, message in [({"seed": -2}, "seed must be a non-negative integer, got -2"),
+                            ({"val_fraction": 1.5}, "val_fraction"), ({"dataset": "nope"}, "dataset"),
+                            ({"encoding": "midi"}, "encoding"), ({"epochs": 2.5}, "epochs")]:
+        with pytest.raises(cl.ConfigError, match=message):
+            cl.TrainBestConfig(**params)
+    assert cl.TrainBestConfig(seed=0, dataset="synthetic").given() == {"seed": 0, "dataset": "synthetic"}
+    assert cl.TrainBestConfig().given() == {}
+
+
+def test_train_best_says_which_settings_an_old_study_does_not_record(caplog):
+    with caplog.at_level("WARNING", logger="chromasonic_lib"):
+        data, epochs = cl.TrainBestConfig(seed=5).resolve_data({"dataset": "synthetic", "epochs": 4}, "old")
+    assert (data.dataset, data.seed, epochs) == ("synthetic", 5, 4)
+    assert "study 'old' does not record its encoding, n_sequences, sequence_length, val_fraction, " \
+           "test_fraction: using encoding 'pitch', n_sequences 100" in caplog.text
+    # Another dataset than the study's: its melody counts don't carry over, nor are they missing.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="chromasonic_lib"):
+        data, _ = cl.TrainBestConfig(dataset="synthetic").resolve_data(
+            {"dataset": "chorales", "n_sequences": 100, "sequence_length": 64, "encoding": "pitch",
+             "val_fraction": 0.1, "test_fraction": 0.1, "seed": 42, "epochs": 15}, "chorales-study")
+    assert "dataset 'synthetic' differs from the study's 'chorales': the test scores won't compare " \
+           "with the search's validation losses" in caplog.text
+    assert "does not record" not in caplog.text and "n_sequences" not in caplog.text
+
+
+def test_train_best_needs_a_test_split_the_study_may_not_have():
+    settings = {"dataset": "synthetic", "encoding": "pitch", "n_sequences": 30, "sequence_length": 20,
+                "val_fraction": 0.1, "test_fraction": 0.0, "seed": 42, "epochs": 3}
+    with pytest.raises(cl.ConfigError, match="searched with test_fraction 0"):
+        cl.TrainBestConfig().resolve_data(settings, "no-test")
+    data, _ = cl.TrainBestConfig(test_fraction=0.1).resolve_data(settings, "no-test")
+    assert data.test_fraction == 0.1
+
+
 # The same table through the notebook, the way a researcher runs it: papermill -p name value.
 NOTEBOOK_CASES = BAD
 

@@ -1,0 +1,92 @@
+"""train_best follows its study: the data, split, seed and epochs the search measured its trials on."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import optuna
+import pytest
+
+import chromasonic_lib as cl
+from chromasonic_lib import best
+from test_search import tiny_cfg
+
+# The study's settings: none of them train_best's own defaults.
+STUDY = dict(dataset="synthetic", n_sequences=30, sequence_length=20, seed=7, val_fraction=0.1,
+             test_fraction=0.2, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    cfg = tiny_cfg(tmp, **STUDY)
+    cl.run_search(cfg)
+    return cfg
+
+
+def _train_best_cfg(study, tmp_path, **kw) -> cl.TrainBestConfig:
+    return cl.TrainBestConfig(study_name=study.study_name, storage=study.storage,
+                              output_dir=str(tmp_path / "best"), device="cpu", **kw)
+
+
+def _tokens(melodies) -> list[list[int]]:
+    return [m.tolist() for m in melodies]
+
+
+def test_train_best_trains_and_tests_on_the_study_s_data_split_and_epochs(study, tmp_path, caplog):
+    cfg = _train_best_cfg(study, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="chromasonic_lib"):
+        chosen = best.best_configuration(cfg)
+    assert not caplog.records                          # nothing given, so nothing differs
+    s = optuna.load_study(study_name=study.study_name, storage=study.storage)
+    assert chosen.study_name == "t" and chosen.trial == s.best_trial.number
+    assert chosen.data == cl.DataConfig(**{k: v for k, v in STUDY.items() if k != "epochs"})
+    assert chosen.epochs == 3
+
+    run = best.train_best(cfg, chosen)
+    expected = cl.prepare(cl.load_dataset("synthetic", "pitch", 30, 20, 7), 0.1, 0.2, 7)
+    assert _tokens(run.data.splits.test) == _tokens(expected.splits.test)
+    assert _tokens(run.data.splits.train) == _tokens(expected.splits.train)
+    assert run.history.epochs_trained == 3             # the search's 3, not 30
+    metrics = json.loads((tmp_path / "best" / "test_metrics.json").read_text())
+    assert {k: metrics[k] for k in ("study_name", "trial", "dataset", "encoding", "seed", "val_fraction",
+                                    "test_fraction", "n_sequences", "sequence_length", "n_test_melodies",
+                                    "epochs", "epochs_trained")} == dict(
+        study_name="t", trial=s.best_trial.number, dataset="synthetic", encoding="pitch", seed=7,
+        val_fraction=0.1, test_fraction=0.2, n_sequences=30, sequence_length=20, n_test_melodies=6,
+        epochs=3, epochs_trained=3)
+    assert np.isfinite(metrics["test"]["nats_per_note"])
+
+
+def test_a_value_given_that_differs_from_the_study_s_says_what_it_changes(study, tmp_path, caplog):
+    cfg = _train_best_cfg(study, tmp_path, seed=11, epochs=5, encoding="grid", val_fraction=0.1)
+    with caplog.at_level(logging.WARNING, logger="chromasonic_lib"):
+        chosen = best.best_configuration(cfg)
+    text = caplog.text
+    assert "seed 11 differs from the study's 7: the test split may overlap the search's training " \
+           "melodies" in text
+    assert "epochs 5 differs from the study's 3: it trains longer than the search's trials did" in text
+    assert "encoding 'grid' differs from the study's 'pitch': the test scores won't compare" in text
+    assert "val_fraction" not in text                  # given, but the study's own value
+    assert (chosen.data.seed, chosen.data.encoding, chosen.epochs) == (11, "grid", 5)
+    assert (chosen.data.n_sequences, chosen.data.test_fraction) == (30, 0.2)   # the rest: the study's
+
+
+def test_a_best_params_file_uses_the_values_given_or_the_defaults(study, tmp_path, caplog):
+    params = tmp_path / "best_hyperparameters.json"
+    params.write_text((study.output_path / "best_hyperparameters.json").read_text())
+    with caplog.at_level(logging.WARNING, logger="chromasonic_lib"):
+        defaults = best.best_configuration(cl.TrainBestConfig(best_params=str(params)))
+    assert defaults.data == cl.DataConfig() and defaults.epochs == cl.TrainBestConfig.FILE_EPOCHS == 30
+    assert defaults.study_name is None and defaults.trial is None
+    assert not caplog.records
+
+    cfg = cl.TrainBestConfig(best_params=str(params), output_dir=str(tmp_path / "best"), device="cpu",
+                             dataset="synthetic", n_sequences=30, sequence_length=20, seed=3, epochs=2)
+    run = best.train_best(cfg, best.best_configuration(cfg))
+    expected = cl.prepare(cl.load_dataset("synthetic", "pitch", 30, 20, 3), 0.1, 0.1, 3)
+    assert _tokens(run.data.splits.test) == _tokens(expected.splits.test)
+    metrics = json.loads((tmp_path / "best" / "test_metrics.json").read_text())
+    assert (metrics["study_name"], metrics["trial"], metrics["seed"], metrics["test_fraction"],
+            metrics["n_test_melodies"], metrics["epochs"]) == (None, None, 3, 0.1, 3, 2)
