@@ -18,14 +18,18 @@ from .errors import ConfigError
 # memory_order 0 means none.
 MEMORY_DEFAULTS: dict[str, Any] = {"memory_order": 0, "memory_alpha": 1.0}
 
-# Each family's hyperparameters and defaults: the names a search space may tune.
+# Each family's hyperparameters and defaults: the names a search space may tune. The model
+# classes take their constructor defaults from here, so building a model directly or through
+# build_model gives the same model.
+_MARKOV = {"order": 2, "alpha": 1.0}
+_RECURRENT = {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2}
+_TRANSFORMER = {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256, "dropout": 0.1}
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "markov": {"order": 2, "alpha": 1.0, **MEMORY_DEFAULTS},
-    "rnn": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
-    "lstm": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
-    "gru": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
-    "transformer": {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256,
-                    "dropout": 0.1, **MEMORY_DEFAULTS},
+    "markov": {**_MARKOV, **MEMORY_DEFAULTS},
+    "rnn": {**_RECURRENT, **MEMORY_DEFAULTS},
+    "lstm": {**_RECURRENT, **MEMORY_DEFAULTS},
+    "gru": {**_RECURRENT, **MEMORY_DEFAULTS},
+    "transformer": {**_TRANSFORMER, **MEMORY_DEFAULTS},
 }
 
 
@@ -39,7 +43,8 @@ class MarkovModel(nn.Module):
 
     trainable = False
 
-    def __init__(self, vocab_size: int, order: int = 2, alpha: float = 1.0):
+    def __init__(self, vocab_size: int, order: int = _MARKOV["order"],
+                 alpha: float = _MARKOV["alpha"]):
         super().__init__()
         self.vocab_size, self.order, self.alpha = vocab_size, order, alpha
         self.register_buffer("unigram", torch.zeros(vocab_size))
@@ -102,8 +107,10 @@ class RecurrentModel(nn.Module):
     trainable = True
     CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
-    def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 64,
-                 hidden_size: int = 128, num_layers: int = 2, dropout: float = 0.1):
+    def __init__(self, vocab_size: int, cell: str = "lstm",
+                 embedding_dim: int = _RECURRENT["embedding_dim"],
+                 hidden_size: int = _RECURRENT["hidden_size"],
+                 num_layers: int = _RECURRENT["num_layers"], dropout: float = _RECURRENT["dropout"]):
         super().__init__()
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, embedding_dim)
@@ -122,8 +129,10 @@ class TransformerModel(nn.Module):
 
     trainable = True
 
-    def __init__(self, vocab_size: int, d_model: int = 128, nhead: int = 4, num_layers: int = 2,
-                 dim_feedforward: int = 256, dropout: float = 0.1):
+    def __init__(self, vocab_size: int, d_model: int = _TRANSFORMER["d_model"],
+                 nhead: int = _TRANSFORMER["nhead"], num_layers: int = _TRANSFORMER["num_layers"],
+                 dim_feedforward: int = _TRANSFORMER["dim_feedforward"],
+                 dropout: float = _TRANSFORMER["dropout"]):
         super().__init__()
         self.vocab_size, self.d_model = vocab_size, d_model
         self.embed = nn.Embedding(vocab_size, d_model)

@@ -8,7 +8,7 @@ import torch
 
 from chromasonic_lib.data import MelodyTensor
 from chromasonic_lib.errors import ConfigError
-from chromasonic_lib.models import MODEL_DEFAULTS, build_model
+from chromasonic_lib.models import MODEL_DEFAULTS, MarkovModel, RecurrentModel, TransformerModel, build_model
 from chromasonic_lib.training import evaluate
 
 SMALL = {"markov": {"order": 2}, "rnn": {"hidden_size": 16, "embedding_dim": 8},
@@ -85,6 +85,24 @@ def test_bad_hyperparameters_name_themselves(hp, match):
 def test_transformer_heads_must_divide_width():
     with pytest.raises(ConfigError, match="divisible by nhead"):
         build_model("transformer", {"d_model": 30, "nhead": 4})
+
+
+@pytest.mark.parametrize("cls,family", [(MarkovModel, "markov"), (RecurrentModel, "lstm"),
+                                        (TransformerModel, "transformer")])
+def test_constructor_defaults_are_model_defaults(cls, family):
+    """One source: a model built directly has the defaults that build_model and the search use."""
+    import inspect
+    own = {k: v for k, v in MODEL_DEFAULTS[family].items() if not k.startswith("memory_")}
+    params = inspect.signature(cls).parameters
+    assert {k: params[k].default for k in own} == own
+
+
+def test_recurrent_model_without_hyperparameters_is_the_default_one():
+    model, built = RecurrentModel(20), build_model("lstm", None, 20)
+    d = MODEL_DEFAULTS["lstm"]
+    for m in (model, built):
+        assert (m.rnn.num_layers, m.rnn.hidden_size, m.embed.embedding_dim, m.drop.p) == \
+            (d["num_layers"], d["hidden_size"], d["embedding_dim"], d["dropout"])
 
 
 def test_unknown_model_lists_the_choices():
