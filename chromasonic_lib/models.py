@@ -95,10 +95,51 @@ class MarkovModel(nn.Module):
         return torch.log(p)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        # The count tables' sizes depend on the data, so buffers are replaced, not copied into.
-        for name, value in state_dict.items():
-            setattr(self, name, value.clone())
-        return nn.modules.module._IncompatibleKeys([], [])
+        """Like ``nn.Module.load_state_dict``: keys checked (``strict``), shapes always.
+
+        The count tables' lengths depend on the data, so buffers are replaced, not copied
+        into; what the vocabulary fixes is checked (unigram [V], counts_k [n+1, V] beside
+        contexts_k [n] of integer ids), or a wrong table would fail only at the first forward.
+        """
+        own = dict(self.named_buffers())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        errors = []
+        if strict and missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
+        if strict and unexpected:
+            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+        new = {k: v for k, v in state_dict.items() if k in own}
+        errors += [e for k, v in new.items() if (e := self._check_table(k, v, {**own, **new}))]
+        if errors:
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                               + "\n\t".join(errors))
+        for name, value in new.items():
+            dtype = torch.long if name.startswith("contexts_") else own[name].dtype
+            setattr(self, name, value.detach().to(own[name].device, dtype).clone())
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+    def _check_table(self, name: str, value: Any, tables: dict[str, Any]) -> str | None:
+        """Why ``value`` cannot be this model's buffer ``name`` (None if it can)."""
+        if not isinstance(value, torch.Tensor):
+            return f"{name} must be a tensor, got {type(value).__name__}"
+        shape = list(value.shape)
+        if name.startswith("contexts_"):
+            if value.dim() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
+                return None
+            return f"{name} must be a 1-D tensor of integer context ids, got shape {shape} of dtype {value.dtype}"
+        V = self.vocab_size
+        if name == "unigram":
+            needed, fits = f"[{V}]", shape == [V]
+        else:       # counts_k: a row per context of contexts_k, and a last one for unseen contexts
+            contexts = tables[f"contexts_{name.removeprefix('counts_')}"]
+            rows = len(contexts) + 1 if isinstance(contexts, torch.Tensor) and contexts.dim() == 1 else None
+            needed = f"[{'n+1' if rows is None else rows}, {V}]"
+            fits = len(shape) == 2 and shape[1] == V and rows in (None, shape[0])
+        if fits:
+            return None
+        return (f"size mismatch for {name}: copying a tensor of shape {shape} from checkpoint, the "
+                f"model (vocab_size {V}, order {self.order}) needs {needed}")
 
 
 class RecurrentModel(nn.Module):
