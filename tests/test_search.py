@@ -154,6 +154,27 @@ def test_seed_api_works_on_lists_of_lists(tmp_path):
         opt.optimize([[1]], walks[24:])
 
 
+def test_seed_api_honours_vocab_size_and_records_the_users_data(tmp_path):
+    rng = np.random.default_rng(0)
+    walks = [np.clip(110 + np.cumsum(rng.integers(-2, 3, 20)), 0, 127).tolist() for _ in range(30)]
+    walks[0][:3] = [127, 126, 127]          # beyond the 88 keys and the grid encoding's 90 tokens
+    space = cl.HyperparameterSearchSpace(hidden_size_range=(8, 16), embedding_dim_range=(8, 16),
+                                         num_layers_range=(1, 1), num_epochs=2)
+    out_dir = tmp_path / "seed"
+    opt = cl.HyperparameterOptimizer("lstm", space, device="cpu", output_dir=str(out_dir), pruner="none")
+    out = opt.optimize(walks[:24], walks[24:], vocab_size=128, n_trials=2, study_name="seed-128")
+    assert [t["state"] for t in out["trial_results"]] == ["COMPLETE", "COMPLETE"]
+    assert math.isfinite(out["best_value"])
+    results, report = (out_dir / "optimization_results.json").read_text(), (out_dir / "optimization_report.txt").read_text()
+    res = json.loads(results)
+    assert res["floor"] is None and res["config"]["dataset"] == "user token lists"
+    assert res["data"].startswith("user token lists (vocab 128): 30 melodies") and "no transposition" in res["data"]
+    assert "synthetic" not in results and "synthetic" not in report and "floor" not in report
+    assert cl.load_checkpoint(out_dir / "best_model.pt")[1]["vocab_size"] == 128
+    with pytest.raises(cl.DataError, match=r"train_data\[2\]\[5\] is token 128, outside 0..127"):
+        opt.optimize(walks[:2] + [walks[2][:5] + [128]], walks[24:], vocab_size=128)
+
+
 def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path):
     path = tmp_path / "optimization_results.json"
     write_json(path, {"best_value": 1.5})
