@@ -73,6 +73,9 @@ def test_a_second_run_resumes_the_study(tmp_path):
     cl.run_search(tiny_cfg(tmp_path, n_trials=3))
     result = cl.run_search(tiny_cfg(tmp_path, n_trials=2))
     assert result.n_trials == 5 and len(result.study.trials) == 5
+    assert result.summary_line() == (f"best: {result.best_value:.4f} nats/note; markov baseline "
+                                     f"{result.markov_baseline:.4f}; floor (the generator's own loss) "
+                                     f"{result.floor:.4f}")
     assert json.loads((tmp_path / "out" / "optimization_results.json").read_text())["n_trials"] == 5
 
 
@@ -99,6 +102,30 @@ def test_an_exception_and_a_nan_each_end_as_fail_and_the_study_goes_on(tmp_path,
     assert all(t.value is None for t in result.study.trials if t.state == TrialState.FAIL)   # never inf
     report = (tmp_path / "out" / "optimization_report.txt").read_text()
     assert "simulated crash" in report
+
+
+def test_a_search_without_a_complete_trial_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(objective_mod, "train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=2))
+    assert result.best_value is None
+    assert result.summary_line().startswith("no trial completed yet (2 trials: 2 failed); markov baseline ")
+    assert result.best_trials(10).empty
+    empty = cl.SearchResult(optuna.create_study(), {}, None, 0, 0.0, tmp_path)
+    assert empty.summary_line() == "no trial completed yet (0 trials)" and empty.best_trials().empty
+
+
+@pytest.mark.slow
+def test_search_notebook_runs_to_the_end_when_every_trial_fails(tmp_path):
+    out = tmp_path / "out"
+    nb = run_notebook("search", tmp_path / "search.ipynb", study_name="nb-fail", dataset="synthetic",
+                      n_sequences=30, sequence_length=20, n_trials=2, epochs=2,
+                      search_space={"models": {"lstm": {"hidden_size": 0}}},     # every trial: ConfigError
+                      storage=f"sqlite:///{tmp_path}/s.db", output_dir=str(out))
+    text = "".join(o.get("text", "") for o in outputs_of(nb))
+    assert "no trial completed yet (2 trials: 2 failed); markov baseline" in text
+    assert "No trial has completed yet." in text and "hidden_size of lstm must be a positive integer" in text
+    assert not any("image/png" in o.get("data", {}) for o in outputs_of(nb))
+    assert json.loads((out / "optimization_results.json").read_text())["best_value"] is None
 
 
 def test_ctrl_c_ends_the_trial_as_fail_and_leaves_consistent_files(tmp_path, monkeypatch):
