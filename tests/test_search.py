@@ -159,7 +159,11 @@ def test_same_parameters_give_the_same_sequence_of_trials(tmp_path, sampler):
 def test_timeout_bounds_the_whole_search(tmp_path):
     import time
     start = time.monotonic()
-    result = cl.run_search(tiny_cfg(tmp_path, n_trials=1000, timeout=4, epochs=50))
+    # A trial that still improves after the deadline (a slow learning rate trains ~50 epochs,
+    # ~5 s here; no pruner), so no trial can end by itself just before it and be the last.
+    slow = {**TINY_SPACE, "training": {"learning_rate": 1e-3}}
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=1000, timeout=1, epochs=50, pruner="none",
+                                    search_space=slow))
     assert time.monotonic() - start < 30
     last = result.study.trials[-1]
     # A trial cut short by the timeout keeps its best epoch so far as a result.
