@@ -17,7 +17,8 @@ from chromasonic_lib import TrainConfig, build_model, load_dataset, prepare, tra
 # A one-layer LSTM: small enough to train in seconds, and transposition by up to two octaves
 # lets it learn the steps rather than 88 separate pitches.
 CONFIG = {"model": "lstm", "embedding_dim": 32, "hidden_size": 64, "num_layers": 1, "dropout": 0.0,
-          "learning_rate": 1e-2, "batch_size": 32, "epochs": 25, "transpose": 24, "min_epoch_tokens": 65536}
+          "learning_rate": 1e-2, "batch_size": 32, "weight_decay": 0.0, "epochs": 25, "transpose": 24,
+          "min_epoch_tokens": 65536}
 
 p = argparse.ArgumentParser()
 p.add_argument("--data-seed", type=int, default=0)
@@ -27,8 +28,8 @@ torch.set_num_threads(args.threads)
 data = prepare(load_dataset("synthetic", n_sequences=100, sequence_length=64, seed=args.data_seed),
                val_fraction=0.2, test_fraction=0.0, seed=args.data_seed)
 hp = {k: CONFIG[k] for k in ("embedding_dim", "hidden_size", "num_layers", "dropout")}
-cfg = TrainConfig(**{k: CONFIG[k] for k in ("learning_rate", "batch_size", "epochs", "transpose",
-                                             "min_epoch_tokens")}, patience=0)
+cfg = TrainConfig(**{k: CONFIG[k] for k in ("learning_rate", "batch_size", "weight_decay", "epochs",
+                                             "transpose", "min_epoch_tokens")}, patience=0)
 start = time.perf_counter()
 history = train(build_model("lstm", hp), data.train, data.val, cfg)
 seconds = time.perf_counter() - start

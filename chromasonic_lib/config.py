@@ -183,13 +183,15 @@ class TrainConfig:
     """How one model is trained: optimizer, schedule, augmentation, stopping.
 
     The device is not here: training runs where its data tensors are (see ``prepare``).
+    These defaults are also where a search starts (each family's defaults trial) and what
+    a trial uses for any setting its space leaves out: the seed task's tuning used them.
     """
 
     optimizer: str = "adamw"          # adamw, adam or sgd
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     batch_size: int = 32
     epochs: int = 15                  # maximum; early stopping may end sooner
-    weight_decay: float = 0.0
+    weight_decay: float = 1e-4
     schedule: str = "cosine"          # learning-rate schedule over the epochs: cosine or constant
     grad_clip: float = 1.0            # max gradient norm; 0 = no clipping
     patience: int = 5                 # epochs without improvement before stopping; 0 = never

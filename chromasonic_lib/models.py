@@ -18,14 +18,18 @@ from .errors import ConfigError
 # memory_order 0 means none.
 MEMORY_DEFAULTS: dict[str, Any] = {"memory_order": 0, "memory_alpha": 1.0}
 
-# Each family's hyperparameters and defaults: the names a search space may tune.
+# Each family's hyperparameters and defaults: the names a search space may tune. The model
+# classes take their constructor defaults from here, so building a model directly or through
+# build_model gives the same model.
+_MARKOV = {"order": 2, "alpha": 1.0}
+_RECURRENT = {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2}
+_TRANSFORMER = {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256, "dropout": 0.1}
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "markov": {"order": 2, "alpha": 1.0, **MEMORY_DEFAULTS},
-    "rnn": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
-    "lstm": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
-    "gru": {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, **MEMORY_DEFAULTS},
-    "transformer": {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256,
-                    "dropout": 0.1, **MEMORY_DEFAULTS},
+    "markov": {**_MARKOV, **MEMORY_DEFAULTS},
+    "rnn": {**_RECURRENT, **MEMORY_DEFAULTS},
+    "lstm": {**_RECURRENT, **MEMORY_DEFAULTS},
+    "gru": {**_RECURRENT, **MEMORY_DEFAULTS},
+    "transformer": {**_TRANSFORMER, **MEMORY_DEFAULTS},
 }
 
 
@@ -39,7 +43,8 @@ class MarkovModel(nn.Module):
 
     trainable = False
 
-    def __init__(self, vocab_size: int, order: int = 2, alpha: float = 1.0):
+    def __init__(self, vocab_size: int, order: int = _MARKOV["order"],
+                 alpha: float = _MARKOV["alpha"]):
         super().__init__()
         self.vocab_size, self.order, self.alpha = vocab_size, order, alpha
         self.register_buffer("unigram", torch.zeros(vocab_size))
@@ -90,10 +95,51 @@ class MarkovModel(nn.Module):
         return torch.log(p)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        # The count tables' sizes depend on the data, so buffers are replaced, not copied into.
-        for name, value in state_dict.items():
-            setattr(self, name, value.clone())
-        return nn.modules.module._IncompatibleKeys([], [])
+        """Like ``nn.Module.load_state_dict``: keys checked (``strict``), shapes always.
+
+        The count tables' lengths depend on the data, so buffers are replaced, not copied
+        into; what the vocabulary fixes is checked (unigram [V], counts_k [n+1, V] beside
+        contexts_k [n] of integer ids), or a wrong table would fail only at the first forward.
+        """
+        own = dict(self.named_buffers())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        errors = []
+        if strict and missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
+        if strict and unexpected:
+            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+        new = {k: v for k, v in state_dict.items() if k in own}
+        errors += [e for k, v in new.items() if (e := self._check_table(k, v, {**own, **new}))]
+        if errors:
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                               + "\n\t".join(errors))
+        for name, value in new.items():
+            dtype = torch.long if name.startswith("contexts_") else own[name].dtype
+            setattr(self, name, value.detach().to(own[name].device, dtype).clone())
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+    def _check_table(self, name: str, value: Any, tables: dict[str, Any]) -> str | None:
+        """Why ``value`` cannot be this model's buffer ``name`` (None if it can)."""
+        if not isinstance(value, torch.Tensor):
+            return f"{name} must be a tensor, got {type(value).__name__}"
+        shape = list(value.shape)
+        if name.startswith("contexts_"):
+            if value.dim() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
+                return None
+            return f"{name} must be a 1-D tensor of integer context ids, got shape {shape} of dtype {value.dtype}"
+        V = self.vocab_size
+        if name == "unigram":
+            needed, fits = f"[{V}]", shape == [V]
+        else:       # counts_k: a row per context of contexts_k, and a last one for unseen contexts
+            contexts = tables[f"contexts_{name.removeprefix('counts_')}"]
+            rows = len(contexts) + 1 if isinstance(contexts, torch.Tensor) and contexts.dim() == 1 else None
+            needed = f"[{'n+1' if rows is None else rows}, {V}]"
+            fits = len(shape) == 2 and shape[1] == V and rows in (None, shape[0])
+        if fits:
+            return None
+        return (f"size mismatch for {name}: copying a tensor of shape {shape} from checkpoint, the "
+                f"model (vocab_size {V}, order {self.order}) needs {needed}")
 
 
 class RecurrentModel(nn.Module):
@@ -102,8 +148,10 @@ class RecurrentModel(nn.Module):
     trainable = True
     CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
-    def __init__(self, vocab_size: int, cell: str = "lstm", embedding_dim: int = 64,
-                 hidden_size: int = 128, num_layers: int = 2, dropout: float = 0.1):
+    def __init__(self, vocab_size: int, cell: str = "lstm",
+                 embedding_dim: int = _RECURRENT["embedding_dim"],
+                 hidden_size: int = _RECURRENT["hidden_size"],
+                 num_layers: int = _RECURRENT["num_layers"], dropout: float = _RECURRENT["dropout"]):
         super().__init__()
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, embedding_dim)
@@ -122,8 +170,10 @@ class TransformerModel(nn.Module):
 
     trainable = True
 
-    def __init__(self, vocab_size: int, d_model: int = 128, nhead: int = 4, num_layers: int = 2,
-                 dim_feedforward: int = 256, dropout: float = 0.1):
+    def __init__(self, vocab_size: int, d_model: int = _TRANSFORMER["d_model"],
+                 nhead: int = _TRANSFORMER["nhead"], num_layers: int = _TRANSFORMER["num_layers"],
+                 dim_feedforward: int = _TRANSFORMER["dim_feedforward"],
+                 dropout: float = _TRANSFORMER["dropout"]):
         super().__init__()
         self.vocab_size, self.d_model = vocab_size, d_model
         self.embed = nn.Embedding(vocab_size, d_model)

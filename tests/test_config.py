@@ -174,3 +174,13 @@ def test_search_notebook_stops_at_the_config_cell_with_the_parameter_named(tmp_p
         assert ename == "ConfigError", (params, ename, evalue)
         assert message in evalue, (params, evalue)
         assert not wrote
+
+
+def test_the_search_starts_from_trainconfigs_defaults():
+    """One source: the family-defaults trial trains with TrainConfig's settings."""
+    space = cl.SearchConfig(dataset="synthetic", model="lstm").space
+    (first,) = space.default_trials()
+    defaults = cl.TrainConfig()
+    assert first["learning_rate"] == defaults.learning_rate == 1e-2
+    assert first["weight_decay"] == defaults.weight_decay == 1e-4
+    assert first["batch_size"] == defaults.batch_size and first["transpose"] == defaults.transpose

@@ -84,6 +84,29 @@ def test_transposition_never_leaves_the_keyboard():
     assert shifts[idx == 2].unique().numel() == 25       # the middle melody uses the whole ±12
 
 
+def test_user_token_lists_beyond_the_keys_are_not_transposed_unless_asked():
+    from chromasonic_lib.config import TrainConfig
+    from chromasonic_lib.data import from_token_lists
+    from chromasonic_lib.models import build_model
+    from chromasonic_lib.training import train
+    melodies = [[100 + (i * j) % 28 for j in range(12)] for i in range(10)]     # tokens up to 127
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(8).repeat(50)
+    plain = from_token_lists(melodies[:8], melodies[8:], vocab_size=128)
+    assert plain.vocab_size == 128 and plain.floor() is None
+    assert (plain.train.random_shifts(idx, 12, gen) == 0).all()
+    losses = [train(build_model("markov", {"order": 1}, 128), plain.train, plain.val,
+                    TrainConfig(transpose=t)).best_val_loss for t in (0, 6)]
+    assert losses[0] == losses[1]                          # the baseline's counts do not move either
+    asked = from_token_lists(melodies[:8], melodies[8:], vocab_size=128, transposable=True)
+    shifts = asked.train.random_shifts(idx, 12, gen)
+    x, _ = asked.train.batch(idx, shifts)
+    assert (shifts != 0).any() and 0 <= x.min() and x.max() <= 127
+    assert "user token lists (vocab 128)" in plain.describe() and "no transposition" in plain.describe()
+    with pytest.raises(DataError, match=r"val_data\[1\]\[3\] is token 128, outside 0..127 \(vocab_size=128\)"):
+        from_token_lists(melodies[:8], [melodies[8], [1, 2, 3, 128]], vocab_size=128)
+
+
 def test_padding_is_ignored_in_targets():
     data = MelodyTensor([np.array([1, 2, 3, 4]), np.array([5, 6])])
     x, y = data.batch(torch.tensor([0, 1]))

@@ -8,7 +8,7 @@ import torch
 
 from chromasonic_lib.data import MelodyTensor
 from chromasonic_lib.errors import ConfigError
-from chromasonic_lib.models import MODEL_DEFAULTS, build_model
+from chromasonic_lib.models import MODEL_DEFAULTS, MarkovModel, RecurrentModel, TransformerModel, build_model
 from chromasonic_lib.training import evaluate
 
 SMALL = {"markov": {"order": 2}, "rnn": {"hidden_size": 16, "embedding_dim": 8},
@@ -67,6 +67,53 @@ def test_markov_probabilities_equal_hand_counts():
     assert p.sum().item() == pytest.approx(1.0)
 
 
+def _fitted_markov(order=2, vocab=20):
+    model = build_model("markov", {"order": order}, vocab)
+    return model.fit(torch.randint(0, vocab, (30, 12), generator=torch.Generator().manual_seed(0)),
+                     torch.full((30,), 12))
+
+
+def test_markov_state_dict_round_trips():
+    fitted, fresh = _fitted_markov(), build_model("markov", {"order": 2}, 20)
+    result = fresh.load_state_dict(fitted.state_dict())
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    x = torch.randint(0, 20, (2, 9))
+    assert torch.equal(fresh(x), fitted(x))
+
+
+def test_markov_state_dict_keys_are_checked_like_torchs():
+    state = _fitted_markov(order=3).state_dict()         # has contexts_3, counts_3
+    model = build_model("markov", {"order": 2}, 20)
+    with pytest.raises(RuntimeError, match='Unexpected key\\(s\\) in state_dict: "contexts_3", "counts_3"'):
+        model.load_state_dict(state)
+    del state["counts_2"]
+    with pytest.raises(RuntimeError, match='Missing key\\(s\\) in state_dict: "counts_2"'):
+        model.load_state_dict(state)
+    before = model.counts_2.clone()
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["counts_2"] and result.unexpected_keys == ["contexts_3", "counts_3"]
+    assert not hasattr(model, "counts_3") and torch.equal(model.counts_2, before)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("unigram", torch.zeros(21), r"size mismatch for unigram: .*shape \[21\].*needs \[20\]"),
+    ("counts_1", lambda s: torch.zeros(len(s["contexts_1"]) + 1, 21), r"counts_1: .*needs \[\d+, 20\]"),
+    ("counts_1", lambda s: torch.zeros(len(s["contexts_1"]) + 2, 20), r"size mismatch for counts_1"),
+    ("contexts_2", torch.zeros(3, 2, dtype=torch.long), "contexts_2 must be a 1-D tensor of integer"),
+    ("contexts_2", torch.zeros(3), "contexts_2 must be a 1-D tensor of integer context ids, got shape \\[3\\] "
+                                   "of dtype torch.float32"),
+    ("unigram", [0.0] * 20, "unigram must be a tensor, got list"),
+])
+@pytest.mark.parametrize("strict", [True, False])
+def test_markov_state_dict_shapes_fixed_by_the_vocabulary_are_checked(key, value, match, strict):
+    state = _fitted_markov().state_dict()
+    state[key] = value(state) if callable(value) else value
+    model = build_model("markov", {"order": 2}, 20)
+    with pytest.raises(RuntimeError, match=match):
+        model.load_state_dict(state, strict=strict)
+    assert model.unigram.sum() == 0                        # nothing was loaded
+
+
 def test_markov_unseen_context_backs_off_to_lower_orders():
     model = build_model("markov", {"order": 2, "alpha": 1.0}, vocab_size=5)
     model.fit(torch.tensor([[0, 1, 2, 3]]), torch.tensor([4]))
@@ -85,6 +132,24 @@ def test_bad_hyperparameters_name_themselves(hp, match):
 def test_transformer_heads_must_divide_width():
     with pytest.raises(ConfigError, match="divisible by nhead"):
         build_model("transformer", {"d_model": 30, "nhead": 4})
+
+
+@pytest.mark.parametrize("cls,family", [(MarkovModel, "markov"), (RecurrentModel, "lstm"),
+                                        (TransformerModel, "transformer")])
+def test_constructor_defaults_are_model_defaults(cls, family):
+    """One source: a model built directly has the defaults that build_model and the search use."""
+    import inspect
+    own = {k: v for k, v in MODEL_DEFAULTS[family].items() if not k.startswith("memory_")}
+    params = inspect.signature(cls).parameters
+    assert {k: params[k].default for k in own} == own
+
+
+def test_recurrent_model_without_hyperparameters_is_the_default_one():
+    model, built = RecurrentModel(20), build_model("lstm", None, 20)
+    d = MODEL_DEFAULTS["lstm"]
+    for m in (model, built):
+        assert (m.rnn.num_layers, m.rnn.hidden_size, m.embed.embedding_dim, m.drop.p) == \
+            (d["num_layers"], d["hidden_size"], d["embedding_dim"], d["dropout"])
 
 
 def test_unknown_model_lists_the_choices():

@@ -73,6 +73,9 @@ def test_a_second_run_resumes_the_study(tmp_path):
     cl.run_search(tiny_cfg(tmp_path, n_trials=3))
     result = cl.run_search(tiny_cfg(tmp_path, n_trials=2))
     assert result.n_trials == 5 and len(result.study.trials) == 5
+    assert result.summary_line() == (f"best: {result.best_value:.4f} nats/note; markov baseline "
+                                     f"{result.markov_baseline:.4f}; floor (the generator's own loss) "
+                                     f"{result.floor:.4f}")
     assert json.loads((tmp_path / "out" / "optimization_results.json").read_text())["n_trials"] == 5
 
 
@@ -99,6 +102,30 @@ def test_an_exception_and_a_nan_each_end_as_fail_and_the_study_goes_on(tmp_path,
     assert all(t.value is None for t in result.study.trials if t.state == TrialState.FAIL)   # never inf
     report = (tmp_path / "out" / "optimization_report.txt").read_text()
     assert "simulated crash" in report
+
+
+def test_a_search_without_a_complete_trial_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(objective_mod, "train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=2))
+    assert result.best_value is None
+    assert result.summary_line().startswith("no trial completed yet (2 trials: 2 failed); markov baseline ")
+    assert result.best_trials(10).empty
+    empty = cl.SearchResult(optuna.create_study(), {}, None, 0, 0.0, tmp_path)
+    assert empty.summary_line() == "no trial completed yet (0 trials)" and empty.best_trials().empty
+
+
+@pytest.mark.slow
+def test_search_notebook_runs_to_the_end_when_every_trial_fails(tmp_path):
+    out = tmp_path / "out"
+    nb = run_notebook("search", tmp_path / "search.ipynb", study_name="nb-fail", dataset="synthetic",
+                      n_sequences=30, sequence_length=20, n_trials=2, epochs=2,
+                      search_space={"models": {"lstm": {"hidden_size": 0}}},     # every trial: ConfigError
+                      storage=f"sqlite:///{tmp_path}/s.db", output_dir=str(out))
+    text = "".join(o.get("text", "") for o in outputs_of(nb))
+    assert "no trial completed yet (2 trials: 2 failed); markov baseline" in text
+    assert "No trial has completed yet." in text and "hidden_size of lstm must be a positive integer" in text
+    assert not any("image/png" in o.get("data", {}) for o in outputs_of(nb))
+    assert json.loads((out / "optimization_results.json").read_text())["best_value"] is None
 
 
 def test_ctrl_c_ends_the_trial_as_fail_and_leaves_consistent_files(tmp_path, monkeypatch):
@@ -132,7 +159,11 @@ def test_same_parameters_give_the_same_sequence_of_trials(tmp_path, sampler):
 def test_timeout_bounds_the_whole_search(tmp_path):
     import time
     start = time.monotonic()
-    result = cl.run_search(tiny_cfg(tmp_path, n_trials=1000, timeout=4, epochs=50))
+    # A trial that still improves after the deadline (a slow learning rate trains ~50 epochs,
+    # ~5 s here; no pruner), so no trial can end by itself just before it and be the last.
+    slow = {**TINY_SPACE, "training": {"learning_rate": 1e-3}}
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=1000, timeout=1, epochs=50, pruner="none",
+                                    search_space=slow))
     assert time.monotonic() - start < 30
     last = result.study.trials[-1]
     # A trial cut short by the timeout keeps its best epoch so far as a result.
@@ -152,6 +183,27 @@ def test_seed_api_works_on_lists_of_lists(tmp_path):
     assert (tmp_path / "seed" / "best_hyperparameters.json").exists()
     with pytest.raises(cl.DataError, match="train_data"):
         opt.optimize([[1]], walks[24:])
+
+
+def test_seed_api_honours_vocab_size_and_records_the_users_data(tmp_path):
+    rng = np.random.default_rng(0)
+    walks = [np.clip(110 + np.cumsum(rng.integers(-2, 3, 20)), 0, 127).tolist() for _ in range(30)]
+    walks[0][:3] = [127, 126, 127]          # beyond the 88 keys and the grid encoding's 90 tokens
+    space = cl.HyperparameterSearchSpace(hidden_size_range=(8, 16), embedding_dim_range=(8, 16),
+                                         num_layers_range=(1, 1), num_epochs=2)
+    out_dir = tmp_path / "seed"
+    opt = cl.HyperparameterOptimizer("lstm", space, device="cpu", output_dir=str(out_dir), pruner="none")
+    out = opt.optimize(walks[:24], walks[24:], vocab_size=128, n_trials=2, study_name="seed-128")
+    assert [t["state"] for t in out["trial_results"]] == ["COMPLETE", "COMPLETE"]
+    assert math.isfinite(out["best_value"])
+    results, report = (out_dir / "optimization_results.json").read_text(), (out_dir / "optimization_report.txt").read_text()
+    res = json.loads(results)
+    assert res["floor"] is None and res["config"]["dataset"] == "user token lists"
+    assert res["data"].startswith("user token lists (vocab 128): 30 melodies") and "no transposition" in res["data"]
+    assert "synthetic" not in results and "synthetic" not in report and "floor" not in report
+    assert cl.load_checkpoint(out_dir / "best_model.pt")[1]["vocab_size"] == 128
+    with pytest.raises(cl.DataError, match=r"train_data\[2\]\[5\] is token 128, outside 0..127"):
+        opt.optimize(walks[:2] + [walks[2][:5] + [128]], walks[24:], vocab_size=128)
 
 
 def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from ..errors import DataError
 from ..paths import resolve
 from . import cache, corpora, synthetic
-from .encodings import LOWEST_MIDI, N_KEYS, Encoding, Notes, get_encoding, midi_name
+from .encodings import LOWEST_MIDI, N_KEYS, Encoding, Notes, TokenVocabulary, get_encoding, midi_name
 from .files import folder_files, parse_files
 from .splits import MelodyTensor, Splits, kfold, split
 
@@ -48,10 +49,14 @@ class MelodySet:
         return int(keys.min()) + LOWEST_MIDI, int(keys.max()) + LOWEST_MIDI
 
     def describe(self) -> str:
-        lo, hi = self.pitch_range()
-        text = (f"{self.source} ({self.encoding.name} encoding): {len(self.melodies):,} melodies, "
-                f"{self.n_notes:,} tokens, pitch range {midi_name(lo)}–{midi_name(hi)} "
-                f"(MIDI {lo}–{hi})")
+        if isinstance(self.encoding, TokenVocabulary):     # no notes behind the tokens
+            text = (f"{self.source} (vocab {self.vocab_size}): {len(self.melodies):,} melodies, "
+                    f"{self.n_notes:,} tokens")
+        else:
+            lo, hi = self.pitch_range()
+            text = (f"{self.source} ({self.encoding.name} encoding): {len(self.melodies):,} melodies, "
+                    f"{self.n_notes:,} tokens, pitch range {midi_name(lo)}–{midi_name(hi)} "
+                    f"(MIDI {lo}–{hi})")
         extras = []
         if self.skipped_files:
             extras.append(f"{len(self.skipped_files)} unreadable files skipped")
@@ -143,7 +148,10 @@ class Prepared:
         return synthetic.oracle_loss(self.splits.val) if self.data.is_synthetic else None
 
     def describe(self) -> str:
-        return f"{self.data.describe()}\nsplit: {self.splits.describe()}"
+        moved = self.train.n_keys
+        augment = "" if moved == N_KEYS else "; no transposition" if not moved else \
+            f"; transposition moves tokens 0–{moved - 1}"
+        return f"{self.data.describe()}\nsplit: {self.splits.describe()}{augment}"
 
 
 def prepare(data: MelodySet, val_fraction: float = 0.1, test_fraction: float = 0.1,
@@ -154,16 +162,47 @@ def prepare(data: MelodySet, val_fraction: float = 0.1, test_fraction: float = 0
                     MelodyTensor(s.test, device) if s.test else None)
 
 
-def from_token_lists(train: list, val: list, vocab_size: int = 88, device="cpu") -> Prepared:
-    """Lists of token lists (the seed API's data) as prepared data."""
-    for name, part in (("train_data", train), ("val_data", val)):
-        if not part or not all(len(m) >= 2 for m in part):
-            raise DataError(f"{name} must be a non-empty list of melodies with at least 2 tokens each")
-        top = max(max(m) for m in part)
-        if min(min(m) for m in part) < 0 or top >= vocab_size:
-            raise DataError(f"{name} has tokens outside 0..{vocab_size - 1} (vocab_size={vocab_size})")
-    enc = get_encoding("pitch" if vocab_size <= N_KEYS else "grid")
-    arrays = [np.asarray(m, dtype=np.int16) for m in train + val]
-    data = MelodySet("custom", enc, arrays)
-    s = Splits(arrays[:len(train)], arrays[len(train):], [])
-    return Prepared(data, s, MelodyTensor(s.train, device), MelodyTensor(s.val, device), None)
+USER_TOKENS = "user token lists"
+
+
+def from_token_lists(train: list, val: list, vocab_size: int = 88, device="cpu",
+                     transposable: bool | None = None) -> Prepared:
+    """Lists of token lists (the seed API's data) as prepared data, split as given.
+
+    ``vocab_size`` 88 means the piano keys (the pitch encoding); any other size is a vocabulary
+    of its own. ``transposable``: may transposition move the tokens (all of them, as one
+    keyboard)? None: only the piano keys, since shifting any other token ids means nothing.
+    """
+    parts = [_check_tokens(name, part, vocab_size) for name, part in (("train_data", train), ("val_data", val))]
+    piano = vocab_size == N_KEYS
+    enc = get_encoding("pitch") if piano else TokenVocabulary(vocab_size)
+    n_keys = vocab_size if (piano if transposable is None else transposable) else 0
+    s = Splits(parts[0], parts[1], [])
+    return Prepared(MelodySet(USER_TOKENS, enc, s.train + s.val), s,
+                    MelodyTensor(s.train, device, n_keys), MelodyTensor(s.val, device, n_keys), None)
+
+
+def _check_tokens(name: str, melodies: list, vocab_size: int) -> list[np.ndarray]:
+    """Each melody as an array, or a ``DataError`` naming the first melody or token that is wrong."""
+    if not isinstance(melodies, (list, tuple, np.ndarray)) or len(melodies) == 0:
+        raise DataError(f"{name} must be a non-empty list of melodies (lists of tokens), got {melodies!r:.80}")
+    out = []
+    for i, melody in enumerate(melodies):
+        try:
+            m = np.asarray(melody)
+        except ValueError:          # ragged nesting
+            m = np.zeros((0, 0))
+        if m.ndim != 1 or len(m) < 2:
+            raise DataError(f"{name}[{i}] must be a list of at least 2 tokens, got {melody!r:.80}")
+        if m.dtype.kind not in "iu":
+            for j, t in enumerate(melody):
+                if not isinstance(t, numbers.Real) or not float(t).is_integer():
+                    raise DataError(f"{name}[{i}][{j}] is {t!r}, not a token (an integer in "
+                                    f"0..{vocab_size - 1})")
+        m = m.astype(np.int64)
+        bad = np.flatnonzero((m < 0) | (m >= vocab_size))
+        if len(bad):
+            raise DataError(f"{name}[{i}][{bad[0]}] is token {m[bad[0]]}, outside 0..{vocab_size - 1} "
+                            f"(vocab_size={vocab_size})")
+        out.append(m)
+    return out

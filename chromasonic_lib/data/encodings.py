@@ -112,6 +112,22 @@ class GridEncoding(Encoding):
             super().describe_token(token)
 
 
+class TokenVocabulary(Encoding):
+    """Tokens as a caller gives them (the seed API's lists): ``vocab_size`` ids, no notes behind them.
+
+    Not an encoding of notes (``encode``/``decode`` are not defined) and not one of
+    ``ENCODINGS``: it only tells models and files how many tokens there are.
+    """
+
+    name = "tokens"
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def describe_token(self, token: int) -> str:
+        return f"<{int(token)}>"
+
+
 ENCODINGS = {"pitch": PitchEncoding, "grid": GridEncoding}
 
 

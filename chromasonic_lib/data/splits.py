@@ -68,9 +68,14 @@ def kfold(melodies: list[np.ndarray], k: int = 10, seed: int = 42) -> list[tuple
 
 
 class MelodyTensor:
-    """Melodies as one padded LongTensor on a device, with lengths and per-melody pitch range."""
+    """Melodies as one padded LongTensor on a device, with lengths and per-melody pitch range.
 
-    def __init__(self, melodies: list[np.ndarray], device: torch.device | str = "cpu"):
+    Transposition moves the tokens below ``n_keys`` (the piano keys, in every encoding) up or
+    down together and keeps them below it; ``n_keys=0`` leaves every melody as it is.
+    """
+
+    def __init__(self, melodies: list[np.ndarray], device: torch.device | str = "cpu",
+                 n_keys: int = N_KEYS):
         melodies = [np.asarray(m, dtype=np.int64) for m in melodies]
         if not melodies:
             raise DataError("no melodies to build a tensor from")
@@ -80,16 +85,17 @@ class MelodyTensor:
         hi = np.zeros(len(melodies), dtype=np.int64)
         for i, m in enumerate(melodies):
             tokens[i, :len(m)] = m
-            keys = m[m < N_KEYS]
+            keys = m[m < n_keys]
             if len(keys):
                 lo[i], hi[i] = keys.min(), keys.max()
+        self.n_keys = n_keys
         self.tokens = torch.from_numpy(tokens).to(device)
         self.lengths = torch.from_numpy(lengths).to(device)
         valid = torch.arange(tokens.shape[1], device=device)[None, :] < self.lengths[:, None]
-        self.is_key = valid & (self.tokens < N_KEYS)
-        # How far each melody may move and stay on the keyboard.
+        self.is_key = valid & (self.tokens < n_keys)
+        # How far each melody may move and stay on the keyboard (with no keys: nowhere).
         self.max_down = torch.from_numpy(lo).to(device)
-        self.max_up = torch.from_numpy(N_KEYS - 1 - hi).to(device)
+        self.max_up = torch.from_numpy(np.maximum(n_keys - 1 - hi, 0)).to(device)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]

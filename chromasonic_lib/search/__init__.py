@@ -53,8 +53,27 @@ class SearchResult:
                 "n_trials": self.n_trials, "total_time": self.total_time,
                 "trial_results": [trial_record(t) for t in self.study.trials]}
 
+    def summary_line(self) -> str:
+        """The best value beside the markov baseline (and the floor), or that there is none yet."""
+        if self.best_value is None:
+            states = self.summary.get("states", {})
+            ended = [f"{states[k]} {word}" for k, word in (("pruned", "pruned"), ("fail", "failed"))
+                     if states.get(k)]
+            parts = [f"no trial completed yet ({self.n_trials} trials{': ' if ended else ''}"
+                     f"{', '.join(ended)})"]
+        else:
+            parts = [f"best: {self.best_value:.4f} nats/note"]
+        if self.markov_baseline is not None:
+            parts.append(f"markov baseline {self.markov_baseline:.4f}")
+        if self.floor is not None:
+            parts.append(f"floor (the generator's own loss) {self.floor:.4f}")
+        return "; ".join(parts)
+
     def best_trials(self, top: int = 10):
         """The top trials as a DataFrame: number, value, params and a few user attributes."""
+        if not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            import pandas as pd     # an empty table (a study without trials has no columns at all)
+            return pd.DataFrame(columns=["number", "value", "params"])
         df = self.study.trials_dataframe(attrs=("number", "value", "state", "duration", "user_attrs"))
         df = df[df["state"] == "COMPLETE"].sort_values("value").head(top)
         keep = ["number", "value"] + [c for c in df.columns if c.startswith("user_attrs_")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..config import MODELS, SearchConfig, check_float, check_int
+from ..config import MODELS, SearchConfig, TrainConfig, check_float, check_int
 from ..data import from_token_lists
 from ..errors import ConfigError
 from ..training import pick_device
@@ -64,15 +64,31 @@ class HyperparameterOptimizer:
         self.sampler, self.pruner, self.seed = sampler, pruner, seed
 
     def optimize(self, train_data: list, val_data: list, vocab_size: int = 88, n_trials: int = 20,
-                 timeout: float | None = None, study_name: str = "melody-search") -> dict[str, Any]:
+                 timeout: float | None = None, study_name: str = "melody-search",
+                 transpose: int | None = None) -> dict[str, Any]:
+        """Search on the caller's melodies: ``train_data`` to train, ``val_data`` to score.
+
+        ``vocab_size`` 88 means the piano keys; the models predict ``vocab_size`` tokens.
+        ``transpose``: random transposition of the training melodies by up to ± that many
+        token steps (0 = off). None: the training default (±6 semitones) for the piano keys,
+        none for any other vocabulary, whose token ids need not be pitches.
+        """
         from . import run_search
-        cfg = SearchConfig(study_name=study_name, storage=self.storage, output_dir=self.output_dir,
-                           dataset="synthetic", model=self.model,
-                           search_space=self.search_space.to_space(), n_trials=n_trials,
-                           timeout=check_float("timeout", timeout or 0), epochs=self.search_space.num_epochs,
-                           sampler=self.sampler, pruner=self.pruner, seed=self.seed, device=self.device)
         check_int("vocab_size", vocab_size, 2)
-        data = from_token_lists(train_data, val_data, vocab_size, pick_device(self.device))
+        space = self.search_space.to_space()
+        if transpose is not None:       # checked as training checks it
+            space["training"]["transpose"] = TrainConfig(transpose=transpose).transpose
+        # dataset="synthetic" only passes the config's checks: the data are the caller's, and
+        # the study records them as such (below), never as synthetic, and gets no floor.
+        cfg = SearchConfig(study_name=study_name, storage=self.storage, output_dir=self.output_dir,
+                           dataset="synthetic", model=self.model, search_space=space,
+                           n_trials=n_trials, timeout=check_float("timeout", timeout or 0),
+                           epochs=self.search_space.num_epochs, sampler=self.sampler,
+                           pruner=self.pruner, seed=self.seed, device=self.device)
+        data = from_token_lists(train_data, val_data, vocab_size, pick_device(self.device),
+                                None if transpose is None else transpose > 0)
+        for config in (cfg, cfg.data):
+            config.dataset, config.encoding = data.data.source, data.data.encoding.name
         return run_search(cfg, data).as_dict()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import yaml
 
-from ..config import MODELS, SEARCHABLE_TRAINING
+from ..config import MODELS, SEARCHABLE_TRAINING, TrainConfig
 from ..errors import ConfigError
 from ..models import MODEL_DEFAULTS
 
@@ -53,9 +53,8 @@ class ParamSpec:
         return trial.suggest_float(key, self.low, self.high, step=self.step, log=self.log)
 
 
-# Where a search starts: each family's defaults with these training settings (known to train).
-TRAINING_DEFAULTS = {"optimizer": "adamw", "learning_rate": 1e-2, "batch_size": 32,
-                     "weight_decay": 1e-4, "grad_clip": 1.0, "transpose": 6}
+# Where a search starts: each family's defaults with TrainConfig's (known to train).
+TRAINING_DEFAULTS = {name: getattr(TrainConfig(), name) for name in SEARCHABLE_TRAINING}
 
 
 def _param(where: str, name: str, raw: Any) -> ParamSpec:
