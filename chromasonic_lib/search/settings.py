@@ -117,7 +117,7 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
         advice = (f"run with {name} {old[name]!r}" if name not in ("search_space", "dataset_fingerprint")
                   else "run with the study's " + ("search space" if name == "search_space" else "melodies"))
         raise ConfigError(
-            f"study_name {study.study_name!r} already holds {len(study.trials)} trials measured "
+            f"study_name {study.study_name!r} already holds {_trials(len(study.trials))} measured "
             f"with different settings: {what}. New trials would not compare with them. To add "
             f"trials to this study, {advice}; for the new settings, choose a new study_name "
             f"(e.g. {study.study_name + '-2'!r}). The study keeps all its trials.")
@@ -126,3 +126,7 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
         log.warning("study %r was created by chromasonic-lab %s, this is %s: if training changed "
                     "between them, new trials may not compare with old ones", study.study_name,
                     version, settings.get("library_version"))
+
+
+def _trials(n: int) -> str:
+    return f"{n} trial" if n == 1 else f"{n} trials"
