@@ -92,7 +92,8 @@ def _kill_a_worker_mid_trial_and_check_the_retry(tmp_path, storage, name, url) -
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     time.sleep(4)                                          # past the grace period
-    rescuer = _worker(_params(tmp_path, **common, n_trials=2, epochs=2))
+    # Same epochs (the study guards them); the timeout ends the retried trial early, with a result.
+    rescuer = _worker(_params(tmp_path, **common, n_trials=2, epochs=500, timeout=4))
     out, _ = rescuer.communicate(timeout=300)
     assert rescuer.returncode == 0, out[-3000:]
     trials = optuna.load_study(study_name=name, storage=storage).trials
