@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# Parse the default corpus once now (about a minute), so the first search starts at once.
 	$(PY) -c "from chromasonic_lib.data import load_notes; load_notes('chorales')"
+	# FluidSynth is a system package (see README); say what will render the WAVs here.
+	$(PY) -c "from chromasonic_lib.generate import audio_source; print('WAV audio:', audio_source())"
 	touch $(STAMP)
 
 # Run the search notebook on its defaults (chorales, LSTM, 20 trials) into runs/.

@@ -131,7 +131,8 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         "seed": d.seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
         "n_test_melodies": len(data.splits.test), "epochs": best.epochs,
         "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
-        "epochs_trained": history.epochs_trained, "best_epoch": history.best_epoch})
+        "epochs_trained": history.epochs_trained, "best_epoch": history.best_epoch,
+        "audio": generate.audio_source()})
     save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
                 out / "learning_curves.png")
     return TrainedRun(family, hparams, training, model, history, data, test, baseline, out, best)
@@ -144,11 +145,13 @@ class Sample:
     midi: Path
     wav: Path
     name: str
+    audio: str          # what rendered the WAV: generate.audio_source()
 
     def describe(self) -> str:
         keys = self.notes.pitches[self.notes.pitches >= 0]
         span = f"{midi_name(int(keys.min()))}–{midi_name(int(keys.max()))}" if len(keys) else "no notes"
-        return f"{self.name}: {len(keys)} notes, range {span}; {self.midi.name}, {self.wav.name}"
+        return (f"{self.name}: {len(keys)} notes, range {span}; {self.midi.name}, {self.wav.name} "
+                f"rendered by {self.audio}")
 
     def piano_roll(self):
         return generate.piano_roll_figure(self.notes, self.name)
@@ -165,6 +168,7 @@ def generate_samples(run: TrainedRun, cfg: TrainBestConfig, n: int | None = None
     enc = run.data.data.encoding
     gen = torch.Generator().manual_seed(run.configuration.data.seed if seed is None else seed)
     openings = [int(m[0]) for m in run.data.splits.train]
+    audio = generate.audio_source()
     samples = []
     for i in range(n):
         start = generate.primer_tokens(enc, primer) or \
@@ -173,7 +177,7 @@ def generate_samples(run: TrainedRun, cfg: TrainBestConfig, n: int | None = None
         notes = enc.decode(tokens)
         name = f"sample_{i + 1}"
         samples.append(Sample(tokens, notes, generate.write_midi(run.output_dir / f"{name}.mid", notes),
-                              generate.write_wav(run.output_dir / f"{name}.wav", notes), name))
+                              generate.write_wav(run.output_dir / f"{name}.wav", notes), name, audio))
     return samples
 
 

@@ -32,11 +32,24 @@ def postgres_or_skip() -> str:
             pass
         engine.dispose()
     except Exception as e:
-        reason = f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(e).splitlines()[0]}"
-        if os.environ.get("CHROMASONIC_REQUIRE_SERVICES"):
-            pytest.fail(reason + " (CHROMASONIC_REQUIRE_SERVICES is set)")
-        pytest.skip(reason)
+        unavailable(f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(e).splitlines()[0]}")
     return POSTGRES_URL
+
+
+def fluidsynth_or_skip() -> str:
+    """FluidSynth's version; skip (or fail, in CI) when the library isn't installed."""
+    from chromasonic_lib.generate import fluidsynth_version
+    version = fluidsynth_version()
+    if version is None:
+        unavailable("FluidSynth isn't installed (apt-get install fluidsynth / brew install fluid-synth)")
+    return version
+
+
+def unavailable(reason: str):
+    """Skip a test whose system service or library is missing; fail instead in CI, which has them."""
+    if os.environ.get("CHROMASONIC_REQUIRE_SERVICES"):
+        pytest.fail(reason + " (CHROMASONIC_REQUIRE_SERVICES is set)")
+    pytest.skip(reason)
 
 
 def run_notebook(name: str, out: Path, **params):

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import numpy as np
 import optuna
 import pytest
 
 import chromasonic_lib as cl
-from chromasonic_lib import best
+from chromasonic_lib import best, generate
 from test_search import tiny_cfg
 
 # The study's settings: none of them train_best's own defaults.
@@ -90,3 +91,18 @@ def test_a_best_params_file_uses_the_values_given_or_the_defaults(study, tmp_pat
     metrics = json.loads((tmp_path / "best" / "test_metrics.json").read_text())
     assert (metrics["study_name"], metrics["trial"], metrics["seed"], metrics["test_fraction"],
             metrics["n_test_melodies"], metrics["epochs"]) == (None, None, 3, 0.1, 3, 2)
+
+
+def test_without_fluidsynth_the_metrics_and_samples_say_the_additive_synthesizer_made_the_audio(
+        tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fluidsynth", None)       # `import fluidsynth` now fails
+    params = tmp_path / "best_hyperparameters.json"
+    params.write_text(json.dumps({"model": "gru", "embedding_dim": 8, "hidden_size": 16}))
+    cfg = cl.TrainBestConfig(best_params=str(params), output_dir=str(tmp_path / "best"), device="cpu",
+                             dataset="synthetic", n_sequences=30, sequence_length=20, epochs=1)
+    run = best.train_best(cfg, best.best_configuration(cfg))
+    additive = "additive synthesizer (FluidSynth not installed)"
+    assert json.loads((tmp_path / "best" / "test_metrics.json").read_text())["audio"] == additive
+    [sample] = best.generate_samples(run, cfg, n=1, length=8)
+    assert sample.audio == additive and sample.describe().endswith(f"sample_1.wav rendered by {additive}")
+    assert sample.wav.read_bytes() == generate.wav_bytes(generate.synthesize(sample.notes))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import chromasonic_lib as cl
-from chromasonic_lib.generate import read_midi_pitches
+from chromasonic_lib.generate import audio_source, read_midi_pitches
 from conftest import ROOT, outputs_of, run_notebook
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -95,6 +95,7 @@ def test_train_best_notebook_trains_tests_and_makes_music(tiny_study):
                                     "n_test_melodies", "epochs")} == dict(
         study_name="tiny", dataset="synthetic", n_sequences=40, seed=42, test_fraction=0.2,
         n_test_melodies=8, epochs=4)
+    assert metrics["audio"] == audio_source()
     for key in ("nats_per_note", "bits_per_note", "accuracy", "perplexity"):
         assert np.isfinite(metrics["test"][key]) and np.isfinite(metrics["markov_baseline"][key])
     import torch
@@ -106,7 +107,8 @@ def test_train_best_notebook_trains_tests_and_makes_music(tiny_study):
         with wave.open(str(out / f"sample_{i}.wav")) as w:
             seconds = w.getnframes() / w.getframerate()
             audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        assert 16 * 0.5 * 0.6 <= seconds <= 16 * 0.5 * 0.6 + 0.5     # 16 eighths at 100 bpm
+        # 16 eighths at 100 bpm, then the release: 1 s with FluidSynth, 0.25 s without
+        assert 16 * 0.5 * 0.6 <= seconds <= 16 * 0.5 * 0.6 + 1.05
         assert np.abs(audio).max() > 1000                          # not silent
     assert (out / "learning_curves.png").stat().st_size > 0
     assert any("audio/wav" in o.get("data", {}) or "text/html" in o.get("data", {}) for o in outputs_of(nb))
