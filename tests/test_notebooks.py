@@ -59,11 +59,11 @@ def tiny_study(tmp_path_factory):
              "models": {"gru": {"hidden_size": {"type": "int", "low": 8, "high": 32}, "embedding_dim": 8}}}
     # test_fraction 0.2, not the 0.1 train_best once defaulted to: it must take the study's. (The
     # seed stays 42: with 7 only one trial completes, too few for the analysis' figures;
-    # test_best.py covers another seed.)
+    # test_best.py covers another seed.) No pruner: every trial completes, enough for every figure.
     cl.run_search(cl.SearchConfig(study_name="tiny", storage=storage, output_dir=str(tmp / "tiny"),
                                   dataset="synthetic", n_sequences=40, sequence_length=24, model="gru",
                                   search_space=space, n_trials=5, epochs=4, device="cpu",
-                                  test_fraction=0.2))
+                                  test_fraction=0.2, pruner="none"))
     return tmp, storage
 
 
