@@ -1,9 +1,11 @@
-"""Shared fixtures: tiny data, a scratch folder, the PostgreSQL URL."""
+"""Shared fixtures: tiny data, a scratch folder, the PostgreSQL URL, the browser."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import torch
@@ -45,8 +47,42 @@ def fluidsynth_or_skip() -> str:
     return version
 
 
-def unavailable(reason: str):
-    """Skip a test whose system service or library is missing; fail instead in CI, which has them."""
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here (no Playwright, no Chromium), or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed (pip install -e '.[dev]')"
+    if chromium_path() is None:
+        return "Chromium is not installed (apt-get install chromium)"
+    return None
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_or_skip() -> str:
+    """The system Chromium's path; skip (or fail, in CI) without it or Playwright."""
+    reason = chromium_missing()
+    if reason:
+        unavailable(reason)
+    return chromium_path()
+
+
+def pytest_collection_modifyitems(config, items):
+    # Without Chromium the browser tests skip as one line of the summary, not one per test.
+    # In CI they are left to fail (chromium_or_skip).
+    browser_tests = [item for item in items if item.get_closest_marker("browser")]
+    if browser_tests and not os.environ.get("CHROMASONIC_REQUIRE_SERVICES"):
+        reason = chromium_missing()
+        if reason:
+            for item in browser_tests:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose service or tool is missing; in CI (CHROMASONIC_REQUIRE_SERVICES) fail it."""
     if os.environ.get("CHROMASONIC_REQUIRE_SERVICES"):
         pytest.fail(reason + " (CHROMASONIC_REQUIRE_SERVICES is set)")
     pytest.skip(reason)
