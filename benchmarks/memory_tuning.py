@@ -38,7 +38,7 @@ start = time.perf_counter()
 folds = []                       # (inputs, targets, probabilities) per batch of test melodies
 for i, model, test, history in fold_models(cfg):     # trains: no torch.no_grad() here
     for idx in torch.arange(len(test)).split(32):
-        x, y = test.batch(idx)
+        x, y = test.batch(idx, bos=model.vocab_size)
         with torch.no_grad():
             folds.append((x, y, torch.softmax(model.eval()(x).double(), -1)))
     print(f"fold {i + 1}/{cfg.folds} trained ({history.epochs_trained} epochs, "

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .atomic import atomic_write
 from .errors import ConfigError
-from .models import build_model
+from .models import PROTOCOL, build_model
 from .paths import resolve, resolve_storage_url
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: di
     """Weights with everything needed to rebuild them; loadable with ``weights_only=True``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"family": family, "hparams": hparams, "encoding": encoding,
-               "vocab_size": model.vocab_size, "state_dict": state, **(extra or {})}
+               "vocab_size": model.vocab_size, "protocol": PROTOCOL,
+               "state_dict": state, **(extra or {})}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -52,6 +53,12 @@ def load_checkpoint(source: str | Path | optuna.Study, trial_number: int | None 
             path = fetch_trial_checkpoint(source, trial_number, Path(tmp) / FILENAME, artifact_store)
             return load_checkpoint(path, device=device)
     payload = torch.load(source, map_location=device, weights_only=True)
+    protocol = payload.get("protocol", 1)
+    if protocol != PROTOCOL:
+        raise ConfigError(f"checkpoint {source} was saved by an older chromasonic-lab (protocol "
+                          f"{protocol}: no start token, the first note never predicted); this one "
+                          f"reads protocol {PROTOCOL}. Train the model again (train_best, or a new "
+                          f"search)")
     model = build_model(payload["family"], payload["hparams"], payload["vocab_size"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload

@@ -1,9 +1,10 @@
 """k-fold cross-validated bits per note: ``python -m chromasonic_lib.crossval --dataset NAME``.
 
-Pitch-only prediction of every note from the notes before it in its melody, the measure
-of the literature (Pearce 2005 reports 2.444 bits/note for IDyOM's long-term model on 185
-chorales). Each fold's model is trained on the other folds only (a tenth of them held out
-for early stopping) and scored on its fold; the mean is weighted by notes.
+Pitch-only prediction of every note from the notes before it in its melody (the first
+from nothing), the measure of the literature (Pearce 2005 reports 2.444 bits/note for IDyOM's
+long-term model on 185 chorales). Each fold's model is trained on the other folds only (a
+tenth of them held out for early stopping) and scored on its fold; the mean is weighted by
+notes.
 """
 from __future__ import annotations
 

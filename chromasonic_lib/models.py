@@ -1,8 +1,10 @@
 """The melody models and their registry: ``build_model(name, hparams, vocab_size)``.
 
-Every model maps tokens [batch, time] to next-token logits [batch, time, vocab]: the output
-at step t predicts note t+1 from notes 0..t only (teacher forcing over the whole melody in
-one forward pass). Models know a vocabulary size, never an encoding or a corpus.
+Every model maps tokens [batch, time] to logits [batch, time, vocab]. The input is a start
+token (id ``vocab_size``, one past the notes) followed by the melody's notes 0..T-2, so the
+output at step t predicts note t from notes 0..t-1 only, the first note from the start token
+alone (teacher forcing over the whole melody in one forward pass; IDyOM scores every note
+too). Models know a vocabulary size, never an encoding or a corpus.
 """
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+
+# What a model's input and output mean (see the module docstring), recorded in checkpoints and
+# studies so that models or losses of two protocols never mix. 2: a start token, every note
+# predicted; 1 (older checkpoints and studies): no start token, the first note never predicted.
+PROTOCOL = 2
 
 # Every family can add a short-term memory of the melody it is predicting (MelodyMemory);
 # memory_order 0 means none.
@@ -37,8 +44,11 @@ class MarkovModel(nn.Module):
     """Order-n count model, each order smoothed toward the order below it.
 
     P_k(x | last k notes) = (c(ctx, x) + alpha · P_{k-1}(x | last k-1 notes)) / (c(ctx) + alpha),
-    starting from the uniform distribution below order 0. Fitted by counting
-    (:meth:`fit`), not by gradient descent; the baseline every neural model must beat.
+    starting from the uniform distribution below order 0. Where fewer than k notes precede,
+    order k does not apply: the first note gets the order-0 distribution, the unigram of all
+    notes smoothed toward uniform, as in IDyOM (rather than a table of first notes, which a
+    corpus of a few hundred melodies fills too thinly). Fitted by counting (:meth:`fit`), not
+    by gradient descent; the baseline every neural model must beat.
     """
 
     trainable = False
@@ -53,7 +63,8 @@ class MarkovModel(nn.Module):
             self.register_buffer(f"counts_{k}", torch.zeros(1, vocab_size))
 
     def _context_ids(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """[B, T] ids of the k notes ending at each step (garbage where t < k-1; masked later)."""
+        """[B, T] ids of the k tokens ending at each step (garbage where they are not all notes:
+        the caller masks those steps)."""
         ids = torch.zeros_like(x)
         for j in range(k):
             shifted = torch.roll(x, shifts=j, dims=1)
@@ -62,13 +73,15 @@ class MarkovModel(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, lengths: torch.Tensor) -> "MarkovModel":
-        """Count every (context, next note) pair in padded melodies ``x`` [N, L]."""
+        """Count every note and every (context, next note) pair in padded melodies ``x`` [N, L]
+        (notes only: no start token)."""
         V = self.vocab_size
+        notes = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        self.unigram = torch.bincount(x[notes], minlength=V).float()
         T = x.shape[1] - 1
         steps = torch.arange(T, device=x.device)[None, :]
         valid = steps < (lengths[:, None] - 1)          # positions with a next note
         nxt = x[:, 1:]
-        self.unigram = torch.bincount(nxt[valid], minlength=V).float()
         for k in range(1, self.order + 1):
             ok = valid & (steps >= k - 1)
             ids = self._context_ids(x[:, :-1], k)[ok]
@@ -81,6 +94,7 @@ class MarkovModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x[:, 0] is the start token: at step t the last k tokens are all notes when t >= k.
         p = torch.full((*x.shape, self.vocab_size), 1.0 / self.vocab_size, device=x.device)
         p = (self.unigram + self.alpha * p) / (self.unigram.sum() + self.alpha)
         steps = torch.arange(x.shape[1], device=x.device)[None, :]
@@ -91,7 +105,7 @@ class MarkovModel(nn.Module):
             found = (contexts[pos] == ids) if len(contexts) else torch.zeros_like(ids, dtype=torch.bool)
             c = counts[torch.where(found, pos, len(contexts))]
             smoothed = (c + self.alpha * p) / (c.sum(-1, keepdim=True) + self.alpha)
-            p = torch.where((steps >= k - 1)[..., None], smoothed, p)
+            p = torch.where((steps >= k)[..., None], smoothed, p)
         return torch.log(p)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -143,7 +157,10 @@ class MarkovModel(nn.Module):
 
 
 class RecurrentModel(nn.Module):
-    """Embedding → RNN/LSTM/GRU → dropout → linear, over the whole melody at once."""
+    """Embedding → RNN/LSTM/GRU → dropout → linear, over the whole melody at once.
+
+    The embedding has a row more than the output: the start token's.
+    """
 
     trainable = True
     CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -154,7 +171,7 @@ class RecurrentModel(nn.Module):
                  num_layers: int = _RECURRENT["num_layers"], dropout: float = _RECURRENT["dropout"]):
         super().__init__()
         self.vocab_size = vocab_size
-        self.embed = nn.Embedding(vocab_size, embedding_dim)
+        self.embed = nn.Embedding(vocab_size + 1, embedding_dim)
         self.rnn = self.CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
                                     dropout=dropout if num_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
@@ -166,7 +183,10 @@ class RecurrentModel(nn.Module):
 
 
 class TransformerModel(nn.Module):
-    """A causal decoder: token + sinusoidal position embeddings, pre-norm layers, causal mask."""
+    """A causal decoder: token + sinusoidal position embeddings, pre-norm layers, causal mask.
+
+    The embedding has a row more than the output: the start token's.
+    """
 
     trainable = True
 
@@ -176,7 +196,7 @@ class TransformerModel(nn.Module):
                  dropout: float = _TRANSFORMER["dropout"]):
         super().__init__()
         self.vocab_size, self.d_model = vocab_size, d_model
-        self.embed = nn.Embedding(vocab_size, d_model)
+        self.embed = nn.Embedding(vocab_size + 1, d_model)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
@@ -202,7 +222,9 @@ class TransformerModel(nn.Module):
 def remember(p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torch.Tensor:
     """The melody memory (see :class:`MelodyMemory`) applied to next-note probabilities.
 
-    ``p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (right-padded).
+    ``p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (a start token,
+    then notes; right-padded). The start token never recurs, so no context holding it ever
+    matches: the memory counts notes only.
     """
     B, T, V = p.shape
     same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
@@ -233,8 +255,9 @@ class MelodyMemory(nn.Module):
         a_k = alpha · 2^(order - k)
 
     so a long context heard before counts most, and a context never heard leaves the
-    prediction unchanged. Differentiable: a neural base trains through it. ``forward``
-    returns log-probabilities, which the loss and sampling take as logits.
+    prediction unchanged; at the first note nothing has been heard, so the base model's
+    prediction stands. Differentiable: a neural base trains through it. ``forward`` returns
+    log-probabilities, which the loss and sampling take as logits.
     """
 
     def __init__(self, base: nn.Module, order: int, alpha: float):
@@ -264,6 +287,7 @@ class MelodyMemory(nn.Module):
         # Through the base's own loader (the markov tables are replaced, not copied into).
         return self.base.load_state_dict({k.removeprefix("base."): v for k, v in state_dict.items()},
                                          strict=strict, assign=assign)
+
 
 
 def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
