@@ -219,27 +219,30 @@ class TransformerModel(nn.Module):
         return self.head(self.norm(self.layers(h, mask=mask, is_causal=True)))
 
 
-def remember(p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torch.Tensor:
-    """The melody memory (see :class:`MelodyMemory`) applied to next-note probabilities.
+def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torch.Tensor:
+    """The melody memory (see :class:`MelodyMemory`) applied to next-note log-probabilities.
 
-    ``p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (a start token,
+    ``log_p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (a start token,
     then notes; right-padded). The start token never recurs, so no context holding it ever
-    matches: the memory counts notes only.
+    matches: the memory counts notes only. Mixed in log space: a prediction the base model
+    makes with probability e^-200 stays finite (as a probability it would be 0, its log -inf).
     """
-    B, T, V = p.shape
+    B, T, V = log_p.shape
     same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
     match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
-    after = torch.zeros(B, T, V, device=x.device, dtype=p.dtype)   # one-hot of the note after s
+    after = torch.zeros(B, T, V, device=x.device, dtype=log_p.dtype)   # one-hot of the note after s
     after[:, :-1].scatter_(2, x[:, 1:, None], 1.0)
     for k in range(1, min(order, T - 1) + 1):      # a context of k notes needs k+1 notes to recur
         if k > 1:   # a context of k notes: the notes k-1 back agree as well
             back = torch.zeros_like(same)
             back[:, k - 1:, k - 1:] = same[:, :T - k + 1, :T - k + 1]
             match = match & back
-        counts = torch.bmm(match.to(p.dtype), after)       # [B, T, V]
+        counts = torch.bmm(match.to(log_p.dtype), after)       # [B, T, V]
         a = alpha * 2.0 ** (order - k)
-        p = (counts + a * p) / (counts.sum(-1, keepdim=True) + a)
-    return p
+        # log((c + a·p) / (n + a)); log 0 = -inf adds nothing to logaddexp, nor to its gradient.
+        total = (counts.sum(-1, keepdim=True) + a).log()
+        log_p = torch.logaddexp(counts.log(), math.log(a) + log_p) - total
+    return log_p
 
 
 class MelodyMemory(nn.Module):
@@ -277,11 +280,11 @@ class MelodyMemory(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.base(x).float(), -1)
+        log_p = torch.log_softmax(self.base(x).float(), -1)
         # A few melodies at a time: the T×T comparisons of long melodies stay near 64 MB.
         step = max(1, 2 ** 24 // max(1, x.shape[1]) ** 2)
-        return torch.log(torch.cat([remember(p[i:i + step], x[i:i + step], self.order, self.alpha)
-                                    for i in range(0, len(x), step)]))
+        return torch.cat([remember(log_p[i:i + step], x[i:i + step], self.order, self.alpha)
+                          for i in range(0, len(x), step)])
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # Through the base's own loader (the markov tables are replaced, not copied into).

@@ -9,8 +9,8 @@ import torch
 
 from chromasonic_lib.data import MelodyTensor
 from chromasonic_lib.errors import ConfigError
-from chromasonic_lib.models import (MODEL_DEFAULTS, MarkovModel, RecurrentModel,
-                                    TransformerModel, build_model)
+from chromasonic_lib.models import (MODEL_DEFAULTS, MarkovModel, MelodyMemory,
+                                    RecurrentModel, TransformerModel, build_model)
 from chromasonic_lib.training import evaluate
 
 SMALL = {"markov": {"order": 2}, "rnn": {"hidden_size": 16, "embedding_dim": 8},
@@ -211,6 +211,31 @@ def test_memory_moves_toward_what_followed_the_same_context():
     # Step 4: context 0 was followed by 1 once: (onehot(1) + 1 · p_base) / (1 + 1).
     expected = (torch.nn.functional.one_hot(torch.tensor(1), 6) + p_base[4]) / 2
     assert torch.allclose(p[4], expected, atol=1e-6)
+
+
+def test_memory_stays_finite_when_the_base_is_certain():
+    """A logit gap of 200: as a probability e^-200 is 0 in float32 (its log -inf, the trial
+    diverged); mixed in log space the loss and the gradients stay finite."""
+
+    class Certain(torch.nn.Module):          # a base model sure that every note is 0
+        vocab_size = 6
+
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.tensor([200.0, 0, 0, 0, 0, 0]))
+
+        def forward(self, x):
+            return self.logits.expand(*x.shape, 6)
+
+    model = MelodyMemory(Certain(), order=3, alpha=0.5)
+    x = torch.tensor([[6, 1, 2, 1, 2, 1, 2]])            # the start token, then notes
+    y = torch.tensor([[1, 2, 1, 2, 1, 2, 3]])            # never the 0 the base is sure of
+    out = model(x)
+    loss = torch.nn.functional.cross_entropy(out.reshape(-1, 6), y.reshape(-1))
+    loss.backward()
+    assert torch.isfinite(out).all() and torch.isfinite(loss) and loss.item() > 50
+    assert torch.isfinite(model.base.logits.grad).all() and model.base.logits.grad.abs().sum() > 0
+    assert out[0, 3, 2].exp() > 0.1                      # 2 after 1 (heard once) is now likely
 
 
 def test_memory_makes_a_repeated_phrase_cheap():
