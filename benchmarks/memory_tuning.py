@@ -37,12 +37,12 @@ if cfg.settings.get("memory_order"):
 
 start = time.perf_counter()
 folds = []                       # (inputs, targets, log-probabilities) per batch of test melodies
-for i, model, test, history in fold_models(cfg):     # trains: no torch.no_grad() here
+for i, model, test, histories in fold_models(cfg):     # trains: no torch.no_grad() here
     for idx in torch.arange(len(test)).split(32):
         x, y = test.batch(idx, bos=model.vocab_size)
         with torch.no_grad():
             folds.append((x, y, torch.log_softmax(model.eval()(x).double(), -1)))
-    print(f"fold {i + 1}/{cfg.folds} trained ({history.epochs_trained} epochs, "
+    print(f"fold {i + 1}/{cfg.folds} trained ({histories[0].epochs_trained} epochs, "
           f"{time.perf_counter() - start:.0f} s)", flush=True)
 
 

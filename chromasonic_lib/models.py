@@ -293,6 +293,45 @@ class MelodyMemory(nn.Module):
 
 
 
+class Ensemble(nn.Module):
+    """Several trained models as one: the mean of their probabilities, as log-probabilities.
+
+    Models trained with other seeds err differently, so their average predicts better than
+    the typical one (never worse than their mean loss: -log is convex). Built from models
+    already trained; ``evaluate``, ``sample`` and checkpoints take it like any model.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members or len({m.vocab_size for m in members}) != 1:
+            raise ConfigError(f"an ensemble needs one or more models of one vocabulary size, got "
+                              f"vocab sizes {[m.vocab_size for m in members]}")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.members[0].vocab_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_p = torch.stack([torch.log_softmax(m(x).float(), -1) for m in self.members])
+        return torch.logsumexp(log_p, 0) - math.log(len(self.members))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # Through each member's own loader (the markov tables are replaced, not copied into).
+        prefixes = [f"members.{i}." for i in range(len(self.members))]
+        unexpected = [k for k in state_dict if not k.startswith(tuple(prefixes))]
+        if strict and unexpected:
+            raise RuntimeError(f"Error(s) in loading state_dict for Ensemble:\n\tUnexpected key(s) in "
+                               f"state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+        missing = []
+        for prefix, member in zip(prefixes, self.members):
+            result = member.load_state_dict({k.removeprefix(prefix): v for k, v in state_dict.items()
+                                             if k.startswith(prefix)}, strict=strict, assign=assign)
+            missing += [prefix + k for k in result.missing_keys]
+            unexpected += [prefix + k for k in result.unexpected_keys]
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+
 def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     allowed = MODEL_DEFAULTS[name]
     unknown = sorted(set(hparams) - set(allowed))

@@ -22,6 +22,7 @@ from torch import nn
 from .config import TrainConfig
 from .data.splits import IGNORE, MelodyTensor, epoch_order, epoch_repeats
 from .errors import TrainingDiverged
+from .models import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +207,17 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
     history.seconds = time.perf_counter() - start
     return history
 
+
+def train_ensemble(make_model: Callable[[int], nn.Module], train_data: MelodyTensor,
+                   val_data: MelodyTensor, cfg: TrainConfig, n: int = 1
+                   ) -> tuple[nn.Module, list[History]]:
+    """Train ``n`` models, the j-th built by ``make_model(j)`` and trained with seed
+    ``cfg.seed + j``; returns the model (``n`` = 1) or their :class:`Ensemble`, and each one's
+    history. ``make_model(j)`` should seed the j-th model's initial weights with ``+ j`` too.
+    """
+    models, histories = [], []
+    for j in range(n):
+        model = make_model(j)
+        histories.append(train(model, train_data, val_data, cfg.replace(seed=cfg.seed + j)))
+        models.append(model)
+    return (models[0] if n == 1 else Ensemble(models)), histories

@@ -36,6 +36,17 @@ def test_crossval_trains_a_neural_model_per_fold(tmp_path):
     assert result["params"]["memory_order"] == 3
 
 
+def test_crossval_averages_an_ensemble_per_fold(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 1\nmin_epoch_tokens: 0\n")
+    run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(params), "--ensemble", "2",
+               "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["ensemble"] == 2 and result["n_notes"] == 100 * 64
+    assert all(f["epochs"] == [1, 1] for f in result["per_fold"])      # one per member
+
+
 def test_the_default_configuration_remembers_the_melody():
     from chromasonic_lib.config import CrossvalConfig
     from chromasonic_lib.models import MelodyMemory, build_model, split_params
@@ -48,3 +59,6 @@ def test_crossval_bad_input_is_one_clear_line():
     run = _run("--dataset", "synthetic", "--folds", "1")
     assert run.returncode == 2
     assert run.stderr.strip() == "error: folds must be an integer ≥ 2, got 1"
+    run = _run("--dataset", "synthetic", "--ensemble", "0")
+    assert run.returncode == 2
+    assert run.stderr.strip() == "error: ensemble must be a positive integer, got 0"

@@ -9,7 +9,7 @@ import torch
 
 from chromasonic_lib.data import MelodyTensor
 from chromasonic_lib.errors import ConfigError
-from chromasonic_lib.models import (MODEL_DEFAULTS, MarkovModel, MelodyMemory,
+from chromasonic_lib.models import (MODEL_DEFAULTS, Ensemble, MarkovModel, MelodyMemory,
                                     RecurrentModel, TransformerModel, build_model)
 from chromasonic_lib.training import evaluate
 
@@ -307,3 +307,21 @@ def test_a_checkpoint_from_before_the_start_token_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="protocol 1: no start token.*Train the model again"):
         load_checkpoint(tmp_path / "old.pt")
 
+
+@pytest.mark.parametrize("name", ["markov", "gru"])
+def test_an_ensemble_averages_probabilities_and_round_trips(name, tmp_path):
+    from chromasonic_lib import load_checkpoint
+    from chromasonic_lib.checkpoints import save_checkpoint
+    hp = {**SMALL[name], "memory_order": 2}
+    members = [build_model(name, hp, 20, seed=s) for s in (1, 2)]
+    if name == "markov":
+        for s, m in enumerate(members):
+            m.fit(_inputs(30, 12, seed=s)[:, 1:], torch.full((30,), 11))
+    ensemble = Ensemble(members).eval()
+    x = _inputs(2, 9)
+    mean = torch.stack([m.eval()(x).softmax(-1) for m in members]).mean(0)
+    assert torch.allclose(ensemble(x).exp(), mean, atol=1e-6)
+    save_checkpoint(tmp_path / "e.pt", ensemble, name, hp, "pitch")
+    loaded, meta = load_checkpoint(tmp_path / "e.pt")
+    assert meta["ensemble"] == 2 and isinstance(loaded, Ensemble)
+    assert torch.allclose(loaded(x), ensemble(x), atol=1e-6)
