@@ -4,13 +4,14 @@
     .venv/bin/python benchmarks/memory_tuning.py --model markov --params ''     # the markov baseline
 
 Trains the 10 cross-validation folds of DATASET with PARAMS (a configuration without memory),
-keeps each fold's next-note probabilities on its test melodies, then applies the melody memory
+keeps each fold's next-note log-probabilities on its test melodies, then applies the melody memory
 (chromasonic_lib.models.remember) for every (memory_order, memory_alpha) of a grid and prints the
 cross-validated bits per note of each: a table to choose from without touching chorales-185.
 About 17 minutes on a 2-core CPU for chorales-other. Last line: JSON of the grid.
 """
 import argparse
 import json
+import math
 import time
 
 import torch
@@ -35,23 +36,23 @@ if cfg.settings.get("memory_order"):
     p.error(f"{args.params} already has a memory; give a configuration without one")
 
 start = time.perf_counter()
-folds = []                       # (inputs, targets, probabilities) per batch of test melodies
-for i, model, test, history in fold_models(cfg):     # trains: no torch.no_grad() here
+folds = []                       # (inputs, targets, log-probabilities) per batch of test melodies
+for i, model, test, histories in fold_models(cfg):     # trains: no torch.no_grad() here
     for idx in torch.arange(len(test)).split(32):
-        x, y = test.batch(idx)
+        x, y = test.batch(idx, bos=model.vocab_size)
         with torch.no_grad():
-            folds.append((x, y, torch.softmax(model.eval()(x).double(), -1)))
-    print(f"fold {i + 1}/{cfg.folds} trained ({history.epochs_trained} epochs, "
+            folds.append((x, y, torch.log_softmax(model.eval()(x).double(), -1)))
+    print(f"fold {i + 1}/{cfg.folds} trained ({histories[0].epochs_trained} epochs, "
           f"{time.perf_counter() - start:.0f} s)", flush=True)
 
 
 def bits(order: int, alpha: float) -> float:
     """Cross-validated bits per note with the memory (order 0: none) over the stored predictions."""
     total, count = 0.0, 0
-    for x, y, probs in folds:
-        q = remember(probs, x, order, alpha)
+    for x, y, log_probs in folds:
+        q = remember(log_probs, x, order, alpha)
         keep = y != IGNORE
-        total -= torch.log2(q[keep].gather(1, y[keep][:, None])).sum().item()
+        total -= q[keep].gather(1, y[keep][:, None]).sum().item() / math.log(2)
         count += keep.sum().item()
     return total / count
 

@@ -29,7 +29,7 @@ from .search import markov_baseline
 from .search.results import trial_config
 from .search.settings import stored_settings
 from .search.study import load_existing_study
-from .training import History, Metrics, evaluate, pick_device, train
+from .training import History, Metrics, evaluate, pick_device, train_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,14 @@ class TrainedRun:
     family: str
     hparams: dict[str, Any]
     training: dict[str, Any]
-    model: torch.nn.Module
-    history: History
+    model: torch.nn.Module              # an Ensemble with TrainBestConfig.ensemble > 1
+    history: History                    # the first (or only) model's
     data: Prepared
     test: Metrics
     baseline: Metrics
     output_dir: Path
     configuration: BestConfiguration
+    histories: list[History]            # one per model of the ensemble
 
     def metrics_table(self) -> pd.DataFrame:
         rows = {f"{self.family} (best configuration)": self.test.as_dict(),
@@ -96,7 +97,8 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
 
     Trained as the search trained its trials (``TrainConfig`` with the study's epochs and seed,
     plus the trial's training parameters), on the same split, so the test melodies are ones
-    the search never saw.
+    the search never saw. With ``cfg.ensemble`` N, N models are trained with seeds seed,
+    seed+1, … and scored (and sampled) as the average of their probabilities.
     """
     params = dict(best.params)
     family = params.pop("model", None)
@@ -114,8 +116,10 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     log.info(data.describe())
     # The search's recipe: run_search's TrainConfig(epochs, seed) plus the trial's training params.
     train_cfg = TrainConfig(epochs=best.epochs, seed=d.seed, **training)
-    model = build_model(family, hparams, data.vocab_size, seed=train_cfg.seed)
-    history = train(model, data.train, data.val, train_cfg)
+    model, histories = train_ensemble(
+        lambda j: build_model(family, hparams, data.vocab_size, seed=train_cfg.seed + j),
+        data.train, data.val, train_cfg, cfg.ensemble)
+    history = histories[0]
     test = evaluate(model, data.test)
     baseline = evaluate(markov_baseline(data)[2], data.test)
     log.info("test: %.4f nats/note (%.3f bits), accuracy %.3f; markov baseline %.4f",
@@ -129,13 +133,16 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         "n_sequences": d.n_sequences if synthetic else None,
         "sequence_length": d.sequence_length if synthetic else None, "encoding": d.encoding,
         "seed": d.seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
-        "n_test_melodies": len(data.splits.test), "epochs": best.epochs,
+        "n_test_melodies": len(data.splits.test), "epochs": best.epochs, "ensemble": cfg.ensemble,
         "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
-        "epochs_trained": history.epochs_trained, "best_epoch": history.best_epoch,
+        # Of each model of an ensemble.
+        "epochs_trained": history.epochs_trained if cfg.ensemble == 1 else [h.epochs_trained for h in histories],
+        "best_epoch": history.best_epoch if cfg.ensemble == 1 else [h.best_epoch for h in histories],
         "audio": generate.audio_source()})
     save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
                 out / "learning_curves.png")
-    return TrainedRun(family, hparams, training, model, history, data, test, baseline, out, best)
+    return TrainedRun(family, hparams, training, model, history, data, test, baseline, out, best,
+                      histories)
 
 
 @dataclass

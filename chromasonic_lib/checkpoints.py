@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .atomic import atomic_write
 from .errors import ConfigError
-from .models import build_model
+from .models import PROTOCOL, Ensemble, build_model
 from .paths import resolve, resolve_storage_url
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,16 @@ FILENAME = "checkpoint.pt"          # the artifact's name on each trial
 
 def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: dict,
                     encoding: str, extra: dict | None = None) -> Path:
-    """Weights with everything needed to rebuild them; loadable with ``weights_only=True``."""
+    """Weights with everything needed to rebuild them; loadable with ``weights_only=True``.
+
+    An :class:`~chromasonic_lib.models.Ensemble` is saved as its members (``ensemble``: how
+    many), each of ``family`` with ``hparams``.
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    members = len(model.members) if isinstance(model, Ensemble) else 1
     payload = {"family": family, "hparams": hparams, "encoding": encoding,
-               "vocab_size": model.vocab_size, "state_dict": state, **(extra or {})}
+               "vocab_size": model.vocab_size, "protocol": PROTOCOL, "ensemble": members,
+               "state_dict": state, **(extra or {})}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -52,7 +58,15 @@ def load_checkpoint(source: str | Path | optuna.Study, trial_number: int | None 
             path = fetch_trial_checkpoint(source, trial_number, Path(tmp) / FILENAME, artifact_store)
             return load_checkpoint(path, device=device)
     payload = torch.load(source, map_location=device, weights_only=True)
-    model = build_model(payload["family"], payload["hparams"], payload["vocab_size"])
+    protocol = payload.get("protocol", 1)
+    if protocol != PROTOCOL:
+        raise ConfigError(f"checkpoint {source} was saved by an older chromasonic-lab (protocol "
+                          f"{protocol}: no start token, the first note never predicted); this one "
+                          f"reads protocol {PROTOCOL}. Train the model again (train_best, or a new "
+                          f"search)")
+    members = [build_model(payload["family"], payload["hparams"], payload["vocab_size"])
+               for _ in range(payload.get("ensemble", 1))]
+    model = members[0] if len(members) == 1 else Ensemble(members)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload
 

@@ -363,6 +363,7 @@ class TrainBestConfig(_StudyAndData):
     temperature: float = 1.0
     top_k: int = 0
     primer: str = ""
+    ensemble: int = 1                 # models (seeds seed, seed+1, …) whose probabilities are averaged
 
     FILE_EPOCHS: ClassVar[int] = 30   # epochs for a best_params file, which records none
     FROM_STUDY: ClassVar[tuple[str, ...]] = DATA_FIELDS + ("epochs",)
@@ -381,6 +382,7 @@ class TrainBestConfig(_StudyAndData):
         self.sample_length = check_int("sample_length", self.sample_length)
         self.temperature = check_float("temperature", self.temperature, 0, 10, low_open=True)
         self.top_k = check_int("top_k", self.top_k, 0)
+        self.ensemble = check_int("ensemble", self.ensemble)
         self.primer_notes = parse_primer("primer", self.primer)
 
     def given(self) -> dict[str, Any]:
@@ -515,6 +517,7 @@ class CrossvalConfig:
     seed: int = 42
     device: str = "auto"
     limit: int = 0                      # parse only the first files (a quick check); 0 = all
+    ensemble: int = 1                   # models per fold whose probabilities are averaged
 
     def __post_init__(self) -> None:
         self.dataset = check_dataset("dataset", self.dataset)
@@ -529,3 +532,4 @@ class CrossvalConfig:
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
         self.limit = check_int("limit", self.limit, 0)
+        self.ensemble = check_int("ensemble", self.ensemble)

@@ -26,12 +26,16 @@ SOUNDFONT = "TimGM6mb.sf2"   # a General MIDI soundfont inside pretty_midi's whe
 @torch.no_grad()
 def sample(model: torch.nn.Module, primer: list[int], length: int, temperature: float = 1.0,
            top_k: int = 0, generator: torch.Generator | None = None) -> list[int]:
-    """Continue ``primer`` (tokens) until the melody has ``length`` tokens."""
+    """Continue ``primer`` (tokens; may be empty) until the melody has ``length`` tokens.
+
+    The model reads the start token (its ``vocab_size``) before the primer, as in training,
+    so an empty primer samples the first note too.
+    """
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers())).device
     tokens = list(primer)
     while len(tokens) < length:
-        x = torch.tensor([tokens], device=device)
+        x = torch.tensor([[model.vocab_size] + tokens], device=device)
         logits = model(x)[0, -1].float() / temperature
         if top_k:
             kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]

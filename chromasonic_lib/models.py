@@ -1,8 +1,10 @@
 """The melody models and their registry: ``build_model(name, hparams, vocab_size)``.
 
-Every model maps tokens [batch, time] to next-token logits [batch, time, vocab]: the output
-at step t predicts note t+1 from notes 0..t only (teacher forcing over the whole melody in
-one forward pass). Models know a vocabulary size, never an encoding or a corpus.
+Every model maps tokens [batch, time] to logits [batch, time, vocab]. The input is a start
+token (id ``vocab_size``, one past the notes) followed by the melody's notes 0..T-2, so the
+output at step t predicts note t from notes 0..t-1 only, the first note from the start token
+alone (teacher forcing over the whole melody in one forward pass; IDyOM scores every note
+too). Models know a vocabulary size, never an encoding or a corpus.
 """
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+
+# What a model's input and output mean (see the module docstring), recorded in checkpoints and
+# studies so that models or losses of two protocols never mix. 2: a start token, every note
+# predicted; 1 (older checkpoints and studies): no start token, the first note never predicted.
+PROTOCOL = 2
 
 # Every family can add a short-term memory of the melody it is predicting (MelodyMemory);
 # memory_order 0 means none.
@@ -37,8 +44,11 @@ class MarkovModel(nn.Module):
     """Order-n count model, each order smoothed toward the order below it.
 
     P_k(x | last k notes) = (c(ctx, x) + alpha · P_{k-1}(x | last k-1 notes)) / (c(ctx) + alpha),
-    starting from the uniform distribution below order 0. Fitted by counting
-    (:meth:`fit`), not by gradient descent; the baseline every neural model must beat.
+    starting from the uniform distribution below order 0. Where fewer than k notes precede,
+    order k does not apply: the first note gets the order-0 distribution, the unigram of all
+    notes smoothed toward uniform, as in IDyOM (rather than a table of first notes, which a
+    corpus of a few hundred melodies fills too thinly). Fitted by counting (:meth:`fit`), not
+    by gradient descent; the baseline every neural model must beat.
     """
 
     trainable = False
@@ -53,7 +63,8 @@ class MarkovModel(nn.Module):
             self.register_buffer(f"counts_{k}", torch.zeros(1, vocab_size))
 
     def _context_ids(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """[B, T] ids of the k notes ending at each step (garbage where t < k-1; masked later)."""
+        """[B, T] ids of the k tokens ending at each step (garbage where they are not all notes:
+        the caller masks those steps)."""
         ids = torch.zeros_like(x)
         for j in range(k):
             shifted = torch.roll(x, shifts=j, dims=1)
@@ -62,13 +73,15 @@ class MarkovModel(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, lengths: torch.Tensor) -> "MarkovModel":
-        """Count every (context, next note) pair in padded melodies ``x`` [N, L]."""
+        """Count every note and every (context, next note) pair in padded melodies ``x`` [N, L]
+        (notes only: no start token)."""
         V = self.vocab_size
+        notes = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        self.unigram = torch.bincount(x[notes], minlength=V).float()
         T = x.shape[1] - 1
         steps = torch.arange(T, device=x.device)[None, :]
         valid = steps < (lengths[:, None] - 1)          # positions with a next note
         nxt = x[:, 1:]
-        self.unigram = torch.bincount(nxt[valid], minlength=V).float()
         for k in range(1, self.order + 1):
             ok = valid & (steps >= k - 1)
             ids = self._context_ids(x[:, :-1], k)[ok]
@@ -81,6 +94,7 @@ class MarkovModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x[:, 0] is the start token: at step t the last k tokens are all notes when t >= k.
         p = torch.full((*x.shape, self.vocab_size), 1.0 / self.vocab_size, device=x.device)
         p = (self.unigram + self.alpha * p) / (self.unigram.sum() + self.alpha)
         steps = torch.arange(x.shape[1], device=x.device)[None, :]
@@ -91,7 +105,7 @@ class MarkovModel(nn.Module):
             found = (contexts[pos] == ids) if len(contexts) else torch.zeros_like(ids, dtype=torch.bool)
             c = counts[torch.where(found, pos, len(contexts))]
             smoothed = (c + self.alpha * p) / (c.sum(-1, keepdim=True) + self.alpha)
-            p = torch.where((steps >= k - 1)[..., None], smoothed, p)
+            p = torch.where((steps >= k)[..., None], smoothed, p)
         return torch.log(p)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -143,7 +157,10 @@ class MarkovModel(nn.Module):
 
 
 class RecurrentModel(nn.Module):
-    """Embedding → RNN/LSTM/GRU → dropout → linear, over the whole melody at once."""
+    """Embedding → RNN/LSTM/GRU → dropout → linear, over the whole melody at once.
+
+    The embedding has a row more than the output: the start token's.
+    """
 
     trainable = True
     CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -154,7 +171,7 @@ class RecurrentModel(nn.Module):
                  num_layers: int = _RECURRENT["num_layers"], dropout: float = _RECURRENT["dropout"]):
         super().__init__()
         self.vocab_size = vocab_size
-        self.embed = nn.Embedding(vocab_size, embedding_dim)
+        self.embed = nn.Embedding(vocab_size + 1, embedding_dim)
         self.rnn = self.CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
                                     dropout=dropout if num_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
@@ -166,7 +183,10 @@ class RecurrentModel(nn.Module):
 
 
 class TransformerModel(nn.Module):
-    """A causal decoder: token + sinusoidal position embeddings, pre-norm layers, causal mask."""
+    """A causal decoder: token + sinusoidal position embeddings, pre-norm layers, causal mask.
+
+    The embedding has a row more than the output: the start token's.
+    """
 
     trainable = True
 
@@ -176,7 +196,7 @@ class TransformerModel(nn.Module):
                  dropout: float = _TRANSFORMER["dropout"]):
         super().__init__()
         self.vocab_size, self.d_model = vocab_size, d_model
-        self.embed = nn.Embedding(vocab_size, d_model)
+        self.embed = nn.Embedding(vocab_size + 1, d_model)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
@@ -199,25 +219,30 @@ class TransformerModel(nn.Module):
         return self.head(self.norm(self.layers(h, mask=mask, is_causal=True)))
 
 
-def remember(p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torch.Tensor:
-    """The melody memory (see :class:`MelodyMemory`) applied to next-note probabilities.
+def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torch.Tensor:
+    """The melody memory (see :class:`MelodyMemory`) applied to next-note log-probabilities.
 
-    ``p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (right-padded).
+    ``log_p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (a start token,
+    then notes; right-padded). The start token never recurs, so no context holding it ever
+    matches: the memory counts notes only. Mixed in log space: a prediction the base model
+    makes with probability e^-200 stays finite (as a probability it would be 0, its log -inf).
     """
-    B, T, V = p.shape
+    B, T, V = log_p.shape
     same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
     match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
-    after = torch.zeros(B, T, V, device=x.device, dtype=p.dtype)   # one-hot of the note after s
+    after = torch.zeros(B, T, V, device=x.device, dtype=log_p.dtype)   # one-hot of the note after s
     after[:, :-1].scatter_(2, x[:, 1:, None], 1.0)
     for k in range(1, min(order, T - 1) + 1):      # a context of k notes needs k+1 notes to recur
         if k > 1:   # a context of k notes: the notes k-1 back agree as well
             back = torch.zeros_like(same)
             back[:, k - 1:, k - 1:] = same[:, :T - k + 1, :T - k + 1]
             match = match & back
-        counts = torch.bmm(match.to(p.dtype), after)       # [B, T, V]
+        counts = torch.bmm(match.to(log_p.dtype), after)       # [B, T, V]
         a = alpha * 2.0 ** (order - k)
-        p = (counts + a * p) / (counts.sum(-1, keepdim=True) + a)
-    return p
+        # log((c + a·p) / (n + a)); log 0 = -inf adds nothing to logaddexp, nor to its gradient.
+        total = (counts.sum(-1, keepdim=True) + a).log()
+        log_p = torch.logaddexp(counts.log(), math.log(a) + log_p) - total
+    return log_p
 
 
 class MelodyMemory(nn.Module):
@@ -233,8 +258,9 @@ class MelodyMemory(nn.Module):
         a_k = alpha · 2^(order - k)
 
     so a long context heard before counts most, and a context never heard leaves the
-    prediction unchanged. Differentiable: a neural base trains through it. ``forward``
-    returns log-probabilities, which the loss and sampling take as logits.
+    prediction unchanged; at the first note nothing has been heard, so the base model's
+    prediction stands. Differentiable: a neural base trains through it. ``forward`` returns
+    log-probabilities, which the loss and sampling take as logits.
     """
 
     def __init__(self, base: nn.Module, order: int, alpha: float):
@@ -254,16 +280,56 @@ class MelodyMemory(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.base(x).float(), -1)
+        log_p = torch.log_softmax(self.base(x).float(), -1)
         # A few melodies at a time: the T×T comparisons of long melodies stay near 64 MB.
         step = max(1, 2 ** 24 // max(1, x.shape[1]) ** 2)
-        return torch.log(torch.cat([remember(p[i:i + step], x[i:i + step], self.order, self.alpha)
-                                    for i in range(0, len(x), step)]))
+        return torch.cat([remember(log_p[i:i + step], x[i:i + step], self.order, self.alpha)
+                          for i in range(0, len(x), step)])
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # Through the base's own loader (the markov tables are replaced, not copied into).
         return self.base.load_state_dict({k.removeprefix("base."): v for k, v in state_dict.items()},
                                          strict=strict, assign=assign)
+
+
+
+class Ensemble(nn.Module):
+    """Several trained models as one: the mean of their probabilities, as log-probabilities.
+
+    Models trained with other seeds err differently, so their average predicts better than
+    the typical one (never worse than their mean loss: -log is convex). Built from models
+    already trained; ``evaluate``, ``sample`` and checkpoints take it like any model.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members or len({m.vocab_size for m in members}) != 1:
+            raise ConfigError(f"an ensemble needs one or more models of one vocabulary size, got "
+                              f"vocab sizes {[m.vocab_size for m in members]}")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.members[0].vocab_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_p = torch.stack([torch.log_softmax(m(x).float(), -1) for m in self.members])
+        return torch.logsumexp(log_p, 0) - math.log(len(self.members))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # Through each member's own loader (the markov tables are replaced, not copied into).
+        prefixes = [f"members.{i}." for i in range(len(self.members))]
+        unexpected = [k for k in state_dict if not k.startswith(tuple(prefixes))]
+        if strict and unexpected:
+            raise RuntimeError(f"Error(s) in loading state_dict for Ensemble:\n\tUnexpected key(s) in "
+                               f"state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+        missing = []
+        for prefix, member in zip(prefixes, self.members):
+            result = member.load_state_dict({k.removeprefix(prefix): v for k, v in state_dict.items()
+                                             if k.startswith(prefix)}, strict=strict, assign=assign)
+            missing += [prefix + k for k in result.missing_keys]
+            unexpected += [prefix + k for k in result.unexpected_keys]
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
 
 
 def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 One function trains every model family: neural models by AdamW/Adam/SGD with transposition
 augmentation, early stopping and a per-epoch callback (the search prunes through it);
-the markov model by counting. Losses are nats per predicted note; padding never counts.
+the markov model by counting. Losses are nats per note, every note of a melody counted
+(the first predicted from the start token alone); padding never counts.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from torch import nn
 from .config import TrainConfig
 from .data.splits import IGNORE, MelodyTensor, epoch_order, epoch_repeats
 from .errors import TrainingDiverged
+from .models import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class Metrics:
-    """Scores on one split: nats per predicted note is what searches minimise."""
+    """Scores on one split: nats per note is what searches minimise; ``n_notes`` is every note."""
 
     nats_per_note: float
     bits_per_note: float
@@ -81,13 +83,13 @@ class History:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: MelodyTensor, batch_size: int = 256) -> Metrics:
-    """Loss (nats and bits per note), accuracy and perplexity over every predicted note."""
+    """Loss (nats and bits per note), accuracy and perplexity over every note of ``data``."""
     was_training = model.training
     model.eval()
     total, correct, count = 0.0, 0, 0
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.tokens.device)
-        x, y = data.batch(idx)
+        x, y = data.batch(idx, bos=model.vocab_size)
         logits = model(x)
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                  ignore_index=IGNORE, reduction="sum").item()
@@ -171,7 +173,8 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
         n_batches = 0
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            x, y = train_data.batch(idx, None if shifts is None else shifts[i:i + cfg.batch_size])
+            x, y = train_data.batch(idx, None if shifts is None else shifts[i:i + cfg.batch_size],
+                                    bos=model.vocab_size)
             logits = model(x)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                    ignore_index=IGNORE)
@@ -203,3 +206,18 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
         model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start
     return history
+
+
+def train_ensemble(make_model: Callable[[int], nn.Module], train_data: MelodyTensor,
+                   val_data: MelodyTensor, cfg: TrainConfig, n: int = 1
+                   ) -> tuple[nn.Module, list[History]]:
+    """Train ``n`` models, the j-th built by ``make_model(j)`` and trained with seed
+    ``cfg.seed + j``; returns the model (``n`` = 1) or their :class:`Ensemble`, and each one's
+    history. ``make_model(j)`` should seed the j-th model's initial weights with ``+ j`` too.
+    """
+    models, histories = [], []
+    for j in range(n):
+        model = make_model(j)
+        histories.append(train(model, train_data, val_data, cfg.replace(seed=cfg.seed + j)))
+        models.append(model)
+    return (models[0] if n == 1 else Ensemble(models)), histories

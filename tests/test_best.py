@@ -106,3 +106,22 @@ def test_without_fluidsynth_the_metrics_and_samples_say_the_additive_synthesizer
     [sample] = best.generate_samples(run, cfg, n=1, length=8)
     assert sample.audio == additive and sample.describe().endswith(f"sample_1.wav rendered by {additive}")
     assert sample.wav.read_bytes() == generate.wav_bytes(generate.synthesize(sample.notes))
+
+
+def test_an_ensemble_is_trained_tested_saved_and_sampled(tmp_path):
+    from chromasonic_lib.models import Ensemble
+    from chromasonic_lib.training import evaluate
+    params = tmp_path / "best_hyperparameters.json"
+    params.write_text(json.dumps({"model": "gru", "hidden_size": 8, "embedding_dim": 4, "learning_rate": 0.01}))
+    cfg = cl.TrainBestConfig(best_params=str(params), output_dir=str(tmp_path / "best"), device="cpu",
+                             dataset="synthetic", n_sequences=30, sequence_length=20, epochs=1, ensemble=2)
+    run = best.train_best(cfg, best.best_configuration(cfg))
+    assert isinstance(run.model, Ensemble) and len(run.histories) == 2
+    assert run.test.n_notes == sum(len(m) for m in run.data.splits.test)     # every note
+    metrics = json.loads((tmp_path / "best" / "test_metrics.json").read_text())
+    assert metrics["ensemble"] == 2 and metrics["epochs_trained"] == [1, 1]
+    loaded, meta = cl.load_checkpoint(tmp_path / "best" / "model.pt")
+    assert meta["ensemble"] == 2
+    assert evaluate(loaded, run.data.test).nats_per_note == pytest.approx(run.test.nats_per_note, rel=1e-5)
+    [sample] = best.generate_samples(run, cfg, n=1, length=8)
+    assert len(sample.tokens) == 8

@@ -40,14 +40,15 @@ def test_synthetic_same_seed_same_data_and_steps_follow_the_weights():
 
 
 def test_oracle_loss_is_the_step_entropy_away_from_the_edges():
+    """Every note scored, as the models are: the first at the uniform start's ln 88."""
     entropy = -sum(p * np.log(p) for p in np.array([1, 2, 3, 2, 1]) / 9)
     middle = [np.array([40, 41, 41, 39, 40, 42])]
-    manual = -np.mean(np.log(np.array([2, 3, 1, 2, 1]) / 9))
+    manual = -np.mean(np.log(np.array([1 / 88, 2 / 9, 3 / 9, 1 / 9, 2 / 9, 1 / 9])))
     assert synthetic.oracle_loss(middle) == pytest.approx(manual)
     data = load_dataset("synthetic", n_sequences=200, sequence_length=64, seed=3)
-    assert abs(synthetic.oracle_loss(data.melodies) - entropy) < 0.03
+    assert abs(synthetic.oracle_loss(data.melodies) - (63 * entropy + np.log(88)) / 64) < 0.03
     # At the bottom key, "down" steps are clamped into "stay": P(stay at 0) = 6/9.
-    assert synthetic.oracle_loss([np.array([0, 0])]) == pytest.approx(-np.log(6 / 9))
+    assert synthetic.oracle_loss([np.array([0, 0])]) == pytest.approx((np.log(88) - np.log(6 / 9)) / 2)
 
 
 def test_split_keeps_identical_melodies_on_one_side():
@@ -76,11 +77,13 @@ def test_transposition_never_leaves_the_keyboard():
     gen = torch.Generator().manual_seed(0)
     idx = torch.arange(4).repeat(500)
     shifts = data.random_shifts(idx, 12, gen)
-    x, y = data.batch(idx, shifts)
-    keys = data.is_key[idx, : x.shape[1]]
-    assert x[keys].min() >= 0 and x[keys].max() <= 87
-    original = data.tokens[idx, : x.shape[1]]
-    assert torch.equal(x[~keys], original[~keys])       # hold/rest tokens and padding never move
+    x, y = data.batch(idx, shifts, bos=90)
+    assert (x[:, 0] == 90).all()                         # the start token never moves
+    notes = x[:, 1:]                                     # notes 0..L-2
+    keys = data.is_key[idx, : notes.shape[1]]
+    assert notes[keys].min() >= 0 and notes[keys].max() <= 87
+    original = data.tokens[idx, : notes.shape[1]]
+    assert torch.equal(notes[~keys], original[~keys])   # hold/rest tokens and padding never move
     assert shifts[idx == 2].unique().numel() == 25       # the middle melody uses the whole ±12
 
 
@@ -100,8 +103,8 @@ def test_user_token_lists_beyond_the_keys_are_not_transposed_unless_asked():
     assert losses[0] == losses[1]                          # the baseline's counts do not move either
     asked = from_token_lists(melodies[:8], melodies[8:], vocab_size=128, transposable=True)
     shifts = asked.train.random_shifts(idx, 12, gen)
-    x, _ = asked.train.batch(idx, shifts)
-    assert (shifts != 0).any() and 0 <= x.min() and x.max() <= 127
+    x, _ = asked.train.batch(idx, shifts, bos=128)
+    assert (shifts != 0).any() and 0 <= x[:, 1:].min() and x[:, 1:].max() <= 127
     assert "user token lists (vocab 128)" in plain.describe() and "no transposition" in plain.describe()
     with pytest.raises(DataError, match=r"val_data\[1\]\[3\] is token 128, outside 0..127 \(vocab_size=128\)"):
         from_token_lists(melodies[:8], [melodies[8], [1, 2, 3, 128]], vocab_size=128)
@@ -109,8 +112,16 @@ def test_user_token_lists_beyond_the_keys_are_not_transposed_unless_asked():
 
 def test_padding_is_ignored_in_targets():
     data = MelodyTensor([np.array([1, 2, 3, 4]), np.array([5, 6])])
-    x, y = data.batch(torch.tensor([0, 1]))
-    assert y[1].tolist() == [6, -100, -100]
+    x, y = data.batch(torch.tensor([0, 1]), bos=9)
+    assert y[1].tolist() == [5, 6, -100, -100]
+    assert x[1, :3].tolist() == [9, 5, 6]
+
+
+def test_every_note_is_a_target_the_first_after_the_start_token():
+    data = MelodyTensor([np.array([1, 2, 3, 4]), np.array([5, 6])])
+    x, y = data.batch(torch.tensor([0, 1]), bos=9)
+    assert x[0].tolist() == [9, 1, 2, 3] and y[0].tolist() == [1, 2, 3, 4]
+    assert (y != -100).sum() == data.n_predicted == 6   # the collection's notes, all of them
 
 
 @pytest.mark.parametrize("name,limit", [("chorales", 2), ("chorales-185", 1), ("essen/erk5", None),

@@ -82,3 +82,16 @@ def test_a_resumed_random_search_draws_new_configurations(tmp_path):
     result = cl.run_search(tiny_cfg(tmp_path, n_trials=4, sampler="random", epochs=1, pruner="none"))
     params = [tuple(sorted(t.params.items())) for t in result.study.trials]
     assert len(params) == 8 and len(set(params)) == 8
+
+
+def test_a_study_from_before_first_notes_were_scored_is_not_resumed():
+    from chromasonic_lib.search.settings import check_resume, stored_settings
+    study = optuna.create_study()
+    now = {"protocol": 2, "dataset": "synthetic", "epochs": 2}
+    study.set_user_attr("settings", {k: v for k, v in now.items() if k != "protocol"})
+    assert stored_settings(study)["protocol"] == 1          # recorded before protocols were
+    with pytest.raises(cl.ConfigError, match=r"leave out each melody's first note \(protocol 1\), "
+                                             r"this version scores every note \(protocol 2\)"):
+        check_resume(study, now)
+    study.set_user_attr("settings", now)
+    check_resume(study, now)

@@ -9,7 +9,7 @@ import torch
 from chromasonic_lib.config import TrainConfig
 from chromasonic_lib.errors import ConfigError, TrainingDiverged
 from chromasonic_lib.models import build_model
-from chromasonic_lib.training import pick_device, train
+from chromasonic_lib.training import evaluate, pick_device, train, train_ensemble
 
 FAST = dict(epochs=4, batch_size=16, learning_rate=1e-2, min_epoch_tokens=16384)
 TINY = {"hidden_size": 32, "embedding_dim": 16, "num_layers": 1, "dropout": 0.0}
@@ -48,6 +48,30 @@ def test_markov_fits_by_counting_in_one_step(synthetic_prepared):
                     TrainConfig(transpose=12))
     assert history.epochs_trained == 1
     assert history.best_val_loss < synthetic_prepared.floor() + 0.15
+
+
+def test_evaluate_scores_every_note_of_the_collection(synthetic_prepared):
+    model = build_model("markov", {"order": 2})
+    train(model, synthetic_prepared.train, synthetic_prepared.val, TrainConfig())
+    for split, melodies in ((synthetic_prepared.val, synthetic_prepared.splits.val),
+                            (synthetic_prepared.test, synthetic_prepared.splits.test)):
+        assert evaluate(model, split).n_notes == sum(len(m) for m in melodies) == split.n_predicted
+
+
+def test_an_ensemble_scores_no_worse_than_its_members_on_average(synthetic_prepared):
+    """-log of the mean probability ≤ the mean of -log (Jensen), note by note."""
+    cfg = TrainConfig(**{**FAST, "epochs": 2})
+    ensemble, histories = train_ensemble(lambda j: build_model("gru", TINY, seed=3 + j),
+                                         synthetic_prepared.train, synthetic_prepared.val, cfg, n=2)
+    members = [evaluate(m, synthetic_prepared.val) for m in ensemble.members]
+    together = evaluate(ensemble, synthetic_prepared.val)
+    assert len(histories) == 2 and members[0].nats_per_note != members[1].nats_per_note
+    assert together.nats_per_note <= sum(m.nats_per_note for m in members) / 2
+    assert together.n_notes == members[0].n_notes == synthetic_prepared.val.n_predicted
+    # Member j is what a single model trained with seed cfg.seed + j would be.
+    alone = build_model("gru", TINY, seed=4)
+    train(alone, synthetic_prepared.train, synthetic_prepared.val, cfg.replace(seed=cfg.seed + 1))
+    assert evaluate(alone, synthetic_prepared.val).nats_per_note == pytest.approx(members[1].nats_per_note)
 
 
 def test_missing_cuda_warns_and_falls_back_to_cpu():

@@ -106,7 +106,8 @@ def load_dataset(source: str, encoding: str = "pitch", n_sequences: int = 100,
     ``source`` is ``synthetic``, a corpus name (``chorales``, ``chorales-185``, ``essen``,
     ``essen/<file>``, ``oneills``, ``ryans``, ``airds``) or a folder of score files.
     ``limit`` parses only the first files (a quick sample). Melodies with fewer than two
-    tokens predict nothing and are dropped (counted); an empty result is a ``DataError``.
+    tokens have no melody to learn (no step from one note to the next) and are dropped
+    (counted); an empty result is a ``DataError``.
     """
     enc = get_encoding(encoding)
     notes, skipped = load_notes(source, n_sequences, sequence_length, seed, limit, use_cache)

@@ -102,18 +102,24 @@ class MelodyTensor:
 
     @property
     def n_predicted(self) -> int:
-        """Notes that get predicted: every one after the first of its melody."""
-        return int((self.lengths - 1).clamp(min=0).sum())
+        """Notes that get predicted: every one, the first of each melody from the start token."""
+        return int(self.lengths.sum())
 
-    def batch(self, idx: torch.Tensor, shifts: torch.Tensor | None = None
+    def batch(self, idx: torch.Tensor, shifts: torch.Tensor | None = None, *, bos: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs [B, L-1] and targets [B, L-1] (``IGNORE`` on padding), cut to the batch's length."""
+        """Inputs [B, L] and targets [B, L] (``IGNORE`` on padding), cut to the batch's length L.
+
+        The inputs are the start token ``bos`` followed by notes 0..L-2, the targets notes
+        0..L-1: the output at step t predicts note t, so every note is scored. ``bos`` is the
+        model's (its ``vocab_size``): the data never know the vocabulary.
+        """
         length = int(self.lengths[idx].max())
         x = self.tokens[idx, :length]
         if shifts is not None:
             x = x + shifts[:, None] * self.is_key[idx, :length]
-        mask = torch.arange(1, length, device=x.device)[None, :] < self.lengths[idx, None]
-        return x[:, :-1], torch.where(mask, x[:, 1:], IGNORE)
+        start = torch.full((len(idx), 1), bos, dtype=x.dtype, device=x.device)
+        mask = torch.arange(length, device=x.device)[None, :] < self.lengths[idx, None]
+        return torch.cat([start, x[:, :-1]], 1), torch.where(mask, x, IGNORE)
 
     def random_shifts(self, idx: torch.Tensor, max_shift: int, generator: torch.Generator
                       ) -> torch.Tensor:

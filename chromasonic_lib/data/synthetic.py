@@ -41,17 +41,19 @@ def transition_log_probs() -> np.ndarray:
 
 
 def oracle_loss(melodies: list[np.ndarray]) -> float:
-    """Mean nats per predicted note that the generator's own probabilities get on these melodies.
+    """Mean nats per note that the generator's own probabilities get on these melodies.
 
-    ``melodies`` are token arrays in the pitch (or grid) encoding of synthetic walks; every
-    note after the first is predicted, exactly as the models are scored.
+    ``melodies`` are token arrays in the pitch (or grid) encoding of synthetic walks. Every
+    note is predicted, exactly as the models are scored: the first with the generator's
+    uniform start (ln 88 nats), each later one with its step probability.
     """
     table = transition_log_probs()
     total, count = 0.0, 0
     for tokens in melodies:
         tokens = np.asarray(tokens, dtype=np.int64)
-        total -= table[tokens[:-1], tokens[1:]].sum()
-        count += len(tokens) - 1
+        if len(tokens):
+            total += math.log(N_KEYS) - table[tokens[:-1], tokens[1:]].sum()
+        count += len(tokens)
     if count == 0:
         return math.nan
     return total / count

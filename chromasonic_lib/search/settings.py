@@ -17,14 +17,16 @@ from typing import Any
 import optuna
 
 from ..errors import ConfigError
+from ..models import PROTOCOL
 from ..paths import resolve
 
 log = logging.getLogger(__name__)
 
 # Settings that change what a trial's number means, in the order errors name them. Anything
 # else (n_trials, timeout, sampler, pruner, device, plot, heartbeats, threads) may change freely.
-MEASURED = ("dataset", "dataset_fingerprint", "encoding", "model", "seed", "val_fraction",
-            "test_fraction", "n_sequences", "sequence_length", "epochs", "search_space")
+MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "model", "seed",
+            "val_fraction", "test_fraction", "n_sequences", "sequence_length", "epochs",
+            "search_space")
 SYNTHETIC_ONLY = ("n_sequences", "sequence_length")
 
 
@@ -53,6 +55,7 @@ def study_settings(cfg, data) -> dict[str, Any]:
     """The settings of a search (a ``SearchConfig``) on ``data`` (its ``Prepared`` data)."""
     synthetic = cfg.dataset == "synthetic"
     return json.loads(json.dumps({
+        "protocol": PROTOCOL,
         "dataset": cfg.dataset,
         "dataset_fingerprint": data_fingerprint(data.data.melodies),
         "encoding": cfg.encoding,
@@ -72,7 +75,8 @@ def stored_settings(study: optuna.Study) -> dict[str, Any]:
     """The settings a study was created with (older studies: what their ``config`` kept)."""
     attrs = study.user_attrs
     if "settings" in attrs:
-        return dict(attrs["settings"])
+        # Studies from before the start token record no protocol: theirs left first notes out.
+        return {"protocol": 1, **attrs["settings"]}
     # ``config`` named the space's file, not its content, and kept the synthetic-only sizes
     # for every dataset: those can't be compared.
     legacy = {k: v for k, v in (attrs.get("config") or {}).items()
@@ -80,7 +84,7 @@ def stored_settings(study: optuna.Study) -> dict[str, Any]:
     if legacy and legacy.get("dataset") != "synthetic":
         for k in SYNTHETIC_ONLY:
             legacy[k] = None
-    return legacy
+    return {"protocol": 1, **legacy} if legacy else legacy
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:
@@ -106,7 +110,10 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
             log.warning("the melodies of %r differ from those study %r was searched on "
                         "(another music21 version?)", settings["dataset"], study.study_name)
             continue
-        if name == "search_space":
+        if name == "protocol":
+            what = (f"its trials' losses leave out each melody's first note (protocol "
+                    f"{old[name]}), this version scores every note (protocol {settings[name]})")
+        elif name == "search_space":
             what = f"search_space differs ({_first_difference(old[name], settings[name])})"
         elif name == "dataset_fingerprint":
             what = (f"the melodies in folder {settings['dataset']!r} changed since the study "
@@ -114,8 +121,10 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
                     f"{settings[name]} now)")
         else:
             what = f"{name} is {settings.get(name)!r} now but {old[name]!r} in the study"
-        advice = (f"run with {name} {old[name]!r}" if name not in ("search_space", "dataset_fingerprint")
-                  else "run with the study's " + ("search space" if name == "search_space" else "melodies"))
+        advice = {"protocol": "run the chromasonic-lab version that created it",
+                  "search_space": "run with the study's search space",
+                  "dataset_fingerprint": "run with the study's melodies"}.get(
+                      name, f"run with {name} {old[name]!r}")
         raise ConfigError(
             f"study_name {study.study_name!r} already holds {_trials(len(study.trials))} measured "
             f"with different settings: {what}. New trials would not compare with them. To add "
