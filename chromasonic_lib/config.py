@@ -537,7 +537,8 @@ class CrossvalConfig:
         if not isinstance(self.compare, (list, tuple)) or len(self.compare) != 2:
             raise ConfigError(f"compare must be two params files (A and B), got {self.compare!r}")
         if self.model:
-            raise ConfigError(f"model: with compare, each params file names its own model; got model={self.model!r}")
+            raise ConfigError("model: with compare, each params file names its own model; "
+                              f"got model={self.model!r}")
         for path in self.compare:
             check_param_file("compare", path)
         self.compare = tuple(self.compare)

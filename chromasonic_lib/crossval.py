@@ -91,14 +91,16 @@ def run_compare(cfg: CrossvalConfig) -> dict:
     data = load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     a, b = ({"params_file": side.params, **run_crossval(side, data, f"{name} ")}
             for side, name in zip(cfg.sides, "AB"))
-    diffs = np.array([fb["bits_per_note"] - fa["bits_per_note"] for fa, fb in zip(a["per_fold"], b["per_fold"])])
+    pairs = list(zip(a["per_fold"], b["per_fold"]))
+    diffs = np.array([fb["bits_per_note"] - fa["bits_per_note"] for fa, fb in pairs])
     k = len(diffs)
     mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
     half = float(stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k))
-    return {"dataset": cfg.dataset, "encoding": cfg.encoding, "folds": k, "groups": a["groups"], "a": a, "b": b,
+    return {"dataset": cfg.dataset, "encoding": cfg.encoding, "folds": k, "groups": a["groups"],
+            "a": a, "b": b,
             "per_fold": [{"fold": fa["fold"], "n_notes": fa["n_notes"], "a": fa["bits_per_note"],
                           "b": fb["bits_per_note"], "difference": float(d)}
-                         for fa, fb, d in zip(a["per_fold"], b["per_fold"], diffs)],
+                         for (fa, fb), d in zip(pairs, diffs)],
             "mean_difference": mean, "sd_difference": sd, "ci95": [mean - half, mean + half],
             "better": "B" if mean < 0 else "A" if mean > 0 else None,
             "excludes_zero": bool(mean - half > 0 or mean + half < 0)}
@@ -115,10 +117,11 @@ def summary(result: dict) -> str:
 def compare_summary(result: dict) -> str:
     """The per-fold table of a comparison, its mean difference B − A and 95 % interval, in words."""
     a, b = result["a"], result["b"]
-    lines = [f"A: {a['model']} ({a['params_file']}): {a['bits_per_note']:.3f} bits/note (SEM {a['fold_sem']:.3f})",
-             f"B: {b['model']} ({b['params_file']}): {b['bits_per_note']:.3f} bits/note (SEM {b['fold_sem']:.3f})",
-             "fold       A       B   B − A"]
-    lines += [f"{f['fold'] + 1:>4}  {f['a']:.3f}   {f['b']:.3f}  {f['difference']:+.3f}" for f in result["per_fold"]]
+    lines = [f"{name}: {r['model']} ({r['params_file']}): {r['bits_per_note']:.3f} bits/note "
+             f"(SEM {r['fold_sem']:.3f})" for name, r in (("A", a), ("B", b))]
+    lines.append("fold       A       B   B − A")
+    lines += [f"{f['fold'] + 1:>4}  {f['a']:.3f}   {f['b']:.3f}  {f['difference']:+.3f}"
+              for f in result["per_fold"]]
     lo, hi = result["ci95"]
     k = result["folds"]
     better = result["better"]

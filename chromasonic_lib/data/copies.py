@@ -50,8 +50,9 @@ class MelodyGroups:
 
     def describe(self) -> str:
         """E.g. '186 melodies in 162 groups: 24 copies (1 transposed, 23 near-identical) kept together'."""
-        kinds = [f"{n} {kind}" for n, kind in ((self.n_identical, "identical"), (self.n_transposed, "transposed"),
-                                               (self.n_variants, "near-identical")) if n]
+        counted = ((self.n_identical, "identical"), (self.n_transposed, "transposed"),
+                   (self.n_variants, "near-identical"))
+        kinds = [f"{n} {kind}" for n, kind in counted if n]
         copies = f"{self.n_copies} {'copy' if self.n_copies == 1 else 'copies'} ({', '.join(kinds)})" \
             if kinds else "no copies"
         return f"{self.n_melodies} melodies in {len(self.groups)} groups: {copies} kept together"
@@ -127,8 +128,9 @@ def _variant_pairs(steps: list[np.ndarray]) -> np.ndarray:
     i, j = i[maybe], j[maybe]
     order = np.argsort(np.maximum(lengths[i], lengths[j]), kind="stable")   # similar lengths pad less
     i, j = i[order], j[order]
-    similar = np.concatenate([2 * _lcs([steps[a] for a in i[k:k + _CHUNK]], [steps[b] for b in j[k:k + _CHUNK]])
-                              for k in range(0, len(i), _CHUNK)] or [np.zeros(0, dtype=np.int64)])
+    lcs = [_lcs([steps[a] for a in i[k:k + _CHUNK]], [steps[b] for b in j[k:k + _CHUNK]])
+           for k in range(0, len(i), _CHUNK)]
+    similar = 2 * np.concatenate(lcs or [np.zeros(0, dtype=np.int64)])
     similar = similar >= VARIANT_SIMILARITY * (lengths[i] + lengths[j])
     return np.stack([i[similar], j[similar]], axis=1)
 
