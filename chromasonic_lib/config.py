@@ -518,11 +518,14 @@ class CrossvalConfig:
     device: str = "auto"
     limit: int = 0                      # parse only the first files (a quick check); 0 = all
     ensemble: int = 1                   # models per fold whose probabilities are averaged
+    compare: tuple = ()                 # two params files (A, B) to run on the same folds instead
 
     def __post_init__(self) -> None:
         self.dataset = check_dataset("dataset", self.dataset)
         self.encoding = check_choice("encoding", self.encoding, ENCODINGS)
         self.folds = check_int("folds", self.folds, 2)
+        # With compare, A and B are each a config of their own, built from the raw model and epochs.
+        self.sides = self._compare_sides() if self.compare else ()
         self.settings = check_param_file("params", self.params) if self.params else {}
         self.model = self.model or self.settings.get("model", "markov")
         self.model = check_choice("model", self.model, MODELS)
@@ -533,3 +536,14 @@ class CrossvalConfig:
         self.device = check_device("device", self.device)
         self.limit = check_int("limit", self.limit, 0)
         self.ensemble = check_int("ensemble", self.ensemble)
+
+    def _compare_sides(self) -> tuple[CrossvalConfig, CrossvalConfig]:
+        if not isinstance(self.compare, (list, tuple)) or len(self.compare) != 2:
+            raise ConfigError(f"compare must be two params files (A and B), got {self.compare!r}")
+        if self.model:
+            raise ConfigError("model: with compare, each params file names its own model; "
+                              f"got model={self.model!r}")
+        for path in self.compare:
+            check_param_file("compare", path)
+        self.compare = tuple(self.compare)
+        return tuple(dataclasses.replace(self, params=p, compare=()) for p in self.compare)

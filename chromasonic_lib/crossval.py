@@ -4,8 +4,9 @@ Pitch-only prediction of every note from the notes before it in its melody (the 
 from nothing), the measure of the literature (Pearce 2005 reports 2.444 bits/note for IDyOM's
 long-term model on 185 chorales). Each fold's model is trained on the other folds only (a
 tenth of them held out for early stopping) and scored on its fold; the mean is weighted by
-notes. With ``--ensemble N`` each fold's model is the average of N trained with successive
-seeds.
+notes. Copies of one tune share a fold (``data.copies``). With ``--ensemble N`` each fold's
+model is the average of N trained with successive seeds. ``--compare A B`` runs two
+configurations on the same folds and reports their paired difference.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import sys
 import time
 
 import numpy as np
+from scipy import stats
 
 from .config import CrossvalConfig, TrainConfig
-from .data import MelodyTensor, kfold, load_dataset, split
+from .data import MelodySet, MelodyTensor, kfold, load_dataset, melody_groups, split
 from .errors import ChromasonicError
 from .models import build_model, split_params
 from .training import evaluate, pick_device, train_ensemble
@@ -31,13 +33,15 @@ def _params(cfg: CrossvalConfig) -> tuple[dict, dict]:
     return split_params(cfg.model, {k: v for k, v in cfg.settings.items() if k not in ("model", "epochs")})
 
 
-def fold_models(cfg: CrossvalConfig):
+def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None):
     """Train one model (or ensemble) per fold; yields (fold, model, test melodies, histories).
 
     Member j of fold i starts from seed ``seed + i + j`` and trains with seed ``seed + j``.
+    ``data``: the loaded ``cfg.dataset`` (loaded here when not given); the folds depend only
+    on it, ``cfg.folds`` and ``cfg.seed``, so two configurations given one data set share them.
     """
     device = pick_device(cfg.device)
-    data = load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
+    data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     hparams, training = _params(cfg)
     train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
     for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
@@ -49,25 +53,89 @@ def fold_models(cfg: CrossvalConfig):
         yield i, model, test, histories
 
 
-def run_crossval(cfg: CrossvalConfig) -> dict:
+def _groups(data: MelodySet) -> dict:
+    """How the folds keep copies of one tune together, for the report."""
+    g = melody_groups(data.melodies)
+    return {"melodies": g.n_melodies, "groups": len(g.groups), "identical": g.n_identical,
+            "transposed": g.n_transposed, "near_identical": g.n_variants, "text": g.describe()}
+
+
+def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str = "") -> dict:
+    """Cross-validated bits/note of ``cfg`` (on ``data`` when given); ``label`` starts each fold's line."""
     hparams, training = _params(cfg)
+    data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     results = []
     start = time.perf_counter()
-    for i, model, test, histories in fold_models(cfg):
+    for i, model, test, histories in fold_models(cfg, data):
         m = evaluate(model, test)
         epochs = [h.epochs_trained for h in histories]      # one per ensemble member
         results.append({"fold": i, "bits_per_note": m.bits_per_note, "n_notes": m.n_notes,
                         "n_melodies": len(test), "epochs": epochs[0] if len(epochs) == 1 else epochs})
-        print(f"fold {i + 1:>2}/{cfg.folds}: {m.bits_per_note:.3f} bits/note over {m.n_notes} notes "
+        print(f"{label}fold {i + 1:>2}/{cfg.folds}: {m.bits_per_note:.3f} bits/note over {m.n_notes} notes "
               f"({', '.join(map(str, epochs))} epochs)", flush=True)
     n_notes = sum(r["n_notes"] for r in results)
     bits = sum(r["bits_per_note"] * r["n_notes"] for r in results) / n_notes
+    per_fold = np.array([r["bits_per_note"] for r in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**hparams, **training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
             "bits_per_note": bits,
-            "fold_std": float(np.std([r["bits_per_note"] for r in results])),
+            "fold_std": float(np.std(per_fold)),        # population std (ddof=0) of the folds' bits/note
+            # the standard error of the folds' mean: sample std (ddof=1) / √k
+            "fold_sem": float(np.std(per_fold, ddof=1) / np.sqrt(len(per_fold))),
             "n_notes": n_notes, "n_melodies": sum(r["n_melodies"] for r in results),   # folds cover all
-            "seconds": round(time.perf_counter() - start, 1), "per_fold": results}
+            "groups": _groups(data), "seconds": round(time.perf_counter() - start, 1), "per_fold": results}
+
+
+def run_compare(cfg: CrossvalConfig) -> dict:
+    """Both of ``cfg.compare``'s configurations on the same folds, and their paired difference B − A.
+
+    The interval is the t interval of the mean of the k per-fold differences (k − 1 degrees of
+    freedom). Folds share most of their training data, so it is somewhat too narrow (Nadeau &
+    Bengio 2003): read an interval that barely excludes 0 with care.
+    """
+    data = load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
+    a, b = ({"params_file": side.params, **run_crossval(side, data, f"{name} ")}
+            for side, name in zip(cfg.sides, "AB"))
+    pairs = list(zip(a["per_fold"], b["per_fold"]))
+    diffs = np.array([fb["bits_per_note"] - fa["bits_per_note"] for fa, fb in pairs])
+    k = len(diffs)
+    mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
+    half = float(stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k))
+    return {"dataset": cfg.dataset, "encoding": cfg.encoding, "folds": k, "groups": a["groups"],
+            "a": a, "b": b,
+            "per_fold": [{"fold": fa["fold"], "n_notes": fa["n_notes"], "a": fa["bits_per_note"],
+                          "b": fb["bits_per_note"], "difference": float(d)}
+                         for (fa, fb), d in zip(pairs, diffs)],
+            "mean_difference": mean, "sd_difference": sd, "ci95": [mean - half, mean + half],
+            "better": "B" if mean < 0 else "A" if mean > 0 else None,
+            "excludes_zero": bool(mean - half > 0 or mean + half < 0)}
+
+
+def summary(result: dict) -> str:
+    """The printed summary of one cross-validation."""
+    text = (f"{result['model']} on {result['dataset']}: {result['bits_per_note']:.3f} bits/note "
+            f"(SEM {result['fold_sem']:.3f}, ±{result['fold_std']:.3f} across {result['folds']} folds, "
+            f"{result['n_notes']} notes, {result['seconds']:.0f} s)")
+    return f"{text}\nfolds: {result['groups']['text']}"
+
+
+def compare_summary(result: dict) -> str:
+    """The per-fold table of a comparison, its mean difference B − A and 95 % interval, in words."""
+    a, b = result["a"], result["b"]
+    lines = [f"{name}: {r['model']} ({r['params_file']}): {r['bits_per_note']:.3f} bits/note "
+             f"(SEM {r['fold_sem']:.3f})" for name, r in (("A", a), ("B", b))]
+    lines.append("fold       A       B   B − A")
+    lines += [f"{f['fold'] + 1:>4}  {f['a']:.3f}   {f['b']:.3f}  {f['difference']:+.3f}"
+              for f in result["per_fold"]]
+    lo, hi = result["ci95"]
+    k = result["folds"]
+    better = result["better"]
+    verdict = ("no difference" if better is None else f"{better} is better: the interval excludes 0"
+               if result["excludes_zero"] else f"{better} is better on average, but the interval includes 0: "
+               "no clear difference")
+    lines.append(f"mean of the per-fold differences B − A: {result['mean_difference']:+.3f} bits/note, "
+                 f"95 % interval [{lo:+.3f}, {hi:+.3f}] (t, {k - 1} dof): {verdict}")
+    return "\n".join(lines + [f"folds: {result['groups']['text']}"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,20 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ensemble", type=int, default=1,
                    help="average the probabilities of N models per fold, trained with seeds seed, seed+1, …")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=(),
+                   help="run two params files (each with its own model) on the same folds, instead of "
+                        "--params, and print their paired per-fold difference B − A with its 95%% interval")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         cfg = CrossvalConfig(args.dataset, args.encoding, args.folds, args.model, args.params,
-                             args.epochs, args.seed, args.device, args.limit, args.ensemble)
-        result = run_crossval(cfg)
+                             args.epochs, args.seed, args.device, args.limit, args.ensemble,
+                             compare=tuple(args.compare))
+        result = run_compare(cfg) if cfg.compare else run_crossval(cfg)
     except ChromasonicError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{result['model']} on {result['dataset']}: {result['bits_per_note']:.3f} bits/note "
-          f"(±{result['fold_std']:.3f} across {result['folds']} folds, {result['n_notes']} notes, "
-          f"{result['seconds']:.0f} s)")
+    print(compare_summary(result) if cfg.compare else summary(result))
     if args.json:
-        print(json.dumps({k: v for k, v in result.items()}))
+        print(json.dumps(result))
     return 0
 
 

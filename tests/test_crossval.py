@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
+import pytest
 from conftest import PYTHON, ROOT
 
 
@@ -23,6 +25,10 @@ def test_crossval_prints_folds_and_json():
     # The walk's entropy is 1.53 nats = 2.20 bits a step; a first note ln 88 = 6.46 bits: 2.27.
     assert 2.0 < result["bits_per_note"] < 2.5
     assert sum(f["n_notes"] for f in result["per_fold"]) == result["n_notes"]
+    folds = [f["bits_per_note"] for f in result["per_fold"]]
+    assert result["fold_sem"] == pytest.approx(np.std(folds, ddof=1) / np.sqrt(3))
+    assert f"(SEM {result['fold_sem']:.3f}, ±{result['fold_std']:.3f} across 3 folds" in run.stdout
+    assert "folds: 100 melodies in 100 groups: no copies kept together" in run.stdout
 
 
 def test_crossval_trains_a_neural_model_per_fold(tmp_path):
@@ -53,6 +59,38 @@ def test_the_default_configuration_remembers_the_melody():
     cfg = CrossvalConfig()
     hparams, _ = split_params(cfg.model, cfg.settings)
     assert isinstance(build_model(cfg.model, hparams), MelodyMemory)
+
+
+def test_compare_runs_both_on_the_same_folds_and_pairs_them(tmp_path):
+    a, b = tmp_path / "order1.yaml", tmp_path / "order3.yaml"
+    a.write_text("model: markov\norder: 1\n")
+    b.write_text("model: markov\norder: 3\n")
+    run = _run("--dataset", "chorales-185", "--limit", "20", "--folds", "3", "--compare", str(a), str(b), "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["a"]["params"]["order"] == 1 and result["b"]["params"]["order"] == 3
+    assert [f["n_notes"] for f in result["a"]["per_fold"]] == [f["n_notes"] for f in result["b"]["per_fold"]]
+    diffs = [f["b"] - f["a"] for f in result["per_fold"]]
+    assert [f["difference"] for f in result["per_fold"]] == pytest.approx(diffs)
+    half = 4.302653 * np.std(diffs, ddof=1) / np.sqrt(3)        # t(0.975, 2 dof)
+    assert result["ci95"] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half])
+    assert result["better"] == ("B" if np.mean(diffs) < 0 else "A")
+    assert result["excludes_zero"] == (result["ci95"][0] > 0 or result["ci95"][1] < 0)
+    assert "fold_sem" in result["a"] and result["groups"]["melodies"] == result["a"]["n_melodies"] == 20
+    out = run.stdout
+    assert sum(line.startswith("A fold ") for line in out.splitlines()) == 3
+    assert "fold       A       B   B − A" in out
+    assert f"   1  {result['per_fold'][0]['a']:.3f}   {result['per_fold'][0]['b']:.3f}  {diffs[0]:+.3f}" in out
+    assert (f"mean of the per-fold differences B − A: {np.mean(diffs):+.3f} bits/note, 95 % interval "
+            f"[{result['ci95'][0]:+.3f}, {result['ci95'][1]:+.3f}] (t, 2 dof)") in out
+
+
+def test_compare_takes_each_files_model():
+    run = _run("--dataset", "synthetic", "--folds", "2", "--model", "gru", "--compare",
+               "params/crossval.yaml", "params/crossval_plain.yaml")
+    assert run.returncode == 2
+    assert run.stderr.strip() == ("error: model: with compare, each params file names its own model; "
+                                  "got model='gru'")
 
 
 def test_crossval_bad_input_is_one_clear_line():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from chromasonic_lib.data import MelodyTensor, kfold, load_dataset, split, synthetic
+from chromasonic_lib.data import MelodyTensor, kfold, load_dataset, melody_groups, split, synthetic
 from chromasonic_lib.data.encodings import GridEncoding, Notes, PitchEncoding, fold_into_keyboard
 from chromasonic_lib.errors import DataError
 
@@ -60,8 +60,19 @@ def test_split_keeps_identical_melodies_on_one_side():
     assert len(s.train) + len(s.val) + len(s.test) == len(melodies)
 
 
+def _tunes(n: int, length: int = 40, seed: int = 0) -> list[np.ndarray]:
+    """Unrelated random tunes in keys 20–69, no repeated notes, steps of up to a fifth."""
+    rng = np.random.default_rng(seed)
+    steps = rng.choice([-7, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 7], size=(n, length - 1))
+    return [20 + np.concatenate([[19], 19 + np.cumsum(s)]) % 50 for s in steps]
+
+
+def _fold_of(folds) -> dict[int, int]:
+    return {i: f for f, (_, test) in enumerate(folds) for i in test}
+
+
 def test_kfold_folds_are_disjoint_and_cover_everything():
-    melodies = [np.array([i, i + 1]) for i in range(23)]
+    melodies = _tunes(23, 10)
     folds = kfold(melodies, 5, seed=0)
     tests = [set(t) for _, t in folds]
     assert set().union(*tests) == set(range(23))
@@ -69,6 +80,39 @@ def test_kfold_folds_are_disjoint_and_cover_everything():
     for train_idx, test_idx in folds:
         assert not set(train_idx) & set(test_idx)
         assert max(len(t) for t in tests) - min(len(t) for t in tests) <= 1
+
+
+def test_kfold_keeps_transposed_copies_and_variants_with_their_originals():
+    melodies = _tunes(30)
+    melodies.append(melodies[3] + 5)                    # 30: melody 3 a fourth higher
+    variant = np.repeat(melodies[7], 2)                 # 31: melody 7 with every note struck twice,
+    variant[[20, 50]] += 1                              # two notes altered, and a note added
+    melodies.append(np.insert(variant, 60, variant[59] + 2) - 2)    # a tone lower
+    grid = np.array([39, 88, 88, 41, 88, 89, 43, 88, 44, 88, 89, 46, 88, 88])
+    melodies += [grid, np.where(grid < 88, grid + 5, grid)]         # 32, 33: the grid encoding
+    groups = melody_groups(melodies)
+    assert (groups.n_identical, groups.n_transposed, groups.n_variants) == (0, 2, 1)
+    assert "34 melodies in 31 groups: 3 copies (2 transposed, 1 near-identical)" in groups.describe()
+    for seed in range(5):
+        fold = _fold_of(kfold(melodies, 10, seed))
+        assert fold[3] == fold[30] and fold[7] == fold[31] and fold[32] == fold[33]
+
+
+def test_unrelated_tunes_sharing_an_opening_stay_apart():
+    # Twenty tunes share their first 12 notes (a generic opening), then go their own ways.
+    opening = _tunes(1, 12, seed=1)[0]
+    melodies = [np.concatenate([opening, t]) for t in _tunes(20, 30, seed=2)]
+    assert len(melody_groups(melodies).groups) == 20
+    assert max(len(t) for _, t in kfold(melodies, 10, seed=0)) == 2
+
+
+def test_split_keeps_transposed_copies_on_one_side_and_says_so():
+    melodies = _tunes(30)
+    melodies += [melodies[i] - 2 for i in range(10)]
+    s = split(melodies, 0.2, 0.2, seed=3)
+    sides = [{(m - m[0]).tobytes() for m in part} for part in (s.train, s.val, s.test)]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert "40 melodies in 30 groups: 10 copies (10 transposed) kept together" in s.describe()
 
 
 def test_transposition_never_leaves_the_keyboard():

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import DataError
 from ..paths import resolve
 from . import cache, corpora, synthetic
+from .copies import MelodyGroups, melody_groups
 from .encodings import LOWEST_MIDI, N_KEYS, Encoding, Notes, TokenVocabulary, get_encoding, midi_name
 from .files import folder_files, parse_files
 from .splits import MelodyTensor, Splits, kfold, split
@@ -17,6 +18,7 @@ from .splits import MelodyTensor, Splits, kfold, split
 log = logging.getLogger(__name__)
 
 __all__ = ["MelodySet", "load_dataset", "load_notes", "MelodyTensor", "Splits", "split", "kfold",
+           "MelodyGroups", "melody_groups",
            "get_encoding", "Notes", "synthetic"]
 
 

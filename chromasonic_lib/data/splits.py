@@ -1,4 +1,4 @@
-"""Splits by melody (identical melodies always on one side), k folds, and device tensors.
+"""Splits by tune (copies of one, see ``copies``, on one side), k folds, and device tensors.
 
 Batches are cut from one padded tensor that lives on the training device, so the training
 loop does no per-melody Python work: transposition and shuffling are tensor operations.
@@ -12,17 +12,10 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .copies import MelodyGroups, melody_groups
 from .encodings import N_KEYS
 
 IGNORE = -100               # target value that the loss skips (padding)
-
-
-def _groups(melodies: list[np.ndarray]) -> list[list[int]]:
-    """Indices of identical melodies grouped together (first appearance order)."""
-    seen: dict[bytes, list[int]] = {}
-    for i, m in enumerate(melodies):
-        seen.setdefault(np.asarray(m, dtype=np.int16).tobytes(), []).append(i)
-    return list(seen.values())
 
 
 @dataclass
@@ -30,17 +23,20 @@ class Splits:
     train: list[np.ndarray]
     val: list[np.ndarray]
     test: list[np.ndarray]
+    groups: MelodyGroups | None = None      # how the melodies were kept together, when split here
 
     def describe(self) -> str:
         notes = [sum(len(m) for m in s) for s in (self.train, self.val, self.test)]
+        copies = f"; {self.groups.describe()}" if self.groups and self.groups.n_copies else ""
         return (f"train {len(self.train)} melodies ({notes[0]:,} notes), val {len(self.val)} "
-                f"({notes[1]:,}), test {len(self.test)} ({notes[2]:,})")
+                f"({notes[1]:,}), test {len(self.test)} ({notes[2]:,}){copies}")
 
 
 def split(melodies: list[np.ndarray], val_fraction: float = 0.1, test_fraction: float = 0.1,
           seed: int = 42) -> Splits:
-    """Seeded split by melody; copies of one melody never land on two sides."""
-    groups = _groups(melodies)
+    """Seeded split by tune: copies of one (see ``melody_groups``) never land on two sides."""
+    grouping = melody_groups(melodies)
+    groups = grouping.groups
     order = np.random.default_rng(seed).permutation(len(groups))
     n = len(melodies)
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
@@ -51,14 +47,18 @@ def split(melodies: list[np.ndarray], val_fraction: float = 0.1, test_fraction: 
     for g in order:
         side = "test" if len(out["test"]) < n_test else "val" if len(out["val"]) < n_val else "train"
         out[side].extend(melodies[i] for i in groups[g])
-    return Splits(out["train"], out["val"], out["test"])
+    return Splits(out["train"], out["val"], out["test"], grouping)
 
 
 def kfold(melodies: list[np.ndarray], k: int = 10, seed: int = 42) -> list[tuple[list[int], list[int]]]:
-    """k (train indices, test indices) pairs: disjoint test folds that cover every melody once."""
-    groups = _groups(melodies)
+    """k (train indices, test indices) pairs: disjoint test folds that cover every melody once.
+
+    Copies of one tune (see ``melody_groups``) share a fold.
+    """
+    groups = melody_groups(melodies).groups
     if k < 2 or k > len(groups):
-        raise DataError(f"folds must be between 2 and {len(groups)} distinct melodies, got {k}")
+        raise DataError(f"folds must be between 2 and {len(groups)} (the distinct tunes: copies of one "
+                        f"share a fold), got {k}")
     order = np.random.default_rng(seed).permutation(len(groups))
     folds: list[list[int]] = [[] for _ in range(k)]
     for g in order:     # greedy: each group to the currently smallest fold, sizes stay even
