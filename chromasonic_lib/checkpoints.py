@@ -88,15 +88,17 @@ class _PrefixedStore:
         self.store.remove(self.prefix + artifact_id)
 
 
-def default_artifact_location(storage_url: str) -> str:
-    """Beside a SQLite or journal file: ``<its folder>/artifacts``; otherwise ``runs/artifacts``."""
+def default_artifact_location(storage_url: str, output_dir: Path) -> str:
+    """Beside a SQLite or journal file: ``<its folder>/artifacts``; for an in-memory study,
+    ``<output_dir>/artifacts``; for a database server, ``runs/artifacts``."""
     url = resolve_storage_url(storage_url)
     for scheme in ("sqlite:///", "journal:"):
         if url.startswith(scheme) and url != "sqlite:///:memory:":
             return str(Path(url[len(scheme):]).parent / "artifacts")
-    if url.startswith(("postgresql", "mysql")):
-        log.info("checkpoints go to runs/artifacts on this machine: workers on other machines "
-                 "need a shared folder or s3://bucket/prefix as artifact_store")
+    if not url.startswith(("postgresql", "mysql")):
+        return str(output_dir / "artifacts")
+    log.info("checkpoints go to runs/artifacts on this machine: workers on other machines "
+             "need a shared folder or s3://bucket/prefix as artifact_store")
     return str(resolve("runs/artifacts"))
 
 

@@ -132,7 +132,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         torch.set_num_threads(cfg.threads)
     storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period)
     output_dir = check_writable_dir("output_dir", cfg.output_path)
-    artifacts = cfg.artifact_store or default_artifact_location(cfg.storage)
+    artifacts = cfg.artifact_store or default_artifact_location(cfg.storage, output_dir)
     store = open_artifact_store(artifacts)
     device = pick_device(cfg.device)
     if data is None:
