@@ -25,24 +25,43 @@ SOUNDFONT = "TimGM6mb.sf2"   # a General MIDI soundfont inside pretty_midi's whe
 
 @torch.no_grad()
 def sample(model: torch.nn.Module, primer: list[int], length: int, temperature: float = 1.0,
-           top_k: int = 0, generator: torch.Generator | None = None) -> list[int]:
+           top_k: int = 0, generator: torch.Generator | None = None,
+           incremental: bool = True) -> list[int]:
     """Continue ``primer`` (tokens; may be empty) until the melody has ``length`` tokens.
 
     The model reads the start token (its ``vocab_size``) before the primer, as in training,
-    so an empty primer samples the first note too.
+    so an empty primer samples the first note too. ``incremental`` reads each token once
+    (``model.step``; linear time); otherwise, or for a model without ``step``, the whole melody
+    so far is run again for every note (quadratic or worse; the same distributions).
     """
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers())).device
+    predict = _stepwise(model, device) if incremental and hasattr(model, "step") else \
+        lambda tokens: model(torch.tensor([[model.vocab_size] + tokens], device=device))[0, -1]
     tokens = list(primer)
     while len(tokens) < length:
-        x = torch.tensor([[model.vocab_size] + tokens], device=device)
-        logits = model(x)[0, -1].float() / temperature
+        logits = predict(tokens).float() / temperature
         if top_k:
             kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, -1).cpu()
         tokens.append(int(torch.multinomial(probs, 1, generator=generator)))
     return tokens
+
+
+def _stepwise(model: torch.nn.Module, device: torch.device):
+    """A function from the melody so far to the model's scores for its next token that reads
+    only the tokens it has not read yet (the melody only grows)."""
+    state, read, out = model.start(1), 0, None     # read: tokens read, the start token first
+
+    def predict(tokens: list[int]) -> torch.Tensor:
+        nonlocal state, read, out
+        while read <= len(tokens):
+            token = tokens[read - 1] if read else model.vocab_size
+            out, state = model.step(state, torch.tensor([token], device=device))
+            read += 1
+        return out[0]
+    return predict
 
 
 def notes_to_midi_bytes(notes: Notes, bpm: float = 100.0, program: int = 0) -> bytes:

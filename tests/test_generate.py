@@ -1,4 +1,5 @@
-"""Melodies as sound: FluidSynth's piano where it is installed, the additive synthesizer where not."""
+"""Sampling one token at a time as the full forward pass would, and melodies as sound: FluidSynth's
+piano where it is installed, the additive synthesizer where not."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +9,10 @@ import wave
 import mido
 import numpy as np
 import pytest
+import torch
 
 from chromasonic_lib import generate
+from chromasonic_lib.models import Ensemble, build_model
 from chromasonic_lib.data.encodings import REST, Notes
 from conftest import fluidsynth_or_skip
 
@@ -17,6 +20,72 @@ BPM = 100.0
 # Eight quarter notes with a quarter rest between: an onset every 1.2 s, each clearly separate.
 PITCHES = [60, REST, 64, REST, 67, REST, 72, REST, 71, REST, 67, REST, 64, REST, 62]
 SEPARATED = Notes(np.array(PITCHES, dtype=np.int16), np.ones(len(PITCHES), dtype=np.float32))
+
+
+V = 12              # a small vocabulary: contexts recur, so the memory has something to count
+SMALL = {"rnn": {"embedding_dim": 16, "hidden_size": 24, "num_layers": 2},
+         "transformer": {"d_model": 32, "nhead": 4, "num_layers": 2, "dim_feedforward": 64},
+         "markov": {"order": 2}}
+FAMILIES = ["rnn", "lstm", "gru", "transformer", "markov"]
+
+
+def melodies() -> torch.Tensor:
+    """Three random 40-note melodies [3, 40], each singing notes 2-17 again at 20-35."""
+    x = torch.randint(0, V, (3, 40), generator=torch.Generator().manual_seed(0))
+    x[:, 20:36] = x[:, 2:18]
+    return x
+
+
+def small_model(name: str, memory_order: int = 0, seed: int = 0) -> torch.nn.Module:
+    hparams = {**SMALL.get(name, SMALL["rnn"]), "memory_order": memory_order}
+    model = build_model(name, hparams, V, seed=seed)
+    if name == "markov":
+        x = melodies()
+        model.fit(x, torch.full((len(x),), x.shape[1]))
+    return model.eval()
+
+
+def small_ensemble() -> Ensemble:
+    return Ensemble([small_model("lstm", 3), small_model("transformer"), small_model("markov", 2)]).eval()
+
+
+CASES = [(name, order) for name in FAMILIES for order in (0, 3)] + [("ensemble", 0)]
+
+
+def case_model(name: str, memory_order: int) -> torch.nn.Module:
+    return small_ensemble() if name == "ensemble" else small_model(name, memory_order)
+
+
+@pytest.mark.parametrize("name, memory_order", CASES)
+@torch.no_grad()
+def test_stepping_gives_the_full_forward_pass_distribution_at_every_step(name, memory_order):
+    model, x = case_model(name, memory_order), melodies()
+    inputs = torch.cat([torch.full((len(x), 1), V), x[:, :-1]], 1)   # the start token, then notes
+    full = torch.log_softmax(model(inputs).float(), -1)
+    state, steps = model.start(len(x)), []
+    for t in range(inputs.shape[1]):
+        out, state = model.step(state, inputs[:, t])
+        steps.append(torch.log_softmax(out.float(), -1))
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name, memory_order", CASES)
+def test_incremental_sampling_draws_the_full_prefix_samplers_melody(name, memory_order):
+    model = case_model(name, memory_order)
+    for primer, top_k in (([], 0), ([3, 5, 7, 3, 5], 4)):
+        melodies = [generate.sample(model, primer, 60, 0.8, top_k, torch.Generator().manual_seed(1),
+                                    incremental=incremental) for incremental in (True, False)]
+        assert melodies[0] == melodies[1]
+        assert len(melodies[0]) == 60 and melodies[0][:len(primer)] == primer
+
+
+def test_incremental_sampling_reads_each_token_once(monkeypatch):
+    model, calls = small_model("lstm", 3), []
+    step = model.step
+    monkeypatch.setattr(model, "step", lambda state, tokens: calls.append(tokens) or step(state, tokens))
+    monkeypatch.setattr(model, "forward", lambda x: pytest.fail("the whole prefix was run"))
+    tokens = generate.sample(model, [3, 5], 50)
+    assert [int(t) for t in calls] == [V] + tokens[:-1]
 
 
 def _write(tmp_path, notes: Notes) -> tuple[mido.MidiFile, np.ndarray]:
