@@ -56,6 +56,17 @@ def test_search_notebook_writes_every_result_file(tmp_path):
     text = "".join(o.get("text", "") for o in outputs_of(nb))
     assert "search finished: 3 trials" in text          # plain-text progress survives HTML export
     assert any("image/png" in o.get("data", {}) for o in outputs_of(nb))
+    # One live view, left in its final state (papermill applies every update in place) ...
+    views = [o["data"] for o in outputs_of(nb) if "chromasonic-live" in o.get("data", {}).get("text/html", "")]
+    assert len(views) == 1
+    best = f"best {res['best_value']:.4f}"
+    assert views[0]["text/plain"].startswith(f"search finished: 3/3 trials · {best}")
+    assert "data:image/png;base64," in views[0]["text/html"]
+    # ... and so is the HTML report; no progress widget stuck at its first state (0/3) beside it.
+    from nbconvert import HTMLExporter
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert f"search finished: 3/3 trials · {best}" in html
+    assert "0%|" not in html            # tqdm's text "trials:   0%|   | 0/3" (not base64: no % or |)
 
 
 def test_pruner_prunes_a_hopeless_trial(tmp_path):
