@@ -121,6 +121,15 @@ def _div(body: str, state: str, **data: Any) -> str:
             f'style="font-family: sans-serif; font-size: 13px">{body}</div>')
 
 
+def _table_html(table: pd.DataFrame) -> str:
+    """A plain table, left-aligned (notebook styles right-align a DataFrame's long parameter text)."""
+    cell = 'style="text-align: left; padding: 1px 8px"'
+    head = "".join(f"<th {cell}>{html.escape(str(c))}</th>" for c in table.columns)
+    rows = "".join("<tr>" + "".join(f"<td {cell}>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in table.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
 def frame(headline: str, lines: list[str], table: pd.DataFrame, table_title: str,
           png: bytes | None, state: str, progress: tuple[int, int] | None = None,
           **data: Any) -> dict[str, str]:
@@ -139,8 +148,7 @@ def frame(headline: str, lines: list[str], table: pd.DataFrame, table_title: str
         parts.append(f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
                      f'alt="optimization history" style="max-width: 100%">')
     if len(table):
-        parts.append(f"<div><b>{html.escape(table_title)}</b></div>"
-                     + table.to_html(index=False, border=0))
+        parts.append(f"<div><b>{html.escape(table_title)}</b></div>" + _table_html(table))
     text = "\n".join([headline, *lines]
                      + ([f"{table_title}:", table.to_string(index=False)] if len(table) else []))
     return {"text/html": _div("\n".join(parts), state, **data), "text/plain": text}
@@ -211,7 +219,7 @@ class LiveView:
         if state == "running":
             headline = f"trial {self.count} of {self.total}{best_txt}{limit}"
         else:
-            headline = f"search {state}: {self.count}/{self.total} trials{best_txt} in {elapsed:.0f} s{limit}"
+            headline = f"search {state}: {self.count}/{self.total} trials{best_txt} · {elapsed:.0f} s"
         rate = f" · {60 * self.count / elapsed:.1f} trials/min" if self.count and elapsed > 0 else ""
         lines = [counts_line(study, trials, "running on other workers") + f" · {elapsed:.0f} s{rate}",
                  best_line(trials)]
