@@ -83,14 +83,16 @@ def _value(t: FrozenTrial) -> str:
     return ""
 
 
+def params_text(t: FrozenTrial) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in trial_config(t).items())
+
+
 def trials_table(trials: list[FrozenTrial]) -> pd.DataFrame:
     """One row per trial: number, state, value (last report if pruned), seconds, parameters."""
-    def params(t):
-        return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in trial_config(t).items())
     return pd.DataFrame([{"trial": t.number, "state": t.state.name.lower(), "value": _value(t),
                           "seconds": f"{t.duration.total_seconds():.1f}" if t.duration else "",
-                          "parameters": params(t)} for t in trials],
+                          "parameters": params_text(t)} for t in trials],
                         columns=["trial", "state", "value", "seconds", "parameters"])
 
 
@@ -106,9 +108,7 @@ def best_line(trials: list[FrozenTrial]) -> str:
     if not done:
         return "no complete trial yet"
     best = min(done, key=lambda t: t.value)
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in trial_config(best).items())
-    return f"best {best.value:.4f} nats/note (trial {best.number}): {params}"
+    return f"best {best.value:.4f} nats/note (trial {best.number}): {params_text(best)}"
 
 
 def best_value(trials: list[FrozenTrial]) -> float | None:
@@ -165,7 +165,7 @@ class LiveView:
     """
 
     def __init__(self, handle: DisplayHandle, total: int, plot: bool = True, timeout: float = 0,
-                 min_interval: float = 1.0, max_share: float = 0.1, last: int = 5,
+                 min_interval: float = 1.0, max_share: float = 0.05, last: int = 5,
                  clock: Callable[[], float] = time.monotonic):
         self.handle, self.total, self.plot, self.timeout = handle, total, plot, timeout
         self.min_interval, self.max_share, self.last, self.clock = min_interval, max_share, last, clock

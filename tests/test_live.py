@@ -78,7 +78,7 @@ def test_a_slow_frame_makes_redraws_rarer():
     """Drawing takes at most a tenth of the time: 0.5 s per frame → one frame per 5 s."""
     study, clock = small_study(), Clock()
     handle = FakeHandle(clock, cost=0.5)
-    view = LiveView(handle, total=100, clock=clock)
+    view = LiveView(handle, total=100, clock=clock, max_share=0.1)
     for _ in range(100):                # 100 trials of 0.2 s: 20 s, plus drawing
         clock.now += 0.2
         view(study, study.trials[-1])
