@@ -220,3 +220,17 @@ def test_history_plot_keeps_the_baseline_in_view_and_counts_pruned_trials_off_it
     assert low < 1.37 and 1.6 < top < 3.2
     assert any(t.get_text() == f"2 pruned trials above {top:.2f}, off the plot" for t in ax.texts)
     plots.plt.close(fig)
+
+
+def test_history_plot_shows_close_losses_as_they_are_without_an_offset():
+    from chromasonic_lib import plots
+    study = optuna.create_study(direction="minimize")
+    for value in (3.7161, 3.7163):      # two trials: too few for _clip_y, matplotlib would offset
+        study.add_trial(optuna.trial.create_trial(value=value, state=TrialState.COMPLETE))
+    fig = plots.history_figure(study)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.yaxis.get_offset_text().get_text() == ""
+    assert any(t.get_text().startswith("3.716") for t in ax.get_yticklabels())
+    assert all(float(t.get_text().replace("\u2212", "-")).is_integer() for t in ax.get_xticklabels())
+    plots.plt.close(fig)
