@@ -80,15 +80,15 @@ for i in range(args.repeats):
         print(mode, row, flush=True)
 
 
-def mean(rows, key):
-    return round(sum(r[key] for r in rows) / len(rows), 2)
+def mean(rows, key, digits=1):
+    return round(sum(r[key] for r in rows) / len(rows), digits)
 
 
 out = {"task": "params/seed_task.yaml", "model": task["model"], "trials": args.trials,
        "repeats": args.repeats, "trials_per_min_off": mean(runs["off"], "trials_per_min"),
        "trials_per_min_on": mean(runs["on"], "trials_per_min"),
        "frames_per_run": mean(runs["on"], "frames"), "ms_per_frame": mean(runs["on"], "ms_per_frame"),
-       "frame_kb": runs["on"][-1]["frame_kb"], "draw_share": mean(runs["on"], "draw_share"),
+       "frame_kb": runs["on"][-1]["frame_kb"], "draw_share": mean(runs["on"], "draw_share", 4),
        "same_trials": len({r["best_value"] for r in runs["off"] + runs["on"]}) == 1,
        "load_average": [round(x, 1) for x in os.getloadavg()], "runs": runs}
 print(json.dumps(out))
