@@ -303,6 +303,7 @@ class SearchConfig(_StudyAndData):
     sampler: str = "tpe"
     pruner: str = "median"
     plot: bool = True
+    live: bool = True                 # in a notebook: one output area redrawn after each trial
     heartbeat_interval: int = 10
     grace_period: int = 30
     threads: int = 0
@@ -319,6 +320,7 @@ class SearchConfig(_StudyAndData):
         self.sampler = check_choice("sampler", self.sampler, SAMPLERS)
         self.pruner = check_choice("pruner", self.pruner, PRUNERS)
         self.plot = check_bool("plot", self.plot)
+        self.live = check_bool("live", self.live)
         self.heartbeat_interval = check_int("heartbeat_interval", self.heartbeat_interval)
         self.grace_period = check_int("grace_period", self.grace_period)
         if self.grace_period <= self.heartbeat_interval:
@@ -453,10 +455,12 @@ class AnalysisConfig(_FromNamespace):
     study_name: str = "melody-search"
     storage: str = field(default="sqlite:///runs/studies.db", repr=False)  # may hold a password
     compare: list = field(default_factory=list)
+    watch: bool = False               # in JupyterLab: refresh the history while workers add trials
 
     def __post_init__(self) -> None:
         self.study_name = check_study_name("study_name", self.study_name)
         self.storage = check_storage("storage", self.storage)
+        self.watch = check_bool("watch", self.watch)
         if isinstance(self.compare, str):
             self.compare = [s for s in re.split(r"[,\s]+", self.compare) if s]
         if not isinstance(self.compare, (list, tuple)):

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import optuna
 from optuna.trial import TrialState
@@ -24,6 +25,17 @@ def save_figure(fig, path: Path) -> Path:
                                                           bbox_inches="tight"))
     finally:
         plt.close(fig)
+
+
+def plain_numbers(ax) -> None:
+    """Losses as they are on the y axis: no "+3.716" offset above it with ticks in 0.0002 steps
+    (matplotlib's default when the values are close together)."""
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+
+
+def _trial_numbers(ax) -> None:
+    """Whole trial numbers on the x axis (no "2.5")."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _reference_lines(ax, study: optuna.Study) -> None:
@@ -54,6 +66,8 @@ def history_figure(study: optuna.Study):
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss (nats/note)")
     ax.set_title(f"Optimization history — {study.study_name}")
+    plain_numbers(ax)
+    _trial_numbers(ax)
     _clip_y(ax, [t.value for t in done] + [study.user_attrs.get(k) or math.nan
                                            for k in ("floor", "markov_baseline")])
     top = ax.get_ylim()[1]
@@ -103,6 +117,7 @@ def learning_curves_figure(study: optuna.Study):
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation loss (nats/note)")
     ax.set_title("Learning curves of all trials")
+    plain_numbers(ax)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -149,6 +164,7 @@ def baseline_figure(study: optuna.Study):
         ax.set_ylim(min(bars.values()) * 0.9, max(bars.values()) * 1.08)
     ax.set_ylabel("validation loss (nats/note)")
     ax.set_title("Best model vs baselines (lower is better)")
+    plain_numbers(ax)
     fig.tight_layout()
     return fig
 
@@ -164,6 +180,8 @@ def compare_figure(studies: list[optuna.Study]):
     ax.set_xlabel("trial")
     ax.set_ylabel("best validation loss so far (nats/note)")
     ax.set_title("Studies compared")
+    plain_numbers(ax)
+    _trial_numbers(ax)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -196,6 +214,7 @@ def history_curves_figure(train_loss: list[float], val_loss: list[float], title:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (nats/note)")
     ax.set_title(title)
+    plain_numbers(ax)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import optuna
 from IPython.display import Audio, display
 
+from .plots import plain_numbers
 from .search.results import trial_config
 
 
@@ -34,6 +35,7 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
             ax.set_xlabel("epoch")
             ax.set_ylabel("validation loss (nats/note)")
             ax.set_title(f"trial {t.number}: {t.state.name.lower()}")
+            plain_numbers(ax)
             plt.show()
             print("\n".join(f"{k} = {v}" for k, v in trial_config(t).items()))
             if "fail_reason" in t.user_attrs:

@@ -75,12 +75,17 @@ def _pngs(nb) -> list[bytes]:
 def test_analysis_notebook_draws_its_figures(tiny_study):
     tmp, storage = tiny_study
     nb = run_notebook("analysis", tmp / "analysis.ipynb", study_name="tiny", storage=storage,
-                      compare=["tiny"])
+                      compare=["tiny"], watch=True)
     pngs = _pngs(nb)
     assert len(pngs) >= 9
     assert all(p.startswith(b"\x89PNG") and len(p) > 5000 for p in pngs)
     errors = [o for o in outputs_of(nb) if o.get("output_type") == "error"]
     assert not errors
+    # watch=True headless: drawn once, and the notebook went on (nothing to stop, no button).
+    watched = [o["data"]["text/plain"] for o in outputs_of(nb)
+               if "chromasonic-live" in o.get("data", {}).get("text/html", "")]
+    assert len(watched) == 1 and watched[0].startswith("5 trials, 0 running")
+    assert "Stop watching" not in json.dumps(outputs_of(nb))
 
 
 @pytest.mark.slow

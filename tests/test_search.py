@@ -57,6 +57,18 @@ def test_search_notebook_writes_every_result_file(tmp_path):
     text = "".join(o.get("text", "") for o in outputs_of(nb))
     assert "search finished: 3 trials" in text          # plain-text progress survives HTML export
     assert any("image/png" in o.get("data", {}) for o in outputs_of(nb))
+    # One live view, left in its final state (papermill applies every update in place) ...
+    views = [o["data"] for o in outputs_of(nb) if "chromasonic-live" in o.get("data", {}).get("text/html", "")]
+    assert len(views) == 1
+    best = f"best {res['best_value']:.4f}"
+    assert views[0]["text/plain"].startswith(f"search finished: 3/3 trials · {best}")
+    assert "data:image/png;base64," in views[0]["text/html"]
+    # ... and so is the HTML report; beside it no progress widget, whose saved text is its first
+    # state ("trials:   0%|   | 0/3") and which an HTML report opened offline can't draw.
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs_of(nb))
+    from nbconvert import HTMLExporter
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert f"search finished: 3/3 trials · {best}" in html
 
 
 def test_pruner_prunes_a_hopeless_trial(tmp_path):
@@ -260,4 +272,18 @@ def test_history_plot_keeps_the_baseline_in_view_and_counts_pruned_trials_off_it
     low, top = ax.get_ylim()
     assert low < 1.37 and 1.6 < top < 3.2
     assert any(t.get_text() == f"2 pruned trials above {top:.2f}, off the plot" for t in ax.texts)
+    plots.plt.close(fig)
+
+
+def test_history_plot_shows_close_losses_as_they_are_without_an_offset():
+    from chromasonic_lib import plots
+    study = optuna.create_study(direction="minimize")
+    for value in (3.7161, 3.7163):      # two trials: too few for _clip_y, matplotlib would offset
+        study.add_trial(optuna.trial.create_trial(value=value, state=TrialState.COMPLETE))
+    fig = plots.history_figure(study)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.yaxis.get_offset_text().get_text() == ""
+    assert any(t.get_text().startswith("3.716") for t in ax.get_yticklabels())
+    assert all(float(t.get_text().replace("\u2212", "-")).is_integer() for t in ax.get_xticklabels())
     plots.plt.close(fig)

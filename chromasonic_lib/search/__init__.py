@@ -17,6 +17,7 @@ from ..config import SearchConfig, TrainConfig, check_writable_dir
 from ..data import Prepared, load_dataset, prepare
 from ..models import build_model
 from ..training import pick_device, train
+from ..live import LiveView
 from ..checkpoints import CheckpointKeeper, default_artifact_location, open_artifact_store
 from .heartbeat import JournalHeartbeat
 from .objective import Objective
@@ -100,8 +101,10 @@ def markov_baseline(data: Prepared, transpose: int = 6) -> tuple[float, int, tor
 class _Progress:
     """A progress bar plus one plain-text line per trial (readable in an HTML report too)."""
 
-    def __init__(self, total: int, output_dir: Path, plot: bool):
-        self.bar = tqdm(total=total, desc="trials", unit="trial")
+    def __init__(self, total: int, output_dir: Path, plot: bool, bar: bool = True):
+        # No bar beside a live view: it says the same, and a notebook's saved copy of the bar
+        # widget shows its first state (0/N) in an HTML report.
+        self.bar = tqdm(total=total, desc="trials", unit="trial", disable=not bar)
         self.output_dir, self.plot, self.count = output_dir, plot, 0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -174,13 +177,15 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         if n_trials == 0:
             log.info("study %r already holds %d finished trials (total_trials %d): nothing to run",
                      cfg.study_name, _n_finished(study), cfg.total_trials)
-    progress = _Progress(n_trials, output_dir, cfg.plot)
+    live = LiveView.open(study, n_trials, cfg.plot, cfg.timeout) if cfg.live else None
+    progress = _Progress(n_trials, output_dir, cfg.plot, bar=live is None)
+    callbacks += [progress] + ([live] if live else [])
     start = time.perf_counter()
     interrupted = False
     try:
         if n_trials:
             study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout or None,
-                           catch=(Exception,), callbacks=callbacks + [progress],
+                           catch=(Exception,), callbacks=callbacks,
                            gc_after_trial=False)
     except KeyboardInterrupt:
         interrupted = True
@@ -191,6 +196,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         _wait_for_other_workers(study, limit=120)
     keeper(study)                       # other workers may have found a better trial meanwhile
     summary = write_results(study, output_dir, cfg.plot)
+    if live:
+        live.finish(study, interrupted)
     s = summary["states"]
     best = summary["best_value"]
     log.info("search %s: %d trials this run (%d in the study: %d complete, %d pruned, %d failed) in "
