@@ -47,8 +47,8 @@ n_sequences = 30
 sequence_length = 20
 model = "gru"
 search_space = "params/spaces/browser.yaml"
-n_trials = 4
-epochs = 2
+n_trials = 10
+epochs = 4
 pruner = "none"
 device = "cpu"
 """
