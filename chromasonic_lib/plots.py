@@ -33,8 +33,8 @@ def plain_numbers(ax) -> None:
     ax.ticklabel_format(axis="y", useOffset=False, style="plain")
 
 
-def _trial_numbers(ax) -> None:
-    """Whole trial numbers on the x axis (no "2.5")."""
+def whole_numbers_on_x(ax) -> None:
+    """Whole trial or epoch numbers on the x axis (no "2.5")."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -67,7 +67,7 @@ def history_figure(study: optuna.Study):
     ax.set_ylabel("validation loss (nats/note)")
     ax.set_title(f"Optimization history — {study.study_name}")
     plain_numbers(ax)
-    _trial_numbers(ax)
+    whole_numbers_on_x(ax)
     _clip_y(ax, [t.value for t in done] + [study.user_attrs.get(k) or math.nan
                                            for k in ("floor", "markov_baseline")])
     top = ax.get_ylim()[1]
@@ -118,6 +118,7 @@ def learning_curves_figure(study: optuna.Study):
     ax.set_ylabel("validation loss (nats/note)")
     ax.set_title("Learning curves of all trials")
     plain_numbers(ax)
+    whole_numbers_on_x(ax)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -181,7 +182,7 @@ def compare_figure(studies: list[optuna.Study]):
     ax.set_ylabel("best validation loss so far (nats/note)")
     ax.set_title("Studies compared")
     plain_numbers(ax)
-    _trial_numbers(ax)
+    whole_numbers_on_x(ax)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -215,6 +216,7 @@ def history_curves_figure(train_loss: list[float], val_loss: list[float], title:
     ax.set_ylabel("loss (nats/note)")
     ax.set_title(title)
     plain_numbers(ax)
+    whole_numbers_on_x(ax)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

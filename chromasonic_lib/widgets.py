@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import optuna
 from IPython.display import Audio, display
 
-from .plots import plain_numbers
+from .plots import plain_numbers, whole_numbers_on_x
 from .search.results import trial_config
 
 
@@ -36,6 +36,7 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
             ax.set_ylabel("validation loss (nats/note)")
             ax.set_title(f"trial {t.number}: {t.state.name.lower()}")
             plain_numbers(ax)
+            whole_numbers_on_x(ax)
             plt.show()
             print("\n".join(f"{k} = {v}" for k, v in trial_config(t).items()))
             if "fail_reason" in t.user_attrs:
