@@ -79,7 +79,7 @@ def report_text(study: optuna.Study, summary: dict[str, Any], top: int = 10) -> 
         lines.append(f"data: {attrs.get('data', cfg.get('dataset'))}")
         lines.append(f"model: {cfg.get('model')}, sampler: {cfg.get('sampler')}, pruner: "
                      f"{cfg.get('pruner')}, up to {cfg.get('epochs')} epochs per trial")
-        lines.append(f"split: seed {cfg.get('seed')}, {cfg.get('val_fraction')} of the melodies "
+        lines.append(f"measured on: seed {cfg.get('seed')}, {cfg.get('val_fraction')} of the melodies "
                      f"validate, {cfg.get('test_fraction')} are held out for train_best's test")
     s = summary["states"]
     lines.append(f"trials: {summary['n_trials']} ({s['complete']} complete, {s['pruned']} pruned, "
