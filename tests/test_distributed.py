@@ -41,6 +41,20 @@ def _worker(params: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _run_together(params: list[dict]) -> None:
+    """Start one worker per parameter set at once and wait until all succeed."""
+    for w in [_worker(p) for p in params]:
+        out, _ = w.communicate(timeout=600)
+        assert w.returncode == 0, out[-3000:]
+
+
+def _journal_trials_of_two_workers(tmp_path, params: dict) -> list:
+    """Two workers on one journal file, started together; the study's trials when both are done."""
+    _run_together([params, params])
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/study.log"))
+    return optuna.load_study(study_name=params["study_name"], storage=storage).trials
+
+
 @pytest.fixture
 def pg_study():
     url = postgres_or_skip()
@@ -125,12 +139,7 @@ def test_a_killed_worker_s_journal_trial_fails_after_the_grace_period_and_is_ret
 @pytest.mark.slow
 def test_two_processes_share_a_journal_file(tmp_path):
     params = _params(tmp_path, study_name="journal", storage=f"journal:{tmp_path}/study.log", n_trials=3)
-    workers = [_worker(params) for _ in range(2)]
-    for w in workers:
-        out, _ = w.communicate(timeout=300)
-        assert w.returncode == 0, out[-3000:]
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/study.log"))
-    trials = optuna.load_study(study_name="journal", storage=storage).trials
+    trials = _journal_trials_of_two_workers(tmp_path, params)
     assert len(trials) == 6 and sorted(t.number for t in trials) == list(range(6))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
 
@@ -192,13 +201,10 @@ def test_workers_started_together_run_distinct_trials_and_share_the_best_weights
     from chromasonic_lib.data import load_dataset, prepare
     from chromasonic_lib.training import evaluate
     url, name = pg_study
-    workers = [_worker(_params(tmp_path, study_name=name, storage=url, n_trials=4, pruner="none", epochs=1,
-                               sampler=sampler, output_dir=str(tmp_path / f"out{i}"),
-                               artifact_store=str(tmp_path / "store")))
-               for i in range(3)]
-    for w in workers:
-        out, _ = w.communicate(timeout=600)
-        assert w.returncode == 0, out[-3000:]
+    _run_together([_params(tmp_path, study_name=name, storage=url, n_trials=4, pruner="none", epochs=1,
+                           sampler=sampler, output_dir=str(tmp_path / f"out{i}"),
+                           artifact_store=str(tmp_path / "store"))
+                   for i in range(3)])
     study = optuna.load_study(study_name=name, storage=url)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 12
@@ -215,12 +221,7 @@ def test_workers_started_together_run_distinct_trials_and_share_the_best_weights
 def test_total_trials_caps_the_study_across_workers(tmp_path):
     params = _params(tmp_path, study_name="capped", storage=f"journal:{tmp_path}/study.log", n_trials=10,
                      total_trials=6, epochs=1, pruner="none")
-    workers = [_worker(params) for _ in range(2)]
-    for w in workers:
-        out, _ = w.communicate(timeout=300)
-        assert w.returncode == 0, out[-3000:]
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp_path}/study.log"))
-    trials = optuna.load_study(study_name="capped", storage=storage).trials
+    trials = _journal_trials_of_two_workers(tmp_path, params)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert 6 <= len(finished) <= 7                      # one may already run when the cap is reached
     assert len(trials) == len(finished)
