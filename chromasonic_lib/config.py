@@ -150,7 +150,8 @@ def _warn_password_parameter(name: str, url: str) -> None:
         return
     _warned.add(masked)
     log.warning("%s %s holds a password: a notebook run with it as a parameter keeps it in plain "
-                "text in papermill's injected-parameters cell. To keep it out, drop it from the URL "
+                "text in papermill's injected-parameters cell and notebook metadata (the HTML report shows neither). "
+                "To keep it out, drop it from the URL "
                 "and use PGPASSWORD or ~/.pgpass, or export %s=<url> and pass %s=env.",
                 name, masked, STORAGE_ENV, name)
 
