@@ -234,6 +234,7 @@ class CheckpointKeeper:
     def __init__(self, store: Any, output_dir: Path | None, keep: int):
         self.store, self.output_dir, self.keep = store, output_dir, keep
         self.removed: set[str] = set()      # ids this process removed: not asked for again
+        self.synced: int | None = None      # the trial whose weights best_model.pt holds
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
         done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
@@ -245,5 +246,7 @@ class CheckpointKeeper:
             with contextlib.suppress(ArtifactNotFound):   # another worker removed it first
                 self.store.remove(artifact)
             self.removed.add(artifact)
-        if self.output_dir is not None:
-            sync_best_model(study, self.store, self.output_dir)
+        # The best only improves and every writer takes the folder's lock, so while the study's
+        # best is the trial this process last put there, the file still holds it: no lock, no load.
+        if self.output_dir is not None and done and done[0].number != self.synced:
+            self.synced = sync_best_model(study, self.store, self.output_dir)
