@@ -290,29 +290,41 @@ def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> 
 
     ``log_p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (a start token,
     then notes; right-padded). The start token never recurs, so no context holding it ever
-    matches: the memory counts notes only. Mixed in log space: a prediction the base model
-    makes with probability e^-200 stays finite (as a probability it would be 0, its log -inf).
+    matches: the memory counts notes only.
     """
     B, T, V = log_p.shape
-    same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
-    match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
-    after = torch.zeros(B, T, V, device=x.device, dtype=log_p.dtype)   # one-hot of the note after s
-    after[:, :-1].scatter_(2, x[:, 1:, None], 1.0)
-    for k in range(1, min(order, T - 1) + 1):      # a context of k notes needs k+1 notes to recur
-        if k > 1:   # a context of k notes: the notes k-1 back agree as well
-            back = torch.zeros_like(same)
-            back[:, k - 1:, k - 1:] = same[:, :T - k + 1, :T - k + 1]
-            match = match & back
-        counts = torch.bmm(match.to(log_p.dtype), after)       # [B, T, V]
-        log_p = _mix(log_p, counts, alpha * 2.0 ** (order - k))
-    return log_p
+    counts = []
+    with torch.no_grad():       # the counts are the melody's, not the model's: no gradient
+        same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
+        match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
+        after = torch.zeros(B, T, V, device=x.device, dtype=log_p.dtype)  # one-hot of the note after s
+        after[:, :-1].scatter_(2, x[:, 1:, None], 1.0)
+        for k in range(1, min(order, T - 1) + 1):      # a context of k notes needs k+1 notes to recur
+            if k > 1:   # a context of k notes: the notes k-1 back agree as well
+                back = torch.zeros_like(same)
+                back[:, k - 1:, k - 1:] = same[:, :T - k + 1, :T - k + 1]
+                match = match & back
+            counts.append(torch.bmm(match.to(log_p.dtype), after))       # [B, T, V]
+    return _mix(log_p, counts, [alpha * 2.0 ** (order - k) for k in range(1, len(counts) + 1)])
 
 
-def _mix(log_p: torch.Tensor, counts: torch.Tensor, a: float) -> torch.Tensor:
-    """log((c + a·p) / (n + a)): one order of the memory. log 0 = -inf adds nothing to
-    logaddexp, nor to its gradient."""
-    total = (counts.sum(-1, keepdim=True) + a).log()
-    return torch.logaddexp(counts.log(), math.log(a) + log_p) - total
+def _mix(log_p: torch.Tensor, counts: list[torch.Tensor], alphas: list[float]) -> torch.Tensor:
+    """log p_K, where p_k = (c_k + a_k · p_{k-1}) / (n_k + a_k) and p_0 = exp(log_p).
+
+    Unrolled, p_K = A + b · p_0 with A and b from the counts alone, so however many orders
+    there are the model's prediction goes through one ``logaddexp`` (the training step's
+    cost, forward and backward). Mixed in log space: a prediction the base model makes with
+    probability e^-200 stays finite (as a probability it would be 0, its log -inf); where
+    A is 0 its log, -inf, adds nothing to logaddexp nor to its gradient.
+    """
+    with torch.no_grad():
+        A = torch.zeros_like(log_p)
+        log_b = torch.zeros_like(log_p[..., :1])
+        for c, a in zip(counts, alphas):
+            total = c.sum(-1, keepdim=True) + a
+            A = (c + a * A) / total
+            log_b += math.log(a) - total.log()
+    return torch.logaddexp(A.log(), log_b + log_p)
 
 
 @dataclass
@@ -387,13 +399,13 @@ class MelodyMemory(nn.Module):
                 tables[k - 1][context][token] += 1
             recent.append(token)
             del recent[:-self.order]
+        counts = []     # a context never heard counts nothing: it leaves the prediction as it is
         for k in range(1, min(self.order, t) + 1):
             seen = [tables[k - 1].get(tuple(recent[-k:]))
                     for recent, tables in zip(state.recent, state.counts)]
-            if any(c is not None for c in seen):    # a context never heard leaves log_p as it is
-                counts = torch.stack([torch.zeros_like(log_p[0]) if c is None else c for c in seen])
-                log_p = _mix(log_p, counts, self.alpha * 2.0 ** (self.order - k))
-        return log_p, state
+            counts.append(torch.stack([torch.zeros_like(log_p[0]) if c is None else c for c in seen]))
+        return _mix(log_p, counts, [self.alpha * 2.0 ** (self.order - k)
+                                    for k in range(1, len(counts) + 1)]), state
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # Through the base's own loader (the markov tables are replaced, not copied into).

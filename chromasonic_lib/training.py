@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .data.splits import IGNORE, MelodyTensor, epoch_order, epoch_repeats
+from .data.splits import IGNORE, MelodyTensor, epoch_batches, n_batches
 from .errors import TrainingDiverged
 from .models import Ensemble
 
@@ -158,8 +158,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
 
     gen = torch.Generator().manual_seed(cfg.seed)
     optimizer = _make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_data) * epoch_repeats(train_data, cfg.min_epoch_tokens)
-                                / cfg.batch_size)
+    steps_per_epoch = n_batches(train_data, cfg.min_epoch_tokens, cfg.batch_size)
     # Cosine decay to zero over the planned epochs: big early steps, precise late ones.
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / (cfg.epochs * steps_per_epoch))))
@@ -167,14 +166,11 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
     best_state = None
     for epoch in range(cfg.epochs):
         model.train()
-        order = epoch_order(train_data, cfg.min_epoch_tokens, gen).to(device)
-        shifts = train_data.random_shifts(order, cfg.transpose, gen) if cfg.transpose else None
+        batches = epoch_batches(train_data, cfg.min_epoch_tokens, cfg.batch_size, gen)
         total = torch.zeros((), device=device)
-        n_batches = 0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            x, y = train_data.batch(idx, None if shifts is None else shifts[i:i + cfg.batch_size],
-                                    bos=model.vocab_size)
+        for idx in batches:
+            shifts = train_data.random_shifts(idx, cfg.transpose, gen) if cfg.transpose else None
+            x, y = train_data.batch(idx, shifts, bos=model.vocab_size)
             logits = model(x)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                    ignore_index=IGNORE)
@@ -185,8 +181,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
             optimizer.step()
             schedule.step()
             total += loss.detach()
-            n_batches += 1
-        train_loss = (total / n_batches).item()      # one sync per epoch, not per batch
+        train_loss = (total / len(batches)).item()      # one sync per epoch, not per batch
         _check_finite("training loss", train_loss, epoch)
         val = evaluate(model, val_data).nats_per_note
         _check_finite("validation loss", val, epoch)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from chromasonic_lib.data import MelodyTensor, kfold, load_dataset, melody_groups, split, synthetic
+from chromasonic_lib.data.splits import epoch_batches, n_batches
 from chromasonic_lib.data.encodings import GridEncoding, Notes, PitchEncoding, fold_into_keyboard
 from chromasonic_lib.errors import DataError
 
@@ -152,6 +153,26 @@ def test_user_token_lists_beyond_the_keys_are_not_transposed_unless_asked():
     assert "user token lists (vocab 128)" in plain.describe() and "no transposition" in plain.describe()
     with pytest.raises(DataError, match=r"val_data\[1\]\[3\] is token 128, outside 0..127 \(vocab_size=128\)"):
         from_token_lists(melodies[:8], [melodies[8], [1, 2, 3, 128]], vocab_size=128)
+
+
+def test_epoch_batches_see_every_melody_each_pass_in_batches_of_similar_length():
+    rng = np.random.default_rng(0)
+    melodies = [rng.integers(30, 60, int(n)) for n in rng.integers(10, 200, 100)]
+    data = MelodyTensor(melodies)
+    min_tokens = 3 * int(data.lengths.sum())            # three passes
+    batches = epoch_batches(data, min_tokens, 16, torch.Generator().manual_seed(0))
+    assert len(batches) == n_batches(data, min_tokens, 16) == 3 * 7
+    seen = torch.cat(batches)
+    assert sorted(seen.tolist()) == sorted(list(range(100)) * 3)
+    # Padding: a batch is as long as its longest melody. Grouped, far less of it than drawn at random.
+    def padded(bs):
+        return sum(len(b) * int(data.lengths[b].max()) for b in bs)
+    random_order = torch.randperm(300, generator=torch.Generator().manual_seed(1)) % 100
+    assert padded(batches) < 0.75 * padded(random_order.split(16))
+    again = epoch_batches(data, min_tokens, 16, torch.Generator().manual_seed(0))
+    other = epoch_batches(data, min_tokens, 16, torch.Generator().manual_seed(1))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))      # seeded
+    assert any(not torch.equal(a, b) for a, b in zip(batches, other))
 
 
 def test_padding_is_ignored_in_targets():

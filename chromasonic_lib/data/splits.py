@@ -16,6 +16,7 @@ from .copies import MelodyGroups, melody_groups
 from .encodings import N_KEYS
 
 IGNORE = -100               # target value that the loss skips (padding)
+JITTER = 0.25               # batches group melodies of similar length, ± this fraction
 
 
 @dataclass
@@ -130,14 +131,34 @@ class MelodyTensor:
         return (u * (low + high + 1)).long().clamp(max=low + high) - low
 
 
-def epoch_order(data: MelodyTensor, min_tokens: int, generator: torch.Generator) -> torch.Tensor:
-    """Shuffled indices for one epoch; a small set is repeated until it holds ``min_tokens`` notes.
+def epoch_batches(data: MelodyTensor, min_tokens: int, batch_size: int,
+                  generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of melody indices, in random order.
 
-    Repeating (each time freshly transposed) gives tiny data sets enough optimizer steps
-    between two validation reports, while a large corpus is still seen once per epoch.
+    A small set is repeated until the epoch holds ``min_tokens`` notes (each time freshly
+    shuffled and transposed), so tiny data sets get enough optimizer steps between two
+    validation reports while a large corpus is still seen once per epoch.
+
+    Within each pass the melodies are sorted by their length, jittered by up to ±``JITTER``,
+    before being cut into batches: a batch is as long as its longest melody, and randomly
+    drawn chorale batches were half padding (the recurrent kernels pay for every padded step).
+    The jitter keeps the batches' make-up changing from epoch to epoch.
     """
-    return torch.cat([torch.randperm(len(data), generator=generator)
-                      for _ in range(epoch_repeats(data, min_tokens))])
+    lengths = data.lengths.cpu().double()
+    out: list[torch.Tensor] = []
+    for _ in range(epoch_repeats(data, min_tokens)):
+        perm = torch.randperm(len(data), generator=generator)
+        jitter = 1 + JITTER * (2 * torch.rand(len(data), generator=generator, dtype=torch.float64) - 1)
+        perm = perm[torch.argsort(lengths[perm] * jitter[perm], stable=True)]
+        out += list(perm.split(batch_size))
+    order = torch.randperm(len(out), generator=generator)
+    return [out[i].to(data.tokens.device) for i in order]
+
+
+
+def n_batches(data: MelodyTensor, min_tokens: int, batch_size: int) -> int:
+    """How many batches ``epoch_batches`` gives."""
+    return epoch_repeats(data, min_tokens) * math.ceil(len(data) / batch_size)
 
 
 def epoch_repeats(data: MelodyTensor, min_tokens: int) -> int:
