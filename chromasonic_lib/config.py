@@ -156,6 +156,22 @@ def _warn_password_parameter(name: str, url: str) -> None:
                 name, masked, STORAGE_ENV, name)
 
 
+def check_context(name: str, value: Any, model: str, encoding: str) -> list[str]:
+    """The context features a model is to read: known names the encoding gives, a neural model."""
+    from .data.context import context_names
+    from .data.encodings import ENCODINGS as ENCODING_TYPES
+    names = context_names(value, name)
+    if names and model == "markov":
+        raise ConfigError(f"{name}: markov counts pitches only and reads no context, got {value!r}; "
+                          f"rnn, lstm, gru and transformer read it")
+    available = ENCODING_TYPES[encoding].context_features
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ConfigError(f"{name}: the {encoding} encoding gives no {missing[0]!r} context, got "
+                          f"{value!r}; it gives {', '.join(available)}")
+    return list(names)
+
+
 def check_existing_file(name: str, value: Any) -> Path:
     check_str(name, value)
     path = resolve(value)
@@ -536,6 +552,11 @@ class CrossvalConfig:
         self.model = check_choice("model", self.model, MODELS)
         if self.settings.get("model", self.model) != self.model:
             self.settings = {}          # another family's parameters do not apply
+        if "context" in self.settings:
+            context = check_context("context", self.settings["context"], self.model, self.encoding)
+            self.settings = {k: v for k, v in self.settings.items() if k != "context"}
+            if context:
+                self.settings["context"] = context
         self.epochs = check_int("epochs", self.epochs or self.settings.get("epochs", 30))
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)

@@ -12,6 +12,12 @@ then ``out, state = model.step(state, tokens)`` for tokens [B] (the start token 
 the melody (the recurrent state, the transformer's keys and values, the markov model's last
 notes, the memory's counts so far). States are the model's own, possibly updated in place;
 stepping is for eval mode (no dropout).
+
+A neural model may also read musical context (hyperparameter ``context``: feature names of
+``data.context``): ``forward(x, context)`` with ``context`` a dict of [batch, time] feature
+ids of the note each step predicts (``step`` takes [batch] ids), each embedded and added to the
+token embedding. What a feature means stays in the data; the model only knows how many values
+each has. The pitch alone is predicted, as without context.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.context import CONTEXT_FEATURES, context_names
 from .errors import ConfigError
 
 # What a model's input and output mean (see the module docstring), recorded in checkpoints and
@@ -38,8 +45,9 @@ MEMORY_DEFAULTS: dict[str, Any] = {"memory_order": 0, "memory_alpha": 1.0}
 # classes take their constructor defaults from here, so building a model directly or through
 # build_model gives the same model.
 _MARKOV = {"order": 2, "alpha": 1.0}
-_RECURRENT = {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2}
-_TRANSFORMER = {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256, "dropout": 0.1}
+_RECURRENT = {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2, "context": ()}
+_TRANSFORMER = {"d_model": 128, "nhead": 4, "num_layers": 2, "dim_feedforward": 256, "dropout": 0.1,
+                "context": ()}
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "markov": {**_MARKOV, **MEMORY_DEFAULTS},
     "rnn": {**_RECURRENT, **MEMORY_DEFAULTS},
@@ -61,6 +69,7 @@ class MarkovModel(nn.Module):
     """
 
     trainable = False
+    context = ()        # counts pitches only: a table per context value would split the counts thin
 
     def __init__(self, vocab_size: int, order: int = _MARKOV["order"],
                  alpha: float = _MARKOV["alpha"]):
@@ -102,7 +111,7 @@ class MarkovModel(nn.Module):
             setattr(self, f"counts_{k}", counts)
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
         # x[:, 0] is the start token: at step t the last k tokens are all notes when t >= k.
         p = torch.full((*x.shape, self.vocab_size), 1.0 / self.vocab_size, device=x.device)
         p = (self.unigram + self.alpha * p) / (self.unigram.sum() + self.alpha)
@@ -120,7 +129,8 @@ class MarkovModel(nn.Module):
     def start(self, batch_size: int) -> torch.Tensor:
         return torch.zeros(batch_size, 0, dtype=torch.long, device=self.unigram.device)
 
-    def step(self, window: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, window: torch.Tensor, tokens: torch.Tensor,
+             context: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         # The state is the last order+1 tokens: at the last of them every order applies, as it
         # does in the whole melody from the order-th note on; before that, it is the whole melody.
         window = torch.cat([window, tokens[:, None]], 1)[:, -(self.order + 1):]
@@ -174,6 +184,30 @@ class MarkovModel(nn.Module):
                 f"model (vocab_size {V}, order {self.order}) needs {needed}")
 
 
+class ContextEmbedding(nn.Module):
+    """One learned embedding per context feature a model reads, summed: what the model adds to
+    each step's token embedding."""
+
+    def __init__(self, names: tuple[str, ...], dim: int):
+        super().__init__()
+        self.names = names
+        self.tables = nn.ModuleDict({n: nn.Embedding(CONTEXT_FEATURES[n], dim) for n in names})
+
+    def forward(self, context: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        if context is None or any(n not in context for n in self.names):
+            given = ", ".join(context or ()) or "none"
+            raise ConfigError(f"this model reads the context {', '.join(self.names)} of each note and "
+                              f"was given {given}: pass context (feature ids per step, see "
+                              f"MelodyTensor.context)")
+        return sum(self.tables[n](context[n]) for n in self.names)
+
+
+def _embed(model: nn.Module, tokens: torch.Tensor, context: dict | None) -> torch.Tensor:
+    """The token embedding, plus the context's where the model reads context."""
+    h = model.embed(tokens)
+    return h if model.context_embed is None else h + model.context_embed(context)
+
+
 class RecurrentModel(nn.Module):
     """Embedding → RNN/LSTM/GRU → dropout → linear, over the whole melody at once.
 
@@ -186,7 +220,8 @@ class RecurrentModel(nn.Module):
     def __init__(self, vocab_size: int, cell: str = "lstm",
                  embedding_dim: int = _RECURRENT["embedding_dim"],
                  hidden_size: int = _RECURRENT["hidden_size"],
-                 num_layers: int = _RECURRENT["num_layers"], dropout: float = _RECURRENT["dropout"]):
+                 num_layers: int = _RECURRENT["num_layers"], dropout: float = _RECURRENT["dropout"],
+                 context=_RECURRENT["context"]):
         super().__init__()
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size + 1, embedding_dim)
@@ -194,9 +229,12 @@ class RecurrentModel(nn.Module):
                                     dropout=dropout if num_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
+        # Last, so that the other weights start as a model without context's (same seed).
+        self.context = context_names(context)
+        self.context_embed = ContextEmbedding(self.context, embedding_dim) if self.context else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(self.embed(x))
+    def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
+        out, _ = self.rnn(_embed(self, x, context))
         return self.head(self.drop(out))
 
     # One step of one layer, as the RNN computes it (the ops behind nn.LSTMCell and the others).
@@ -210,11 +248,12 @@ class RecurrentModel(nn.Module):
         return [(zeros(), zeros()) if self.rnn.mode == "LSTM" else zeros()
                 for _ in range(self.rnn.num_layers)]
 
-    def step(self, hidden: list, tokens: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def step(self, hidden: list, tokens: torch.Tensor, context: dict | None = None
+             ) -> tuple[torch.Tensor, list]:
         # Layer by layer over the RNN's own weights rather than through the RNN: for one note on
         # a 2-core CPU its fused (oneDNN) kernel took 1 ms (one thread) to 14 ms (two, with the
         # cores busy) a call, the cells 0.2 ms a step.
-        cell, h, out = self.STEP_CELLS[self.rnn.mode], self.embed(tokens), []
+        cell, h, out = self.STEP_CELLS[self.rnn.mode], _embed(self, tokens, context), []
         for state, weights in zip(hidden, self.rnn.all_weights):
             state = cell(h, state, *weights)
             h = state[0] if isinstance(state, tuple) else state
@@ -233,7 +272,7 @@ class TransformerModel(nn.Module):
     def __init__(self, vocab_size: int, d_model: int = _TRANSFORMER["d_model"],
                  nhead: int = _TRANSFORMER["nhead"], num_layers: int = _TRANSFORMER["num_layers"],
                  dim_feedforward: int = _TRANSFORMER["dim_feedforward"],
-                 dropout: float = _TRANSFORMER["dropout"]):
+                 dropout: float = _TRANSFORMER["dropout"], context=_TRANSFORMER["context"]):
         super().__init__()
         self.vocab_size, self.d_model = vocab_size, d_model
         self.embed = nn.Embedding(vocab_size + 1, d_model)
@@ -242,6 +281,8 @@ class TransformerModel(nn.Module):
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
+        self.context = context_names(context)
+        self.context_embed = ContextEmbedding(self.context, d_model) if self.context else None
 
     def positions(self, length: int, device, start: int = 0) -> torch.Tensor:
         """Sinusoidal embeddings [length, d_model] of positions start..start+length-1."""
@@ -253,23 +294,24 @@ class TransformerModel(nn.Module):
         pe[:, 1::2] = torch.cos(pos * freq)[:, : self.d_model // 2]
         return pe
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
         T = x.shape[1]
-        h = self.embed(x) * math.sqrt(self.d_model) + self.positions(T, x.device)
+        h = _embed(self, x, context) * math.sqrt(self.d_model) + self.positions(T, x.device)
         mask = nn.Transformer.generate_square_subsequent_mask(T, device=x.device)
         return self.head(self.norm(self.layers(h, mask=mask, is_causal=True)))
 
     def start(self, batch_size: int) -> tuple[int, list]:
         return 0, [None] * len(self.layers.layers)      # position, each layer's keys and values
 
-    def step(self, state: tuple[int, list],
-             tokens: torch.Tensor) -> tuple[torch.Tensor, tuple[int, list]]:
+    def step(self, state: tuple[int, list], tokens: torch.Tensor,
+             context: dict | None = None) -> tuple[torch.Tensor, tuple[int, list]]:
         # Each pre-norm layer of forward, by hand over its weights for the one new position:
         # its query attends to the keys and values of every position so far, which are kept
         # (the causal mask's job is done by there being no later ones).
         t, cache = state
         B = len(tokens)
-        h = self.embed(tokens[:, None]) * math.sqrt(self.d_model) + self.positions(1, tokens.device, t)
+        h = _embed(self, tokens, context)[:, None] * math.sqrt(self.d_model) + \
+            self.positions(1, tokens.device, t)
         kept = []
         for layer, past in zip(self.layers.layers, cache):
             attn = layer.self_attn
@@ -283,6 +325,15 @@ class TransformerModel(nn.Module):
             h = h + attn.out_proj(heads.transpose(1, 2).reshape(B, 1, -1))
             h = h + layer.linear2(layer.activation(layer.linear1(layer.norm2(h))))
         return self.head(self.norm(h))[:, 0], (t + 1, kept)
+
+
+def _forward(model: nn.Module, x: torch.Tensor, context: dict | None) -> torch.Tensor:
+    """``model(x)``, with the context where there is one (a model of one's own may not take it)."""
+    return model(x) if context is None else model(x, context)
+
+
+def _step(model: nn.Module, state: Any, tokens: torch.Tensor, context: dict | None):
+    return model.step(state, tokens) if context is None else model.step(state, tokens, context)
 
 
 def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torch.Tensor:
@@ -368,12 +419,17 @@ class MelodyMemory(nn.Module):
     def vocab_size(self) -> int:
         return self.base.vocab_size
 
+    @property
+    def context(self) -> tuple[str, ...]:
+        return getattr(self.base, "context", ())
+
     def fit(self, x: torch.Tensor, lengths: torch.Tensor) -> "MelodyMemory":
         self.base.fit(x, lengths)
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        log_p = torch.log_softmax(self.base(x).float(), -1)
+    def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
+        # The memory counts pitches only; the context is the base model's to read.
+        log_p = torch.log_softmax(_forward(self.base, x, context).float(), -1)
         # A few melodies at a time: the T×T comparisons of long melodies stay near 64 MB.
         step = max(1, 2 ** 24 // max(1, x.shape[1]) ** 2)
         return torch.cat([remember(log_p[i:i + step], x[i:i + step], self.order, self.alpha)
@@ -383,10 +439,11 @@ class MelodyMemory(nn.Module):
         return MemoryState(self.base.start(batch_size), [[] for _ in range(batch_size)],
                            [[{} for _ in range(self.order)] for _ in range(batch_size)])
 
-    def step(self, state: MemoryState, tokens: torch.Tensor) -> tuple[torch.Tensor, MemoryState]:
+    def step(self, state: MemoryState, tokens: torch.Tensor,
+             context: dict | None = None) -> tuple[torch.Tensor, MemoryState]:
         """As :func:`remember` at the new position, from counts kept up to date one note at a
         time instead of comparing the whole melody again."""
-        out, state.base = self.base.step(state.base, tokens)
+        out, state.base = _step(self.base, state.base, tokens, context)
         log_p = torch.log_softmax(out.float(), -1)
         t = state.position = state.position + 1
         for recent, tables, token in zip(state.recent, state.counts, tokens.tolist()):
@@ -433,14 +490,21 @@ class Ensemble(nn.Module):
     def vocab_size(self) -> int:
         return self.members[0].vocab_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._average([m(x) for m in self.members])
+    @property
+    def context(self) -> tuple[str, ...]:
+        """Every feature some member reads (each takes its own from the dict)."""
+        return tuple(f for f in CONTEXT_FEATURES
+                     if any(f in getattr(m, "context", ()) for m in self.members))
+
+    def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
+        return self._average([_forward(m, x, context) for m in self.members])
 
     def start(self, batch_size: int) -> list:
         return [m.start(batch_size) for m in self.members]
 
-    def step(self, states: list, tokens: torch.Tensor) -> tuple[torch.Tensor, list]:
-        outs, states = zip(*(m.step(s, tokens) for m, s in zip(self.members, states)))
+    def step(self, states: list, tokens: torch.Tensor,
+             context: dict | None = None) -> tuple[torch.Tensor, list]:
+        outs, states = zip(*(_step(m, s, tokens, context) for m, s in zip(self.members, states)))
         return self._average(outs), list(states)
 
     def _average(self, outputs) -> torch.Tensor:
@@ -480,6 +544,9 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
         elif key == "memory_order":
             ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 8
             what = "an integer from 0 (no memory) to 8"
+        elif key == "context":
+            out[key] = context_names(value, f"context of {name}")      # raises, naming the features
+            continue
         else:
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
             what = "a positive integer"
@@ -497,7 +564,8 @@ def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: in
                 seed: int | None = None) -> nn.Module:
     """The model ``name`` (markov, rnn, lstm, gru, transformer) with ``hparams`` over the defaults.
 
-    With ``seed`` the initial weights are reproducible (same seed, same weights).
+    With ``seed`` the initial weights are reproducible (same seed, same weights). A neural
+    family's ``context`` (a list, or names joined by ``+``) names the context features it reads.
     """
     if name not in MODEL_DEFAULTS:
         raise ConfigError(f"model must be one of {', '.join(MODEL_DEFAULTS)}; got {name!r}")

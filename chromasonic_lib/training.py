@@ -3,7 +3,8 @@
 One function trains every model family: neural models by AdamW/Adam/SGD with transposition
 augmentation, early stopping and a per-epoch callback (the search prunes through it);
 the markov model by counting. Losses are nats per note, every note of a melody counted
-(the first predicted from the start token alone); padding never counts.
+(the first predicted from the start token alone); padding never counts. A model that reads
+musical context (its ``context``) is given the batch's; the loss is still over pitches.
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def evaluate(model: nn.Module, data: MelodyTensor, batch_size: int = 256) -> Met
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.tokens.device)
         x, y = data.batch(idx, bos=model.vocab_size)
-        logits = model(x)
+        logits = model(x, **_context(model, data, idx, x))
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                  ignore_index=IGNORE, reduction="sum").item()
         keep = y != IGNORE
@@ -100,6 +101,13 @@ def evaluate(model: nn.Module, data: MelodyTensor, batch_size: int = 256) -> Met
     nats = total / max(count, 1)
     return Metrics(nats, nats / math.log(2), correct / max(count, 1),
                    math.exp(min(nats, 700)), count)
+
+
+def _context(model: nn.Module, data: MelodyTensor, idx: torch.Tensor, x: torch.Tensor,
+             shifts: torch.Tensor | None = None) -> dict:
+    """The keyword arguments that give ``model`` the batch's context: none unless it reads some."""
+    names = getattr(model, "context", ())
+    return {"context": data.context(idx, names, x.shape[1], shifts)} if names else {}
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -171,7 +179,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
         for idx in batches:
             shifts = train_data.random_shifts(idx, cfg.transpose, gen) if cfg.transpose else None
             x, y = train_data.batch(idx, shifts, bos=model.vocab_size)
-            logits = model(x)
+            logits = model(x, **_context(model, train_data, idx, x, shifts))
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                    ignore_index=IGNORE)
             optimizer.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import numbers
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -24,7 +25,7 @@ __all__ = ["MelodySet", "load_dataset", "load_notes", "MelodyTensor", "Splits", 
 
 @dataclass
 class MelodySet:
-    """Token melodies from one source, with what was skipped on the way."""
+    """Token melodies from one source, with what was skipped on the way, and the notes behind them."""
 
     source: str
     encoding: Encoding
@@ -32,6 +33,26 @@ class MelodySet:
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     n_too_short: int = 0
     n_duplicates: int = 0
+    notes: list[Notes] | None = None    # each melody's notes; None for tokens given as such
+
+    @cached_property
+    def contexts(self) -> list[np.ndarray] | None:
+        """Each melody's context feature ids [T, len(context_features)], aligned with its tokens
+        (see ``data.context``); None without notes behind the tokens."""
+        if self.notes is None or any(n.context is None for n in self.notes):
+            return None
+        return [self.encoding.encode_context(n) for n in self.notes]
+
+    @property
+    def context_features(self) -> tuple[str, ...]:
+        return self.encoding.context_features if self.contexts is not None else ()
+
+    def tensor(self, indices, device="cpu") -> MelodyTensor:
+        """The melodies at ``indices``, with their context where they have one, as one tensor."""
+        contexts = self.contexts
+        return MelodyTensor([self.melodies[i] for i in indices], device,
+                            contexts=None if contexts is None else [contexts[i] for i in indices],
+                            context_features=self.context_features)
 
     @property
     def n_notes(self) -> int:
@@ -114,20 +135,21 @@ def load_dataset(source: str, encoding: str = "pitch", n_sequences: int = 100,
     enc = get_encoding(encoding)
     notes, skipped = load_notes(source, n_sequences, sequence_length, seed, limit, use_cache)
     tokens = [enc.encode(n) for n in notes]
-    kept = [t for t in tokens if len(t) >= 2]
+    kept = [i for i, t in enumerate(tokens) if len(t) >= 2]
     n_dupes = 0
     if source in corpora.DEDUPLICATE:
         seen, deduped = set(), []
-        for t in kept:
-            if t.tobytes() not in seen:
-                seen.add(t.tobytes())
-                deduped.append(t)
+        for i in kept:
+            if tokens[i].tobytes() not in seen:
+                seen.add(tokens[i].tobytes())
+                deduped.append(i)
         n_dupes, kept = len(kept) - len(deduped), deduped
     if not kept:
         detail = f"; {len(skipped)} files could not be read" if skipped else ""
         raise DataError(f"dataset {source!r} gave no melody with at least two notes{detail}")
     n_short = sum(len(t) < 2 for t in tokens)
-    data = MelodySet(source, enc, kept, skipped, n_short, n_dupes)
+    data = MelodySet(source, enc, [tokens[i] for i in kept], skipped, n_short, n_dupes,
+                     [notes[i] for i in kept])
     log.debug(data.describe())
     return data
 
@@ -161,8 +183,8 @@ def prepare(data: MelodySet, val_fraction: float = 0.1, test_fraction: float = 0
             seed: int = 42, device="cpu") -> Prepared:
     """Split ``data`` by melody (seeded) and put each split on ``device``."""
     s = split(data.melodies, val_fraction, test_fraction, seed)
-    return Prepared(data, s, MelodyTensor(s.train, device), MelodyTensor(s.val, device),
-                    MelodyTensor(s.test, device) if s.test else None)
+    return Prepared(data, s, data.tensor(s.index["train"], device), data.tensor(s.index["val"], device),
+                    data.tensor(s.index["test"], device) if s.test else None)
 
 
 USER_TOKENS = "user token lists"

@@ -1,7 +1,7 @@
 """On-disk cache of parsed melodies, so a corpus is parsed once and then loads in a second.
 
-An entry holds the raw notes (pitches and durations) of one source; encoding them is
-cheap, so both encodings share it. Its key is the source, a fingerprint of its files
+An entry holds the raw notes (pitches, durations and their ``NoteContext``) of one source;
+encoding them is cheap, so both encodings share it. Its key is the source, a fingerprint of its files
 (adding, removing or editing a file in a user folder makes a new key) and FORMAT_VERSION.
 """
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..paths import cache_dir
+from .context import NoteContext
 from .encodings import Notes
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3         # 3: each note's context (bar position, metre, phrase end, key)
 
 
 def fingerprint(files: list[Path]) -> str:
@@ -37,13 +38,20 @@ def entry_path(source: str, files: list[Path], extra: str = "") -> Path:
     return cache_dir() / f"{slug}-{fingerprint(files)}{extra}-v{FORMAT_VERSION}.npz"
 
 
+# The arrays of an entry: each note's, concatenated over the melodies, and their empty form.
+ARRAYS = {"pitches": np.zeros(0, np.int16), "durations": np.zeros(0, np.float32),
+          "bar_offsets": np.zeros(0, np.float32), "metres": np.zeros((0, 2), np.int16),
+          "phrase_ends": np.zeros(0, bool), "keys": np.zeros(0, np.int8)}
+
+
 def save(path: Path, melodies: list[Notes], files: list[str], skipped: list[tuple[str, str]]) -> None:
+    """Parsed melodies (each with its context) as one entry."""
     lengths = np.array([len(m) for m in melodies], dtype=np.int64)
+    rows = [{"pitches": m.pitches, "durations": m.durations, **vars(m.context)} for m in melodies]
+    columns = {name: np.concatenate([r[name] for r in rows]) if rows else empty
+               for name, empty in ARRAYS.items()}
     buf = io.BytesIO()
-    np.savez(buf,
-             pitches=np.concatenate([m.pitches for m in melodies]) if melodies else np.zeros(0, np.int16),
-             durations=np.concatenate([m.durations for m in melodies]) if melodies else np.zeros(0, np.float32),
-             lengths=lengths,
+    np.savez(buf, **columns, lengths=lengths,
              meta=np.array(json.dumps({"files": files, "skipped": skipped})))
     atomic_write(path, buf.getvalue())
 
@@ -55,8 +63,11 @@ def load(path: Path) -> tuple[list[Notes], list[str], list[tuple[str, str]]] | N
     try:
         with np.load(path, allow_pickle=False) as z:
             bounds = np.concatenate([[0], np.cumsum(z["lengths"])])
-            pitches, durations = z["pitches"], z["durations"]
-            melodies = [Notes(pitches[a:b], durations[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            c = {name: z[name] for name in ARRAYS}     # an entry of an older format lacks some: rebuilt
+            melodies = [Notes(c["pitches"][a:b], c["durations"][a:b],
+                              NoteContext(c["bar_offsets"][a:b], c["metres"][a:b], c["phrase_ends"][a:b],
+                                          c["keys"][a:b]))
+                        for a, b in zip(bounds[:-1], bounds[1:])]
             meta = json.loads(str(z["meta"]))
         return melodies, meta["files"], [tuple(s) for s in meta["skipped"]]
     except Exception as e:  # a damaged entry is rebuilt, not fatal

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .context import NoteContext, bar_length, feature_columns
+
 LOWEST_MIDI = 21            # A0, the piano's lowest key
 N_KEYS = 88                 # tokens 0..87 are always piano keys in every encoding
 REST = -1                   # pitch value of a rest in a raw melody
@@ -17,10 +19,12 @@ REST = -1                   # pitch value of a rest in a raw melody
 
 @dataclass
 class Notes:
-    """A raw melody: MIDI pitches (``REST`` for a rest) and durations in quarter notes."""
+    """A raw melody: MIDI pitches (``REST`` for a rest) and durations in quarter notes, and
+    what the score fixes about each note besides its pitch (None where there is no score)."""
 
     pitches: np.ndarray     # int16
     durations: np.ndarray   # float32
+    context: NoteContext | None = None
 
     def __len__(self) -> int:
         return len(self.pitches)
@@ -38,12 +42,18 @@ def fold_into_keyboard(midi: np.ndarray) -> np.ndarray:
 
 
 class Encoding:
-    """Interface: ``encode`` notes → tokens, ``decode`` tokens → notes, ``vocab_size``."""
+    """Interface: ``encode`` notes → tokens, ``decode`` tokens → notes, ``vocab_size``;
+    ``encode_context`` notes → the ``context_features`` of each token (see ``context``)."""
 
     name: str
     vocab_size: int
+    context_features: tuple[str, ...] = ()
 
     def encode(self, notes: Notes) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_context(self, notes: Notes) -> np.ndarray:
+        """[T, len(context_features)] feature ids aligned with ``encode(notes)``."""
         raise NotImplementedError
 
     def decode(self, tokens) -> Notes:
@@ -59,10 +69,16 @@ class PitchEncoding(Encoding):
     name = "pitch"
     vocab_size = N_KEYS
     note_length = 0.5       # decoded notes are eighths: the encoding has no rhythm
+    context_features = ("duration", "metre", "phrase", "key")
 
     def encode(self, notes: Notes) -> np.ndarray:
         pitches = notes.pitches[notes.pitches != REST]
         return (fold_into_keyboard(pitches) - LOWEST_MIDI).astype(np.int16)
+
+    def encode_context(self, notes: Notes) -> np.ndarray:
+        sounding = notes.pitches != REST
+        return feature_columns(self.context_features, notes.context.take(sounding),
+                               notes.durations[sounding])
 
     def decode(self, tokens) -> Notes:
         tokens = np.asarray(tokens, dtype=np.int64)
@@ -78,9 +94,28 @@ class GridEncoding(Encoding):
     REST_TOKEN = N_KEYS + 1
     vocab_size = N_KEYS + 2
     step = 0.25             # quarter notes per grid step (a sixteenth)
+    # Each step's place in the bar and key. Not the sounding note's duration or phrase end:
+    # they change where a new note starts, so they would tell whether the step is a hold.
+    context_features = ("metre", "key")
+
+    def _steps(self, notes: Notes) -> np.ndarray:
+        return np.maximum(1, np.rint(notes.durations / self.step)).astype(np.int64)
+
+    def encode_context(self, notes: Notes) -> np.ndarray:
+        steps = self._steps(notes)
+        starts = np.concatenate([[0], np.cumsum(steps)[:-1]])
+        owner = np.repeat(np.arange(len(notes)), steps)     # the note (or rest) at each step
+        ctx = notes.context.take(owner)
+        # A note held over the bar line wraps into the next bar (taken to be of the same metre).
+        later = (np.arange(len(owner)) - starts[owner]) * self.step
+        ctx.bar_offsets = np.fmod(ctx.bar_offsets + later, bar_length(ctx.metres)).astype(np.float32)
+        sounding = np.flatnonzero(notes.pitches != REST)
+        first = starts[sounding[0]] if len(sounding) else len(owner)     # as encode: from the first note
+        return feature_columns(self.context_features, ctx.take(slice(first, None)),
+                               np.full(len(owner) - first, self.step))
 
     def encode(self, notes: Notes) -> np.ndarray:
-        steps = np.maximum(1, np.rint(notes.durations / self.step)).astype(np.int64)
+        steps = self._steps(notes)
         is_rest = notes.pitches == REST
         heads = np.where(is_rest, self.REST_TOKEN,
                          fold_into_keyboard(np.where(is_rest, 60, notes.pitches)) - LOWEST_MIDI)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .context import transpose_keys
 from .copies import MelodyGroups, melody_groups
 from .encodings import N_KEYS
 
@@ -25,6 +26,7 @@ class Splits:
     val: list[np.ndarray]
     test: list[np.ndarray]
     groups: MelodyGroups | None = None      # how the melodies were kept together, when split here
+    index: dict[str, list[int]] | None = None   # side -> positions of its melodies in the list split
 
     def describe(self) -> str:
         notes = [sum(len(m) for m in s) for s in (self.train, self.val, self.test)]
@@ -44,11 +46,12 @@ def split(melodies: list[np.ndarray], val_fraction: float = 0.1, test_fraction: 
     if n_val == 0 or n - n_val - n_test <= 0:
         raise DataError(f"{n} melodies are too few to split with val_fraction={val_fraction} "
                         f"and test_fraction={test_fraction}")
-    out: dict[str, list[np.ndarray]] = {"test": [], "val": [], "train": []}
+    index: dict[str, list[int]] = {"test": [], "val": [], "train": []}
     for g in order:
-        side = "test" if len(out["test"]) < n_test else "val" if len(out["val"]) < n_val else "train"
-        out[side].extend(melodies[i] for i in groups[g])
-    return Splits(out["train"], out["val"], out["test"], grouping)
+        side = "test" if len(index["test"]) < n_test else "val" if len(index["val"]) < n_val else "train"
+        index[side].extend(groups[g])
+    out = {side: [melodies[i] for i in rows] for side, rows in index.items()}
+    return Splits(out["train"], out["val"], out["test"], grouping, index)
 
 
 def kfold(melodies: list[np.ndarray], k: int = 10, seed: int = 42) -> list[tuple[list[int], list[int]]]:
@@ -73,10 +76,13 @@ class MelodyTensor:
 
     Transposition moves the tokens below ``n_keys`` (the piano keys, in every encoding) up or
     down together and keeps them below it; ``n_keys=0`` leaves every melody as it is.
+    ``contexts``: each melody's context feature ids [T, len(context_features)], padded alike
+    (see :meth:`context`).
     """
 
     def __init__(self, melodies: list[np.ndarray], device: torch.device | str = "cpu",
-                 n_keys: int = N_KEYS):
+                 n_keys: int = N_KEYS, contexts: list[np.ndarray] | None = None,
+                 context_features: tuple[str, ...] = ()):
         melodies = [np.asarray(m, dtype=np.int64) for m in melodies]
         if not melodies:
             raise DataError("no melodies to build a tensor from")
@@ -97,6 +103,13 @@ class MelodyTensor:
         # How far each melody may move and stay on the keyboard (with no keys: nowhere).
         self.max_down = torch.from_numpy(lo).to(device)
         self.max_up = torch.from_numpy(np.maximum(n_keys - 1 - hi, 0)).to(device)
+        self.context_features = tuple(context_features) if contexts is not None else ()
+        self.contexts = None
+        if contexts is not None:
+            padded = np.zeros((*tokens.shape, len(self.context_features)), dtype=np.int32)
+            for i, c in enumerate(contexts):
+                padded[i, :len(c)] = c
+            self.contexts = torch.from_numpy(padded).to(device)     # int32: embeddings take it
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -121,6 +134,27 @@ class MelodyTensor:
         start = torch.full((len(idx), 1), bos, dtype=x.dtype, device=x.device)
         mask = torch.arange(length, device=x.device)[None, :] < self.lengths[idx, None]
         return torch.cat([start, x[:, :-1]], 1), torch.where(mask, x, IGNORE)
+
+    def context(self, idx: torch.Tensor, names: tuple[str, ...], length: int,
+                shifts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The named context features [B, length] of the notes that ``batch`` gives as targets.
+
+        The output at step t predicts note t and may know what the score fixes about it (its
+        duration, place in the bar, phrase end, key), never its pitch; earlier notes' context
+        reaches it through the earlier steps. With ``shifts`` (as given to ``batch``) the
+        key's tonic moves with the notes.
+        """
+        missing = [n for n in names if n not in self.context_features]
+        if missing:
+            have = (f"they have {', '.join(self.context_features)}" if self.context_features else
+                    "token lists have no notes behind them, so no duration, metre, phrase or key")
+            raise DataError(f"the model reads the context feature {missing[0]!r}, which these "
+                            f"melodies do not have ({have})")
+        c = self.contexts[idx, :length]
+        out = {n: c[..., self.context_features.index(n)] for n in names}
+        if "key" in out and shifts is not None:
+            out["key"] = transpose_keys(out["key"], shifts[:, None].to(c.dtype))
+        return out
 
     def random_shifts(self, idx: torch.Tensor, max_shift: int, generator: torch.Generator
                       ) -> torch.Tensor:

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .context import NoteContext
 from .encodings import LOWEST_MIDI, N_KEYS, Notes
 
 STEPS = np.array([-2, -1, 0, 1, 2])
@@ -18,7 +19,9 @@ NOTE_LENGTH = 0.25          # a sixteenth: the grid encoding then has no hold to
 
 
 def generate(n_sequences: int = 100, sequence_length: int = 64, seed: int = 42) -> list[Notes]:
-    """Random walks: start uniform over 0–87, steps −2…+2 with weights 1,2,3,2,1, clamped."""
+    """Random walks: start uniform over 0–87, steps −2…+2 with weights 1,2,3,2,1, clamped.
+
+    Their context is neutral (4/4, C major, no phrase but the end): a walk has no score."""
     rng = np.random.default_rng(seed)
     start = rng.integers(0, N_KEYS, size=n_sequences)
     steps = rng.choice(STEPS, p=STEP_PROBS, size=(n_sequences, sequence_length - 1))
@@ -26,8 +29,9 @@ def generate(n_sequences: int = 100, sequence_length: int = 64, seed: int = 42) 
     keys[:, 0] = start
     for t in range(1, sequence_length):   # clamping makes each step depend on the last key
         keys[:, t] = np.clip(keys[:, t - 1] + steps[:, t - 1], 0, N_KEYS - 1)
-    return [Notes((row + LOWEST_MIDI).astype(np.int16),
-                  np.full(sequence_length, NOTE_LENGTH, dtype=np.float32)) for row in keys]
+    durations = np.full(sequence_length, NOTE_LENGTH, dtype=np.float32)
+    return [Notes((row + LOWEST_MIDI).astype(np.int16), durations.copy(), NoteContext.neutral(durations))
+            for row in keys]
 
 
 def transition_log_probs() -> np.ndarray:

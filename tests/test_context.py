@@ -1,0 +1,216 @@
+"""Musical context: parsed from scores, cached, encoded, batched, transposed and read causally."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from conftest import PYTHON, ROOT
+
+from chromasonic_lib.data import MelodyTensor, cache, load_dataset, load_notes
+from chromasonic_lib.data.context import CONTEXT_FEATURES, MINOR, context_names
+from chromasonic_lib.data.encodings import GridEncoding, PitchEncoding
+from chromasonic_lib.data.files import parse_score_file
+from chromasonic_lib.errors import ConfigError, DataError
+from chromasonic_lib.models import MelodyMemory, build_model
+
+ALL = ("duration", "metre", "phrase", "key")
+
+
+@pytest.fixture
+def tiny_score(tmp_path):
+    """A 4/4 bar in G major (a rest, a fermata), then a 3/4 bar under a bare one-flat signature
+    ending on D: the final names the mode, D minor."""
+    from music21 import expressions, key, meter, note, stream
+    part = stream.Part()
+    first = stream.Measure(number=1)
+    first.append([meter.TimeSignature("4/4"), key.Key("G")])
+    fermata = note.Note("B4", quarterLength=1)
+    fermata.expressions.append(expressions.Fermata())
+    first.append([note.Note("G4", quarterLength=1), note.Rest(quarterLength=1),
+                  note.Note("A4", quarterLength=1), fermata])
+    second = stream.Measure(number=2)
+    second.append([meter.TimeSignature("3/4"), key.KeySignature(-1)])
+    second.append([note.Note("F4", quarterLength=0.5), note.Note("E4", quarterLength=0.5),
+                   note.Note("D4", quarterLength=2)])
+    part.append([first, second])
+    path = tmp_path / "tiny.musicxml"
+    part.write("musicxml", fp=str(path))
+    return path
+
+
+def test_a_tiny_score_gives_each_note_its_context(tiny_score):
+    notes = parse_score_file(tiny_score)[0]
+    assert notes.pitches.tolist() == [67, -1, 69, 71, 65, 64, 62]
+    c = notes.context
+    assert c.bar_offsets.tolist() == [0, 1, 2, 3, 0, 0.5, 1]
+    assert c.metres.tolist() == [[4, 4]] * 4 + [[3, 4]] * 3
+    assert c.phrase_ends.tolist() == [False, False, False, True, False, False, True]   # fermata, end
+    assert c.keys.tolist() == [7] * 4 + [MINOR + 2] * 3          # G major, then D minor
+    ids = PitchEncoding().encode_context(notes)                   # the rest has no token
+    assert ids.tolist() == [[6, 0, 0, 7], [6, 8, 0, 7], [6, 12, 1, 7],          # quarters in 4/4
+                            [4, 32, 0, 14], [4, 34, 0, 14], [8, 36, 1, 14]]     # 3/4: block 1
+    grid = GridEncoding()
+    steps = grid.encode_context(notes)
+    assert len(steps) == len(grid.encode(notes)) == 16 + 12
+    assert steps[:, 0].tolist() == list(range(16)) + list(range(32, 44))        # every sixteenth
+    assert steps[:, 1].tolist() == [7] * 16 + [14] * 12
+
+
+def test_context_names_name_the_bad_value_and_the_allowed_ones():
+    assert context_names("key+duration") == context_names(["duration", "key"]) == ("duration", "key")
+    assert context_names("") == context_names("none") == context_names([]) == ()
+    with pytest.raises(ConfigError, match=r"'tempo' is not a context feature; allowed: duration, metre, "
+                                          r"phrase, key \(got \['tempo'\]\)"):
+        context_names(["tempo"])
+
+
+def test_an_old_cache_entry_is_parsed_again(tmp_path, monkeypatch, tiny_score):
+    import chromasonic_lib.data as data_mod
+    monkeypatch.setenv("CHROMASONIC_CACHE", str(tmp_path / "cache"))
+    folder = tiny_score.parent
+    path = cache.entry_path(str(folder), [tiny_score])
+    assert cache.FORMAT_VERSION >= 3 and path.name.endswith(f"-v{cache.FORMAT_VERSION}.npz")
+    # An entry as version 2 wrote it, notes without context, where this version looks.
+    path.parent.mkdir(parents=True)
+    np.savez(path, pitches=np.array([60, 62], np.int16), durations=np.ones(2, np.float32),
+             lengths=np.array([2]), meta=np.array(json.dumps({"files": [], "skipped": []})))
+    calls = []
+    real = data_mod.parse_files
+    monkeypatch.setattr(data_mod, "parse_files", lambda *a, **k: calls.append(1) or real(*a, **k))
+    melodies, _ = load_notes(str(folder))
+    assert calls and melodies[0].context.keys.tolist()[-1] == MINOR + 2
+    again, _ = load_notes(str(folder))                           # now a hit, context and all
+    assert len(calls) == 1 and again[0].context.phrase_ends.tolist() == melodies[0].context.phrase_ends.tolist()
+
+
+def test_the_batch_gives_each_target_its_own_context_and_transposition_moves_the_tonic():
+    contexts = [np.array([[1, 7], [2, 7], [3, MINOR + 2]]), np.array([[4, MINOR + 11], [5, 0]])]
+    data = MelodyTensor([np.array([10, 11, 12]), np.array([20, 21])], contexts=contexts,
+                        context_features=("metre", "key"))
+    idx = torch.tensor([0, 1])
+    x, y = data.batch(idx, bos=88)
+    c = data.context(idx, ("metre", "key"), x.shape[1])
+    assert y[0].tolist() == [10, 11, 12] and c["metre"][0].tolist() == [1, 2, 3]   # note t's at step t
+    shifted = data.context(idx, ("key",), x.shape[1], torch.tensor([-8, 3]))
+    # G major down 8 = B major; D minor down 8 = F# minor; B minor up 3 = D minor; C up 3 = Eb.
+    assert shifted["key"][0].tolist() == [11, 11, MINOR + 6]
+    assert shifted["key"][1, :2].tolist() == [MINOR + 2, 3]
+    with pytest.raises(DataError, match="'duration', which these melodies do not have"):
+        data.context(idx, ("duration",), 3)
+
+
+def _context(B: int, T: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.randint(0, CONTEXT_FEATURES[n], (B, T), generator=g) for n in ALL}
+
+
+def _model(family: str, memory: bool = False):
+    hp = {"transformer": {"d_model": 16, "nhead": 2, "num_layers": 2, "dim_feedforward": 32},
+          }.get(family, {"embedding_dim": 8, "hidden_size": 12, "num_layers": 2})
+    hp = {**hp, "context": list(ALL), **({"memory_order": 3} if memory else {})}
+    return build_model(family, hp, vocab_size=10, seed=0).eval()
+
+
+FAMILIES = [("rnn", False), ("lstm", False), ("gru", False), ("transformer", False),
+            ("lstm", True), ("transformer", True)]
+
+
+@pytest.mark.parametrize("family,memory", FAMILIES)
+def test_with_context_the_output_at_t_knows_nothing_after_t_but_note_ts_own_context(family, memory):
+    model = _model(family, memory)
+    B, T, t = 3, 12, 5
+    x = torch.randint(0, 10, (B, T))
+    x[:, 0] = 10                                   # the start token
+    x[:, 1:4] = torch.tensor([1, 2, 1])            # a repeat, so the memory has counts to use
+    ctx = _context(B, T)
+    out = model(x, ctx)
+    later = x.clone()
+    later[:, t + 1:] = (later[:, t + 1:] + 3) % 10     # note t's pitch (input t+1) and every later one
+    later_ctx = {n: v.clone() for n, v in ctx.items()}
+    for n, v in later_ctx.items():
+        v[:, t + 1:] = (v[:, t + 1:] + 1) % CONTEXT_FEATURES[n]
+    assert torch.allclose(model(later, later_ctx)[:, :t + 1], out[:, :t + 1], atol=1e-5)
+    own = {n: v.clone() for n, v in ctx.items()}
+    own["duration"][:, t] = (own["duration"][:, t] + 5) % CONTEXT_FEATURES["duration"]
+    changed = model(x, own)
+    assert torch.allclose(changed[:, :t], out[:, :t], atol=1e-5)
+    assert not torch.allclose(changed[:, t], out[:, t], atol=1e-5)       # its own duration counts
+
+
+@pytest.mark.parametrize("family,memory", FAMILIES)
+def test_stepping_with_context_gives_what_forward_gives(family, memory):
+    model = _model(family, memory)
+    x = torch.randint(0, 10, (2, 9))
+    x[:, 0] = 10
+    ctx = _context(2, 9, seed=1)
+    full = model(x, ctx)
+    state = model.start(2)
+    for t in range(9):
+        out, state = model.step(state, x[:, t], {n: v[:, t] for n, v in ctx.items()})
+        assert torch.allclose(out, full[:, t], atol=1e-4)
+
+
+def test_without_context_a_model_is_what_it_was_and_with_it_needs_it():
+    plain, reading = build_model("lstm", {}, 10, seed=0), build_model("lstm", {"context": "key"}, 10, seed=0)
+    assert not any("context" in k for k in plain.state_dict())         # old checkpoints load
+    assert {k for k in reading.state_dict() if "context" in k} == {"context_embed.tables.key.weight"}
+    assert all(torch.equal(v, reading.state_dict()[k]) for k, v in plain.state_dict().items())
+    with pytest.raises(ConfigError, match="reads the context key of each note and was given none"):
+        reading(torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ConfigError, match="context is not a hyperparameter of markov"):
+        build_model("markov", {"context": ["key"]})
+
+
+def test_a_checkpoint_records_the_context(tmp_path):
+    from chromasonic_lib.checkpoints import load_checkpoint, save_checkpoint
+    model = _model("gru", memory=True)
+    path = save_checkpoint(tmp_path / "m.pt", model, "gru", {"embedding_dim": 8, "hidden_size": 12,
+                           "num_layers": 2, "memory_order": 3, "context": list(ALL)}, "pitch")
+    loaded, _ = load_checkpoint(path)
+    x, ctx = torch.randint(0, 10, (2, 6)), _context(2, 6)
+    assert isinstance(loaded, MelodyMemory) and torch.allclose(loaded(x, ctx), model(x, ctx))
+
+
+def test_training_and_evaluation_give_the_model_its_context():
+    from chromasonic_lib.config import TrainConfig
+    from chromasonic_lib.data import from_token_lists, prepare
+    from chromasonic_lib.training import evaluate, train
+    data = prepare(load_dataset("synthetic", n_sequences=20, sequence_length=16, seed=2), 0.2, 0.2, 2)
+    assert data.train.context_features == ALL
+    model = build_model("gru", {"embedding_dim": 8, "hidden_size": 8, "context": list(ALL)}, 88, seed=0)
+    history = train(model, data.train, data.val, TrainConfig(epochs=1, min_epoch_tokens=0))
+    assert np.isfinite(history.val_loss[0]) and evaluate(model, data.test).n_notes == data.test.n_predicted
+    tokens = from_token_lists([[1, 2, 3, 4]] * 4, [[1, 2, 3]])
+    with pytest.raises(DataError, match="token lists have no notes behind them"):
+        train(model, tokens.train, tokens.val, TrainConfig(epochs=1, min_epoch_tokens=0))
+
+
+@pytest.mark.parametrize("settings,error", [
+    ("model: lstm\ncontext: [tempo]\n", r"context: 'tempo' is not a context feature; allowed: duration, metre, "
+                                        r"phrase, key \(got \['tempo'\]\)"),
+    ("model: markov\ncontext: [key]\n", r"context: markov counts pitches only and reads no context"),
+    ("model: gru\ncontext: duration+key\nencoding: grid\n", r"the grid encoding gives no 'duration' context, "
+                                                           r"got 'duration\+key'; it gives metre, key"),
+])
+def test_crossval_settings_name_a_bad_context(tmp_path, settings, error):
+    from chromasonic_lib.config import CrossvalConfig
+    params = tmp_path / "p.yaml"
+    params.write_text(settings.replace("encoding: grid\n", ""))
+    encoding = "grid" if "encoding: grid" in settings else "pitch"
+    with pytest.raises(ConfigError, match=error):
+        CrossvalConfig("synthetic", encoding, params=str(params))
+
+
+def test_crossval_trains_context_models_on_a_few_chorales(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("model: lstm\nhidden_size: 16\nembedding_dim: 8\nepochs: 1\nmin_epoch_tokens: 0\n"
+                      "context: [duration, metre, phrase, key]\nmemory_order: 2\n")
+    run = subprocess.run([PYTHON, "-m", "chromasonic_lib.crossval", "--dataset", "chorales-other",
+                          "--limit", "12", "--folds", "2", "--params", str(params), "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["params"]["context"] == list(ALL) and 0 < result["bits_per_note"] < 7
