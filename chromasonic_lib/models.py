@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.context import CONTEXT_FEATURES, context_names
+from .data.context import CONTEXT_FEATURES, MINOR, context_names
+from .data.encodings import LOWEST_MIDI, N_KEYS
 from .errors import ConfigError
 
 # What a model's input and output mean (see the module docstring), recorded in checkpoints and
@@ -202,10 +203,58 @@ class ContextEmbedding(nn.Module):
         return sum(self.tables[n](context[n]) for n in self.names)
 
 
+class ScaleDegrees(nn.Module):
+    """What knowing the key buys a model of absolute pitches (IDyOM's pitch-from-tonic viewpoints).
+
+    Melodies recur in every key, so "the next note is the tonic" is one fact in 24 keys. With
+    the key given, the model also reads the previous note's scale degree (its pitch class from
+    the tonic, in major or minor), and its output gains a preference over the 12 degrees that
+    is added to every piano key of that degree in the note's key. Tokens that are not keys
+    (the start token, the grid's hold and rest) have no degree.
+    """
+
+    def __init__(self, vocab_size: int, in_dim: int, out_dim: int):
+        super().__init__()
+        pitch_class = (torch.arange(vocab_size + 1) + LOWEST_MIDI) % 12
+        pitch_class[N_KEYS:] = 12                       # no degree: 12 below
+        self.register_buffer("pitch_class", pitch_class, persistent=False)
+        self.embed = nn.Embedding(2 * 12 + 1, in_dim)   # degree + 12 in minor; 24: no degree
+        self.head = nn.Linear(out_dim, 12)
+
+    def _degrees(self, tokens: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        pc = self.pitch_class[tokens]
+        degree = (pc - key % 12) % 12 + MINOR * (key >= MINOR)
+        return torch.where(pc == 12, 2 * 12, degree)
+
+    def inputs(self, tokens: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """Embeddings of the previous notes' degrees in the key of the note each step predicts."""
+        return self.embed(self._degrees(tokens, key))
+
+    def outputs(self, h: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """Per-token logits to add: each key's degree's share of ``self.head(h)`` (0 for non-keys)."""
+        prefer = F.pad(self.head(h), (0, 1))                          # [..., 13]: 12 = no degree
+        pc = self.pitch_class[:-1].expand(*key.shape, -1)             # [..., V]
+        degree = torch.where(pc == 12, 12, (pc - (key % 12)[..., None]) % 12)
+        return prefer.gather(-1, degree)
+
+
+def _with_degrees(model: nn.Module, vocab_size: int, in_dim: int, out_dim: int) -> None:
+    model.degrees = ScaleDegrees(vocab_size, in_dim, out_dim) if "key" in model.context else None
+
+
 def _embed(model: nn.Module, tokens: torch.Tensor, context: dict | None) -> torch.Tensor:
     """The token embedding, plus the context's where the model reads context."""
     h = model.embed(tokens)
-    return h if model.context_embed is None else h + model.context_embed(context)
+    if model.context_embed is None:
+        return h
+    h = h + model.context_embed(context)
+    return h if model.degrees is None else h + model.degrees.inputs(tokens, context["key"])
+
+
+def _logits(model: nn.Module, h: torch.Tensor, context: dict | None) -> torch.Tensor:
+    """The output layer, plus the scale-degree preference where the model knows the key."""
+    out = model.head(h)
+    return out if getattr(model, "degrees", None) is None else out + model.degrees.outputs(h, context["key"])
 
 
 class RecurrentModel(nn.Module):
@@ -232,10 +281,11 @@ class RecurrentModel(nn.Module):
         # Last, so that the other weights start as a model without context's (same seed).
         self.context = context_names(context)
         self.context_embed = ContextEmbedding(self.context, embedding_dim) if self.context else None
+        _with_degrees(self, vocab_size, embedding_dim, hidden_size)
 
     def forward(self, x: torch.Tensor, context: dict | None = None) -> torch.Tensor:
         out, _ = self.rnn(_embed(self, x, context))
-        return self.head(self.drop(out))
+        return _logits(self, self.drop(out), context)
 
     # One step of one layer, as the RNN computes it (the ops behind nn.LSTMCell and the others).
     STEP_CELLS = {"LSTM": torch.lstm_cell, "GRU": torch.gru_cell, "RNN_TANH": torch.rnn_tanh_cell,
@@ -258,7 +308,7 @@ class RecurrentModel(nn.Module):
             state = cell(h, state, *weights)
             h = state[0] if isinstance(state, tuple) else state
             out.append(state)
-        return self.head(self.drop(h)), out
+        return _logits(self, self.drop(h), context), out
 
 
 class TransformerModel(nn.Module):
@@ -283,6 +333,7 @@ class TransformerModel(nn.Module):
         self.head = nn.Linear(d_model, vocab_size)
         self.context = context_names(context)
         self.context_embed = ContextEmbedding(self.context, d_model) if self.context else None
+        _with_degrees(self, vocab_size, d_model, d_model)
 
     def positions(self, length: int, device, start: int = 0) -> torch.Tensor:
         """Sinusoidal embeddings [length, d_model] of positions start..start+length-1."""
@@ -298,7 +349,7 @@ class TransformerModel(nn.Module):
         T = x.shape[1]
         h = _embed(self, x, context) * math.sqrt(self.d_model) + self.positions(T, x.device)
         mask = nn.Transformer.generate_square_subsequent_mask(T, device=x.device)
-        return self.head(self.norm(self.layers(h, mask=mask, is_causal=True)))
+        return _logits(self, self.norm(self.layers(h, mask=mask, is_causal=True)), context)
 
     def start(self, batch_size: int) -> tuple[int, list]:
         return 0, [None] * len(self.layers.layers)      # position, each layer's keys and values
@@ -324,7 +375,7 @@ class TransformerModel(nn.Module):
             heads = F.scaled_dot_product_attention(q, k, v)
             h = h + attn.out_proj(heads.transpose(1, 2).reshape(B, 1, -1))
             h = h + layer.linear2(layer.activation(layer.linear1(layer.norm2(h))))
-        return self.head(self.norm(h))[:, 0], (t + 1, kept)
+        return _logits(self, self.norm(h)[:, 0], context), (t + 1, kept)
 
 
 def _forward(model: nn.Module, x: torch.Tensor, context: dict | None) -> torch.Tensor:
