@@ -105,15 +105,16 @@ class MelodyTensor:
         """Notes that get predicted: every one, the first of each melody from the start token."""
         return int(self.lengths.sum())
 
-    def batch(self, idx: torch.Tensor, shifts: torch.Tensor | None = None, *, bos: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx: torch.Tensor, shifts: torch.Tensor | None = None, *, bos: int,
+              length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs [B, L] and targets [B, L] (``IGNORE`` on padding), cut to the batch's length L.
 
         The inputs are the start token ``bos`` followed by notes 0..L-2, the targets notes
         0..L-1: the output at step t predicts note t, so every note is scored. ``bos`` is the
-        model's (its ``vocab_size``): the data never know the vocabulary.
+        model's (its ``vocab_size``): the data never know the vocabulary. ``length``, the
+        longest melody in ``idx``, if the caller knows it: finding it waits for the device.
         """
-        length = int(self.lengths[idx].max())
+        length = int(self.lengths[idx].max()) if length is None else length
         x = self.tokens[idx, :length]
         if shifts is not None:
             x = x + shifts[:, None] * self.is_key[idx, :length]
