@@ -10,14 +10,15 @@ hand-written loop's tokens/s, and 4 trials at once give ≥ 2× the trials per h
 
 The ceiling trains the family-defaults trial's model (the LSTM's defaults) on the same
 batches as a trial (batch size 32, each batch cut to its longest melody, every note a token),
-in bf16 autocast with TF32 as a trial does on such a GPU, with nothing else: no transposition,
-no validation, the batches cut before the clock starts. "One trial" is ``train()`` of that same
-model for the same epochs (no early stopping), validation after each epoch included. Each
-study is the default search (TPE, median pruner, params/spaces/default.yaml, 15 epochs) with
-the same seed and number of trials; its trials per hour run from the first trial's start to
-the last one's end, and its tokens are every trained epoch's notes. Several trials at once run
-as threads of one process (``trials_per_device``: a CUDA stream each) and, for comparison, as
-worker processes sharing a journal study (what ``batch --workers`` starts; ``--modes``).
+in a trial's precision (an LSTM: TF32, see ``training.mixed_precision``), with nothing else:
+no transposition, no validation, the batches cut before the clock starts; on a GPU it is also
+timed with bf16 autocast forced on. "One trial" is ``train()`` of that same model for the same
+epochs (no early stopping), validation after each epoch included. Each study is the default
+search (TPE, median pruner, params/spaces/default.yaml, 15 epochs) with the same seed and
+number of trials; its trials per hour run from the first trial's start to the last one's end,
+and its tokens are every trained epoch's notes. Several trials at once run as threads of one
+process (``trials_per_device``: a CUDA stream each) and, for comparison, as worker processes
+sharing a journal study (what ``batch --workers`` starts; ``--modes``).
 """
 import argparse
 import json
@@ -41,7 +42,7 @@ from chromasonic_lib.data import load_dataset, prepare          # noqa: E402
 from chromasonic_lib.data.splits import IGNORE, epoch_order, epoch_repeats  # noqa: E402
 from chromasonic_lib.models import build_model                  # noqa: E402
 from chromasonic_lib.search.results import summarize            # noqa: E402
-from chromasonic_lib.training import train                      # noqa: E402
+from chromasonic_lib.training import mixed_precision, train     # noqa: E402
 
 QUICK_SPACE = {"training": {"learning_rate": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True}},
                "models": {"lstm": {"hidden_size": {"type": "int", "low": 8, "high": 24},
@@ -79,21 +80,21 @@ def sync() -> None:
         torch.cuda.synchronize(device)
 
 
-def hand_written(epochs: int) -> float:
-    """Tokens/s of the minimal loop: forward, loss, backward, clip, step; one sync at the end."""
+def hand_written(epochs: int, autocast: bool | None = None) -> float:
+    """Tokens/s of the minimal loop: forward, loss, backward, clip, step; one sync at the end.
+    In a trial's precision, or with bf16 autocast forced on (``autocast``) or off."""
     torch.manual_seed(0)
     model = build_model("lstm", model_params, data.vocab_size).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=defaults.learning_rate, weight_decay=defaults.weight_decay)
     order = epoch_order(data.train, defaults.min_epoch_tokens, torch.Generator().manual_seed(0))
     batches = [data.train.batch(idx.to(device), bos=data.vocab_size) for idx in order.split(defaults.batch_size)]
     tokens = sum(int((y != IGNORE).sum()) for _, y in batches)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    precision = mixed_precision(device, model) if autocast is None else \
+        torch.autocast(device.type, torch.bfloat16, enabled=autocast)
 
     def epoch() -> None:
         for x, y in batches:
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            with precision:
                 logits = model(x)
                 loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
             opt.zero_grad(set_to_none=True)
@@ -176,6 +177,11 @@ def in_processes(n: int) -> dict:
 
 ceiling = hand_written(args.epochs)
 print(f"hand-written loop: {ceiling:,.0f} tokens/s", flush=True)
+# What autocast would give the LSTM, which trials leave in TF32 (cuDNN RNNs under autocast run
+# in float16, unscaled): the loop with bf16 autocast forced on.
+forced = hand_written(args.epochs, autocast=True) if device.type == "cuda" else None
+if forced:
+    print(f"hand-written loop, autocast forced on: {forced:,.0f} tokens/s", flush=True)
 ours = one_trial(args.epochs)
 print(f"one trial (train()): {ours:,.0f} tokens/s ({ours / ceiling:.0%} of the loop)", flush=True)
 studies = {"threads_1": in_threads(1)}          # one trial at a time: what the others compare with
@@ -189,11 +195,13 @@ for mode in args.modes:
 one, most = studies["threads_1"], max(args.at_once)
 out = {"device": str(device),
        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-       "bf16": device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False),
+       "bf16_gpu": device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False),
+       "bf16_lstm_trials": False,      # see mixed_precision: cuDNN RNNs train in TF32
        "torch": torch.__version__, "optuna": optuna.__version__, "quick": args.quick,
        "dataset": dataset, "train_melodies": len(data.train), "notes_per_epoch": notes_per_epoch,
        "epochs": args.epochs, "trials": args.trials,
        "ceiling_tokens_per_s": round(ceiling), "one_trial_tokens_per_s": round(ours),
+       "ceiling_autocast_forced_tokens_per_s": forced and round(forced),
        "one_trial_share_of_ceiling": round(ours / ceiling, 3), "target_share": 0.8,
        "studies": studies,
        **{f"{name}_vs_1_trials_per_hour": round(row["trials_per_hour"] / one["trials_per_hour"], 2)

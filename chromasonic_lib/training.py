@@ -82,18 +82,25 @@ class History:
         return len(self.val_loss)
 
 
-def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """What trains faster on a CUDA GPU at no cost in what it learns: TF32 matmuls (float32
-    sums over 10-bit products) everywhere, and bf16 autocast where the GPU computes bf16
-    natively (Ampere and later; emulated bf16 would be slower). Nothing on other devices."""
+def mixed_precision(device: torch.device, model: nn.Module) -> contextlib.AbstractContextManager:
+    """How ``model`` trains on ``device``: on a CUDA GPU, TF32 matmuls (float32 sums over
+    10-bit products) and, where the GPU computes bf16 natively (Ampere and later; emulated bf16
+    is slower), bf16 autocast. Not for a model with an RNN/LSTM/GRU layer: autocast runs cuDNN's
+    RNNs in float16 whatever dtype it is given, and float16 gradients without loss scaling can
+    underflow; those train in TF32. Nothing changes on other devices."""
     if device.type != "cuda":
         return contextlib.nullcontext()
     # Process-wide and only ever switched on; CPU matmuls keep full float32.
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    if any(isinstance(m, nn.RNNBase) for m in model.modules()) or not _native_bf16(device):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def _native_bf16(device: torch.device) -> bool:
     with torch.cuda.device(device):
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.autocast("cuda", dtype=torch.bfloat16) if native else contextlib.nullcontext()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def batch_lengths(lengths: torch.Tensor, batch_size: int) -> list[int]:
@@ -185,7 +192,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
 
     gen = torch.Generator().manual_seed(cfg.seed)
     host_lengths = train_data.lengths.cpu()
-    precision = mixed_precision(device)
+    precision = mixed_precision(device, model)
     optimizer = _make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_data) * epoch_repeats(train_data, cfg.min_epoch_tokens)
                                 / cfg.batch_size)

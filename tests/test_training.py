@@ -83,9 +83,28 @@ def test_batch_lengths_are_known_on_the_host_before_any_batch_is_cut(synthetic_p
         assert data.batch(idx[i:i + 16], bos=88, length=length)[0].shape == data.batch(idx[i:i + 16], bos=88)[0].shape
 
 
-def test_the_cpu_trains_in_float32_as_before():
+@pytest.fixture
+def tf32_flags():
+    """The process-wide TF32 flags, restored afterwards."""
+    from torch.backends import cuda, cudnn
+    before = cuda.matmul.allow_tf32, cudnn.allow_tf32
+    yield
+    cuda.matmul.allow_tf32, cudnn.allow_tf32 = before
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")      # autocast("cuda") on a CPU build
+def test_bf16_autocast_on_a_gpu_that_has_it_except_for_cudnn_rnns(monkeypatch, tf32_flags):
     import contextlib
-    assert isinstance(mixed_precision(torch.device("cpu")), contextlib.nullcontext)
+    from chromasonic_lib import training
+    assert isinstance(mixed_precision(torch.device("cpu"), build_model("transformer", {})), contextlib.nullcontext)
+    monkeypatch.setattr(training, "_native_bf16", lambda device: True)
+    gpu = torch.device("cuda", 0)
+    precision = mixed_precision(gpu, build_model("transformer", {"memory_order": 2}))
+    assert isinstance(precision, torch.autocast) and precision.fast_dtype == torch.bfloat16
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert isinstance(mixed_precision(gpu, build_model("lstm", TINY)), contextlib.nullcontext)
+    monkeypatch.setattr(training, "_native_bf16", lambda device: False)        # before Ampere: TF32 only
+    assert isinstance(mixed_precision(gpu, build_model("transformer", {})), contextlib.nullcontext)
 
 
 def test_missing_cuda_warns_and_falls_back_to_cpu():
