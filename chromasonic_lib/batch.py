@@ -5,6 +5,8 @@ Each run is a papermill execution of ``notebooks/search.ipynb`` (its executed co
 ``--out``); one failure does not stop the others, and the exit code is non-zero if any
 failed. ``--workers N`` starts N workers on one parameter file: one study, shared through
 its storage (use PostgreSQL or ``journal:<file>``; SQLite is not safe for several processes).
+With ``device: auto``, the workers are spread over the file's ``devices`` (auto: every GPU):
+worker i runs on device i mod n.
 """
 from __future__ import annotations
 
@@ -51,12 +53,16 @@ def plan(param_files: list[str], parallel: int, workers: int, out: Path) -> list
     for f in param_files:
         stem = Path(f).stem
         names = [f"{stem}-worker{i + 1}" for i in range(workers)] if workers > 1 else [stem]
-        for name in names:
+        assigned: list[str] = []
+        for i, name in enumerate(names):
             job = Job(name, f, output=out / f"{name}.ipynb")
             try:
                 job.params = check_param_file("parameter file", f)
                 cfg = SearchConfig(**job.params)
                 job.study = cfg.study_name
+                if workers > 1 and cfg.device == "auto":
+                    assigned = assigned or worker_devices(cfg, workers)
+                    job.params["devices"] = assigned[i]
                 if workers > 1 and cfg.storage.startswith("sqlite"):
                     log.warning("%s: %d workers on SQLite storage: SQLite is not safe for several "
                                 "processes; use journal:<file> or postgresql://", f, workers)
@@ -66,6 +72,12 @@ def plan(param_files: list[str], parallel: int, workers: int, out: Path) -> list
                 job.status, job.error = "failed", mask_url(str(e))
             jobs.append(job)
     return jobs
+
+
+def worker_devices(cfg: SearchConfig, workers: int) -> list[str]:
+    """Each worker's ``devices``: the search's devices on this machine, spread over them."""
+    from .search.devices import parse_devices, spread
+    return spread([str(d) for d in parse_devices(cfg.devices, cfg.device)], workers)
 
 
 def run_job(job: Job, notebook: Path) -> Job:

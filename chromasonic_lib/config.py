@@ -85,9 +85,25 @@ def check_study_name(name: str, value: Any) -> str:
     return value
 
 
+DEVICE_PATTERN = r"cpu|mps|cuda(:\d+)?"
+
+
 def check_device(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+    if not isinstance(value, str) or not re.fullmatch(rf"auto|{DEVICE_PATTERN}", value):
         raise ConfigError(f"{name} must be one of auto, cpu, cuda, cuda:N, mps; got {value!r}")
+    return value
+
+
+def check_devices(name: str, value: Any) -> str:
+    """``auto`` or a comma-separated list of devices, each named once (``cuda:0,cuda:1``)."""
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else []
+    if value != "auto" and (not items or not all(re.fullmatch(DEVICE_PATTERN, v) for v in items)):
+        raise ConfigError(f"{name} must be auto or a comma-separated list of cpu, cuda, cuda:N, "
+                          f"mps (e.g. cuda:0,cuda:1); got {value!r}")
+    twice = sorted({v for v in items if items.count(v) > 1})
+    if twice:
+        raise ConfigError(f"{name} names {', '.join(twice)} twice in {value!r}: list each device "
+                          f"once; trials_per_device says how many trials share one")
     return value
 
 
@@ -324,6 +340,8 @@ class SearchConfig(_StudyAndData):
     heartbeat_interval: int = 10
     grace_period: int = 30
     threads: int = 0
+    trials_per_device: int = 1        # trials that run at once on each device (threads, a CUDA stream each)
+    devices: str = "auto"             # where trials run: "cuda:0,cuda:1"; auto: device's choice, every visible GPU for device auto
     total_trials: int = 0             # stop when the study holds this many finished trials; 0 = no cap
     artifact_store: str = ""          # where trials' checkpoints go: a folder or s3://bucket/prefix
     keep_checkpoints: int = 10        # the best trials whose checkpoints stay in the artifact store
@@ -344,6 +362,12 @@ class SearchConfig(_StudyAndData):
             raise ConfigError(f"grace_period must be longer than heartbeat_interval "
                               f"({self.heartbeat_interval} s), got {self.grace_period}")
         self.threads = check_int("threads", self.threads, 0)
+        self.trials_per_device = check_int("trials_per_device", self.trials_per_device)
+        self.devices = check_devices("devices", self.devices)
+        listed = [d.strip() for d in self.devices.split(",")]
+        if "auto" not in (self.device, self.devices) and self.device not in listed:
+            raise ConfigError(f"device {self.device!r} is not among devices {self.devices!r}: "
+                              f"give devices alone (device auto), or a device it lists")
         self.total_trials = check_int("total_trials", self.total_trials, 0)
         self.artifact_store = check_str("artifact_store", self.artifact_store, allow_empty=True)
         self.keep_checkpoints = check_int("keep_checkpoints", self.keep_checkpoints)

@@ -8,6 +8,7 @@ musical context (its ``context``) is given the batch's; the loss is still over p
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -82,22 +83,55 @@ class History:
         return len(self.val_loss)
 
 
+def mixed_precision(device: torch.device, model: nn.Module) -> contextlib.AbstractContextManager:
+    """How ``model`` trains on ``device``: on a CUDA GPU, TF32 matmuls (float32 sums over
+    10-bit products) and, where the GPU computes bf16 natively (Ampere and later; emulated bf16
+    is slower), bf16 autocast. Not for a model with an RNN/LSTM/GRU layer: autocast runs cuDNN's
+    RNNs in float16 whatever dtype it is given, and float16 gradients without loss scaling can
+    underflow; those train in TF32. Nothing changes on other devices."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    # Process-wide and only ever switched on; CPU matmuls keep full float32.
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    if any(isinstance(m, nn.RNNBase) for m in model.modules()) or not _native_bf16(device):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def _native_bf16(device: torch.device) -> bool:
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def batch_lengths(lengths: torch.Tensor, batch_size: int) -> list[int]:
+    """The longest melody of each batch of ``batch_size`` in ``lengths`` (on the CPU), known
+    before any batch is cut: asking the device batch by batch would wait for it each time."""
+    pad = -len(lengths) % batch_size
+    return F.pad(lengths, (0, pad)).view(-1, batch_size).amax(1).tolist()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: MelodyTensor, batch_size: int = 256) -> Metrics:
-    """Loss (nats and bits per note), accuracy and perplexity over every note of ``data``."""
+    """Loss (nats and bits per note), accuracy and perplexity over every note of ``data``.
+
+    In float32 (TF32 matmuls on CUDA) even where training used bf16: this is the number a
+    trial reports. The device is asked for the sums once, at the end.
+    """
     was_training = model.training
     model.eval()
-    total, correct, count = 0.0, 0, 0
-    for start in range(0, len(data), batch_size):
+    host_lengths = data.lengths.cpu()
+    sums, hits = [], []
+    for start, length in zip(range(0, len(data), batch_size), batch_lengths(host_lengths, batch_size)):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.tokens.device)
-        x, y = data.batch(idx, bos=model.vocab_size)
+        x, y = data.batch(idx, bos=model.vocab_size, length=length)
         logits = model(x, **_context(model, data, idx, x))
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                 ignore_index=IGNORE, reduction="sum").item()
-        keep = y != IGNORE
-        correct += (logits.argmax(-1)[keep] == y[keep]).sum().item()
-        count += keep.sum().item()
+        sums.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                    ignore_index=IGNORE, reduction="sum"))
+        hits.append(((logits.argmax(-1) == y) & (y != IGNORE)).sum())
     model.train(was_training)
+    total = torch.stack(sums).cpu().double().sum().item()      # MPS has no float64
+    correct, count = int(torch.stack(hits).sum()), int(host_lengths.sum())
     nats = total / max(count, 1)
     return Metrics(nats, nats / math.log(2), correct / max(count, 1),
                    math.exp(min(nats, 700)), count)
@@ -165,6 +199,8 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
         return history
 
     gen = torch.Generator().manual_seed(cfg.seed)
+    host_lengths = train_data.lengths.cpu()
+    precision = mixed_precision(device, model)
     optimizer = _make_optimizer(model, cfg)
     steps_per_epoch = n_batches(train_data, cfg.min_epoch_tokens, cfg.batch_size)
     # Cosine decay to zero over the planned epochs: big early steps, precise late ones.
@@ -174,14 +210,17 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
     best_state = None
     for epoch in range(cfg.epochs):
         model.train()
-        batches = epoch_batches(train_data, cfg.min_epoch_tokens, cfg.batch_size, gen)
         total = torch.zeros((), device=device)
-        for idx in batches:
+        batches = epoch_batches(train_data, cfg.min_epoch_tokens, cfg.batch_size, gen)   # on the host
+        for batch in batches:
+            idx = batch.to(device)
             shifts = train_data.random_shifts(idx, cfg.transpose, gen) if cfg.transpose else None
-            x, y = train_data.batch(idx, shifts, bos=model.vocab_size)
-            logits = model(x, **_context(model, train_data, idx, x, shifts))
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                   ignore_index=IGNORE)
+            x, y = train_data.batch(idx, shifts, bos=model.vocab_size,
+                                    length=int(host_lengths[batch].max()))
+            with precision:
+                logits = model(x, **_context(model, train_data, idx, x, shifts))
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                       ignore_index=IGNORE)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -32,6 +32,8 @@ BAD = [
     ({"sampler": "bayes"}, "sampler must be one of tpe, random, gp, cmaes"),
     ({"pruner": "percentile"}, "pruner must be one of median, hyperband, none"),
     ({"device": "tpu"}, "device must be one of"),
+    ({"devices": "gpu0,gpu1"}, "devices must be auto or a comma-separated list of cpu, cuda, cuda:N, mps"),
+    ({"trials_per_device": 0}, "trials_per_device must be a positive integer, got 0"),
     ({"plot": "maybe"}, "plot"),
     ({"study_name": ""}, "study_name"),
     ({"study_name": "a b/c"}, "study_name"),

@@ -9,7 +9,8 @@ import torch
 from chromasonic_lib.config import TrainConfig
 from chromasonic_lib.errors import ConfigError, TrainingDiverged
 from chromasonic_lib.models import build_model
-from chromasonic_lib.training import evaluate, pick_device, train, train_ensemble
+from chromasonic_lib.training import (batch_lengths, evaluate, mixed_precision, pick_device, train,
+                                      train_ensemble)
 
 FAST = dict(epochs=4, batch_size=16, learning_rate=1e-2, min_epoch_tokens=16384)
 TINY = {"hidden_size": 32, "embedding_dim": 16, "num_layers": 1, "dropout": 0.0}
@@ -72,6 +73,38 @@ def test_an_ensemble_scores_no_worse_than_its_members_on_average(synthetic_prepa
     alone = build_model("gru", TINY, seed=4)
     train(alone, synthetic_prepared.train, synthetic_prepared.val, cfg.replace(seed=cfg.seed + 1))
     assert evaluate(alone, synthetic_prepared.val).nats_per_note == pytest.approx(members[1].nats_per_note)
+
+
+def test_batch_lengths_are_known_on_the_host_before_any_batch_is_cut(synthetic_prepared):
+    assert batch_lengths(torch.tensor([3, 5, 2, 7, 1]), 2) == [5, 7, 1]
+    data = synthetic_prepared.train
+    idx = torch.arange(len(data))
+    for i, length in zip(range(0, len(data), 16), batch_lengths(data.lengths.cpu(), 16)):
+        assert data.batch(idx[i:i + 16], bos=88, length=length)[0].shape == data.batch(idx[i:i + 16], bos=88)[0].shape
+
+
+@pytest.fixture
+def tf32_flags():
+    """The process-wide TF32 flags, restored afterwards."""
+    from torch.backends import cuda, cudnn
+    before = cuda.matmul.allow_tf32, cudnn.allow_tf32
+    yield
+    cuda.matmul.allow_tf32, cudnn.allow_tf32 = before
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")      # autocast("cuda") on a CPU build
+def test_bf16_autocast_on_a_gpu_that_has_it_except_for_cudnn_rnns(monkeypatch, tf32_flags):
+    import contextlib
+    from chromasonic_lib import training
+    assert isinstance(mixed_precision(torch.device("cpu"), build_model("transformer", {})), contextlib.nullcontext)
+    monkeypatch.setattr(training, "_native_bf16", lambda device: True)
+    gpu = torch.device("cuda", 0)
+    precision = mixed_precision(gpu, build_model("transformer", {"memory_order": 2}))
+    assert isinstance(precision, torch.autocast) and precision.fast_dtype == torch.bfloat16
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert isinstance(mixed_precision(gpu, build_model("lstm", TINY)), contextlib.nullcontext)
+    monkeypatch.setattr(training, "_native_bf16", lambda device: False)        # before Ampere: TF32 only
+    assert isinstance(mixed_precision(gpu, build_model("transformer", {})), contextlib.nullcontext)
 
 
 def test_missing_cuda_warns_and_falls_back_to_cpu():

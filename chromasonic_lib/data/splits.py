@@ -119,15 +119,16 @@ class MelodyTensor:
         """Notes that get predicted: every one, the first of each melody from the start token."""
         return int(self.lengths.sum())
 
-    def batch(self, idx: torch.Tensor, shifts: torch.Tensor | None = None, *, bos: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx: torch.Tensor, shifts: torch.Tensor | None = None, *, bos: int,
+              length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs [B, L] and targets [B, L] (``IGNORE`` on padding), cut to the batch's length L.
 
         The inputs are the start token ``bos`` followed by notes 0..L-2, the targets notes
         0..L-1: the output at step t predicts note t, so every note is scored. ``bos`` is the
-        model's (its ``vocab_size``): the data never know the vocabulary.
+        model's (its ``vocab_size``): the data never know the vocabulary. ``length``, the
+        longest melody in ``idx``, if the caller knows it: finding it waits for the device.
         """
-        length = int(self.lengths[idx].max())
+        length = int(self.lengths[idx].max()) if length is None else length
         x = self.tokens[idx, :length]
         if shifts is not None:
             x = x + shifts[:, None] * self.is_key[idx, :length]
@@ -167,7 +168,7 @@ class MelodyTensor:
 
 def epoch_batches(data: MelodyTensor, min_tokens: int, batch_size: int,
                   generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch's batches of melody indices, in random order.
+    """One epoch's batches of melody indices (on the host), in random order.
 
     A small set is repeated until the epoch holds ``min_tokens`` notes (each time freshly
     shuffled and transposed), so tiny data sets get enough optimizer steps between two
@@ -186,7 +187,7 @@ def epoch_batches(data: MelodyTensor, min_tokens: int, batch_size: int,
         perm = perm[torch.argsort(lengths[perm] * jitter[perm], stable=True)]
         out += list(perm.split(batch_size))
     order = torch.randperm(len(out), generator=generator)
-    return [out[i].to(data.tokens.device) for i in order]
+    return [out[i] for i in order]
 
 
 

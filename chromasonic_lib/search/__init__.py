@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,10 @@ from tqdm.auto import tqdm
 from ..config import SearchConfig, TrainConfig, check_writable_dir
 from ..data import Prepared, load_dataset, prepare
 from ..models import build_model
-from ..training import pick_device, train
+from ..training import train
 from ..live import LiveView
 from ..checkpoints import CheckpointKeeper, default_artifact_location, open_artifact_store
+from .devices import DeviceSlots, OneAtATime, parse_devices, stop_on_interrupt
 from .heartbeat import JournalHeartbeat
 from .objective import Objective
 from .results import trial_config, write_results
@@ -137,11 +139,11 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     output_dir = check_writable_dir("output_dir", cfg.output_path)
     artifacts = cfg.artifact_store or default_artifact_location(cfg.storage, output_dir)
     store = open_artifact_store(artifacts)
-    device = pick_device(cfg.device)
+    devices = parse_devices(cfg.devices, cfg.device)
     if data is None:
         d = cfg.data
         melodies = load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed)
-        data = prepare(melodies, d.val_fraction, d.test_fraction, d.seed, device)
+        data = prepare(melodies, d.val_fraction, d.test_fraction, d.seed, devices[0])
     log.info(data.describe())
     settings = study_settings(cfg, data)
     study, created = create_study(cfg, storage)
@@ -168,7 +170,11 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         if isinstance(storage, optuna.storages.JournalStorage) else None
     if heartbeat:
         heartbeat.fail_stale_trials(study)      # and after each trial, as a callback
-    objective = Objective(data, cfg.space, base, store, deadline, heartbeat)
+    slots = DeviceSlots(data, devices, cfg.trials_per_device)
+    # Several trials at once: Optuna's threads, one per slot. Ctrl-C then stops each running
+    # trial at its next epoch (alone, a trial is interrupted where it is).
+    stop = threading.Event() if len(slots) > 1 else None
+    objective = Objective(slots, cfg.space, base, store, deadline, heartbeat, stop)
     keeper = CheckpointKeeper(store, output_dir, cfg.keep_checkpoints)
     n_trials, callbacks = cfg.n_trials, [keeper] + ([heartbeat] if heartbeat else [])
     if cfg.total_trials:
@@ -180,16 +186,20 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     live = LiveView.open(study, n_trials, cfg.plot, cfg.timeout) if cfg.live else None
     progress = _Progress(n_trials, output_dir, cfg.plot, bar=live is None)
     callbacks += [progress] + ([live] if live else [])
+    if stop is not None:
+        log.info("%d trials at once: %d on each of %s", len(slots), cfg.trials_per_device,
+                 ", ".join(map(str, devices)))
     start = time.perf_counter()
     interrupted = False
     try:
-        if n_trials:
-            study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout or None,
-                           catch=(Exception,), callbacks=callbacks,
-                           gc_after_trial=False)
+        with stop_on_interrupt(stop):
+            if n_trials:
+                study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout or None,
+                               n_jobs=len(slots), catch=(Exception,),
+                               callbacks=[OneAtATime(callbacks)], gc_after_trial=False)
     except KeyboardInterrupt:
         interrupted = True
-        log.warning("interrupted: the running trial is marked FAIL; result files are up to date")
+        log.warning("interrupted: the running trials are marked FAIL; result files are up to date")
     finally:
         progress.bar.close()
     if not interrupted:

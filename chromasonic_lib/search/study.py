@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +40,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
         if resolved.startswith("sqlite:///"):
             Path(resolved[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        storage_class = _SQLiteStorage if resolved.startswith("sqlite") else RDBStorage
         engine = {"pool_pre_ping": True}
         if resolved.startswith(("postgresql", "mysql")):
             engine["connect_args"] = {"connect_timeout": 10}
@@ -52,7 +54,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             # the loser sees an integrity error and simply tries again.
             for attempt in range(3):
                 try:
-                    return RDBStorage(resolved, engine_kwargs=engine, **heartbeat)
+                    return storage_class(resolved, engine_kwargs=engine, **heartbeat)
                 except ImportError:
                     raise
                 except Exception:
@@ -65,6 +67,21 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(mask_url(f"storage {url!r} cannot be opened: {first}")) from None
+
+
+class _SQLiteStorage(RDBStorage):
+    """Optuna's RDB storage on SQLite, safe for trials that run in threads (``n_jobs``).
+
+    A worker takes a queued trial by reading it WAITING and writing RUNNING under a row lock
+    (SELECT ... FOR UPDATE), which SQLite ignores: two threads could both take the same trial
+    and both run it. Within a process, a lock does what the row lock would.
+    """
+
+    _state_lock = threading.Lock()
+
+    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        with self._state_lock:
+            return super().set_trial_state_values(trial_id, state, values)
 
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:
@@ -115,30 +132,36 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     and resumes, so seeding by them gives each trial its own draws, while a study run again
     from scratch with the same seed still proposes the same trials. The sampler's model (TPE's
     densities, CMA-ES's state in the storage) is rebuilt from the study's trials every time.
+    Each running trial has its own sampler, so trials that run at once in threads (``n_jobs``)
+    don't draw from each other's.
     """
 
     def __init__(self, name: str, seed: int):
         self.name, self.seed = name, seed
         self._sampler = _new_sampler(name, seed)
+        self._running: dict[int, optuna.samplers.BaseSampler] = {}   # trial number -> its sampler
 
     def __str__(self) -> str:
         return f"{type(self._sampler).__name__} (seeded per trial from seed {self.seed})"
 
+    def _of(self, trial) -> optuna.samplers.BaseSampler:
+        return self._running.get(trial.number, self._sampler)
+
     def before_trial(self, study, trial) -> None:
-        self._sampler = _new_sampler(self.name, trial_seed(self.seed, trial.number))
-        self._sampler.before_trial(study, trial)
+        sampler = self._running[trial.number] = _new_sampler(self.name, trial_seed(self.seed, trial.number))
+        sampler.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
-        return self._sampler.infer_relative_search_space(study, trial)
+        return self._of(trial).infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):
-        return self._sampler.sample_relative(study, trial, search_space)
+        return self._of(trial).sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+        return self._of(trial).sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values) -> None:
-        self._sampler.after_trial(study, trial, state, values)
+        self._running.pop(trial.number, self._sampler).after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
         self._sampler.reseed_rng()
