@@ -214,3 +214,43 @@ def test_crossval_trains_context_models_on_a_few_chorales(tmp_path):
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["params"]["context"] == list(ALL) and 0 < result["bits_per_note"] < 7
+
+
+# ---------------------------------------------------------------- search, train_best, sampling
+
+TWO_CONTEXTS = {"models": {"lstm": {"embedding_dim": 8, "hidden_size": 8,
+                                    "context": {"choices": ["key", list(ALL)]}}}}
+
+
+def test_a_search_space_offers_context_sets_as_strings_and_starts_without_context():
+    from chromasonic_lib.search.space import load_space
+    space = load_space({"models": {"gru": {"context": {"choices": [list(ALL), [], "key+metre"]}}}}, "gru", "pitch")
+    assert space.models["gru"]["context"].choices == ["duration+metre+phrase+key", "none", "metre+key"]
+    assert space.default_trials() == [{"context": "none"}]             # the defaults read no context
+    assert load_space(TWO_CONTEXTS, "lstm", "pitch").default_trials()[0]["context"] == "key"   # none not offered
+    with pytest.raises(ConfigError, match=r"search_space: models.lstm.context: the grid encoding gives no "
+                                          r"'duration' context, got \['duration', 'metre', 'phrase', 'key'\]; "
+                                          r"it gives metre, key"):
+        load_space(TWO_CONTEXTS, "lstm", "grid")
+
+
+def test_a_search_over_context_on_a_few_chorales_records_it_and_its_best_checkpoint_reads_it(tmp_path):
+    import chromasonic_lib as cl
+    from chromasonic_lib.search.results import trial_config
+    from chromasonic_lib.training import evaluate
+    data = cl.prepare(load_dataset("chorales-other", limit=12), 0.2, 0.0, 42)
+    out = tmp_path / "out"
+    cfg = cl.SearchConfig(study_name="ctx", storage=f"sqlite:///{tmp_path}/s.db", output_dir=str(out),
+                          dataset="chorales-other", model="lstm", search_space=TWO_CONTEXTS, n_trials=2,
+                          epochs=1, test_fraction=0.0, val_fraction=0.2, device="cpu", plot=False, live=False,
+                          seed=0)       # whose second trial draws the other set
+    result = cl.run_search(cfg, data)
+    contexts = [trial_config(t)["context"] for t in result.study.trials]
+    assert contexts[0] == "key" and set(contexts) == {"key", "duration+metre+phrase+key"}
+    best = json.loads((out / "best_hyperparameters.json").read_text())
+    assert best["context"] == trial_config(result.study.best_trial)["context"]
+    model, meta = cl.load_checkpoint(out / "best_model.pt")
+    assert model.context == context_names(best["context"]) != ()
+    assert evaluate(model, data.val).nats_per_note == pytest.approx(result.best_value, rel=1e-5)
+    with pytest.raises(ConfigError, match="search_space: models.lstm.context: the grid encoding"):
+        cl.SearchConfig(encoding="grid", search_space=TWO_CONTEXTS)
