@@ -374,3 +374,21 @@ def test_train_best_notebook_trains_a_context_model_from_its_study_and_writes_in
     for i, k in enumerate(rhythms, 1):
         written = _midi_notes(out / f"sample_{i}.mid")
         assert [e - b for _, b, e in written] == [round(d * 480) for d in notes[k].durations]
+
+
+def test_listen_test_statistics_count_bars_fermatas_keys_and_compare_histograms(tiny_score):
+    from chromasonic_lib import melodystats
+    from chromasonic_lib.data.encodings import Notes
+    score = parse_score_file(tiny_score)[0]         # G (rest) A B(fermata) | F E D: 4/4, then 3/4
+    stats = melodystats.statistics([score])
+    assert stats["notes per melody"] == 6 and stats["fermata notes (%)"] == pytest.approx(100 * 2 / 6)
+    assert stats["notes per bar"] == pytest.approx(6 / (7 / 4))       # 7 quarters in 4/4 bars, as it starts
+    assert stats["in the given key (%)"] == 100 and stats["pitch range (semitones)"] == 71 - 62
+    eighths = Notes(np.array([60, 61, 60], np.int16), np.full(3, 0.5, np.float32))     # no context
+    assert np.isnan(melodystats.statistics([eighths])["fermata notes (%)"])
+    assert melodystats.distances([score], [score]) == {"duration histogram distance": 0.0,
+                                                       "interval histogram distance": 0.0}
+    # A third of the score's notes are eighths, the rest longer.
+    assert melodystats.distances([eighths], [score])["duration histogram distance"] == pytest.approx(2 / 3)
+    table = melodystats.comparison_table([score], plain=[eighths])
+    assert json.loads(melodystats.as_json(table))["plain"]["notes per bar"] is None
