@@ -180,8 +180,8 @@ def generate_samples(run: TrainedRun, cfg: TrainBestConfig, n: int | None = None
     length = length or cfg.sample_length
     temperature = temperature or cfg.temperature
     primer = cfg.primer_notes if primer is None else primer
-    if isinstance(primer, Notes) and primer.context is None:     # no rhythm: its pitches only
-        primer = primer.pitches[primer.pitches != REST].tolist()
+    if isinstance(primer, Notes) and (primer.context is None or (primer.pitches == REST).all()):
+        primer = primer.pitches[primer.pitches != REST].tolist()     # no rhythm: its pitches only
     enc = run.data.data.encoding
     gen = torch.Generator().manual_seed(run.configuration.data.seed if seed is None else seed)
     openings = [int(m[0]) for m in run.data.splits.train]
@@ -216,14 +216,18 @@ def sample_in_rhythm(run: TrainedRun, primer: list[int] | Notes, length: int, te
     among those longer than the primer; the melody is as long as that one (its phrases and its
     ending are real), at most ``length`` tokens, and opens with its first note where there is
     no primer. Its key moves to fit primer pitches that are not in it: the model is told the
-    key and writes pitches in it. The notes take the rhythm's durations (pitch encoding).
+    key and writes pitches in it. The notes take the rhythm's durations (pitch encoding; the
+    grid's tokens write their own).
     """
     data, enc = run.data.data, run.data.data.encoding
     start = _primer_tokens(enc, primer)
+    # The grid's tokens hold their durations (so it gives no duration context): there the
+    # melody takes only the bars and key.
+    what = "rhythm" if "duration" in enc.context_features else "bars and key"
     if isinstance(primer, Notes):
         copies = -(-max(length, len(start)) // len(start))
         rhythm = generate.repeat_rhythm(primer, copies)
-        about = "rhythm of the primer melody" + (f", {copies} times over" if copies > 1 else "")
+        about = f"{what} of the primer melody" + (f", {copies} times over" if copies > 1 else "")
     else:
         longer = [k for k in run.data.splits.index["train"] if len(data.melodies[k]) > len(start)]
         if not longer:
@@ -234,8 +238,8 @@ def sample_in_rhythm(run: TrainedRun, primer: list[int] | Notes, length: int, te
         shift = generate.key_shift(primer, int(rhythm.context.keys[rhythm.pitches != REST][0]))
         rhythm = generate.move_key(rhythm, shift)
         start = start or data.melodies[k][:1].tolist()
-        about = f"rhythm of melody {k} of {data.source} (a training melody)" + \
-            (f", its key moved {shift:+d} semitones to the primer's" if shift else "")
+        about = f"{what} of melody {k} of {data.source} (a training melody)" + \
+            (f", its key moved {shift:+d} semitones to hold the primer" if shift else "")
     tokens = generate.sample(run.model, start, max(length, len(start)), temperature, top_k, generator,
                              context=generate.rhythm_context(run.model, enc, rhythm))
     return tokens, enc.decode(tokens, rhythm), about

@@ -352,6 +352,21 @@ def test_generated_samples_take_a_training_melody_s_rhythm_and_say_which(tunes, 
     assert own.notes.durations.tolist() == np.tile(melody.durations, 3).tolist()
 
 
+def test_in_the_grid_a_context_model_takes_a_melody_s_bars_and_key_and_writes_its_own_durations(tunes, tmp_path):
+    from types import SimpleNamespace
+    from chromasonic_lib import best
+    from chromasonic_lib.data import prepare
+    data = prepare(load_dataset(str(tunes), "grid"), 0.2, 0.2, 1)
+    model = build_model("gru", {"embedding_dim": 8, "hidden_size": 8, "context": "metre+key"}, data.vocab_size, seed=0)
+    run = SimpleNamespace(model=model, data=data, output_dir=tmp_path,
+                          configuration=SimpleNamespace(data=SimpleNamespace(seed=5)))
+    cfg = SimpleNamespace(n_samples=1, sample_length=500, temperature=1.0, top_k=0, primer_notes=[])
+    [s] = best.generate_samples(run, cfg)
+    k = int(s.rhythm.split("melody ")[1].split()[0])
+    assert s.rhythm.startswith("bars and key of melody") and len(s.tokens) == len(data.data.melodies[k])
+    assert s.notes.durations.sum() == len(s.tokens) * 0.25            # the grid's own sixteenths
+
+
 @pytest.mark.slow
 def test_train_best_notebook_trains_a_context_model_from_its_study_and_writes_in_real_rhythms(tunes, tmp_path):
     import re
