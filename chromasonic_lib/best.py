@@ -17,9 +17,9 @@ import torch
 
 from . import generate
 from .atomic import write_json
-from .config import DataConfig, TrainBestConfig, TrainConfig, check_writable_dir
+from .config import DataConfig, TrainBestConfig, TrainConfig, check_context, check_writable_dir
 from .data import Prepared, load_dataset, prepare
-from .data.encodings import N_KEYS, Notes, midi_name
+from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
 from .models import MODEL_DEFAULTS, build_model, split_params
 from .paths import resolve
@@ -108,9 +108,11 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     unknown = set(training) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"best_params: unknown parameter {sorted(unknown)[0]!r} for {family}")
+    d = best.data
+    if "context" in hparams:            # the features must be ones this encoding gives
+        hparams["context"] = check_context("best_params: context", hparams["context"], family, d.encoding)
     out = check_writable_dir("output_dir", cfg.output_path)
     device = pick_device(cfg.device)
-    d = best.data
     data = prepare(load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed),
                    d.val_fraction, d.test_fraction, d.seed, device)
     log.info(data.describe())
@@ -153,39 +155,94 @@ class Sample:
     wav: Path
     name: str
     audio: str          # what rendered the WAV: generate.audio_source()
+    rhythm: str = ""    # a context model's: whose rhythm the melody was written in
 
     def describe(self) -> str:
         keys = self.notes.pitches[self.notes.pitches >= 0]
         span = f"{midi_name(int(keys.min()))}–{midi_name(int(keys.max()))}" if len(keys) else "no notes"
-        return (f"{self.name}: {len(keys)} notes, range {span}; {self.midi.name}, {self.wav.name} "
-                f"rendered by {self.audio}")
+        rhythm = f" in the {self.rhythm}" if self.rhythm else ""
+        return (f"{self.name}: {len(keys)} notes, range {span}{rhythm}; {self.midi.name}, "
+                f"{self.wav.name} rendered by {self.audio}")
 
     def piano_roll(self):
         return generate.piano_roll_figure(self.notes, self.name)
 
 
 def generate_samples(run: TrainedRun, cfg: TrainBestConfig, n: int | None = None, length: int | None = None,
-                     temperature: float | None = None, primer: list[int] | None = None,
+                     temperature: float | None = None, primer: list[int] | Notes | None = None,
                      seed: int | None = None) -> list[Sample]:
-    """Generate melodies, each saved as MIDI and WAV in ``output_dir``."""
+    """Generate melodies, each saved as MIDI and WAV in ``output_dir``.
+
+    ``primer``: MIDI numbers, or a melody's notes with their context (a parsed score's).
+    A model that reads context writes in a real rhythm (see :func:`sample_in_rhythm`).
+    """
     n = cfg.n_samples if n is None else n
     length = length or cfg.sample_length
     temperature = temperature or cfg.temperature
     primer = cfg.primer_notes if primer is None else primer
+    if isinstance(primer, Notes) and (primer.context is None or (primer.pitches == REST).all()):
+        primer = primer.pitches[primer.pitches != REST].tolist()     # no rhythm: its pitches only
     enc = run.data.data.encoding
     gen = torch.Generator().manual_seed(run.configuration.data.seed if seed is None else seed)
     openings = [int(m[0]) for m in run.data.splits.train]
     audio = generate.audio_source()
     samples = []
     for i in range(n):
-        start = generate.primer_tokens(enc, primer) or \
-            [openings[int(torch.randint(len(openings), (1,), generator=gen))]]
-        tokens = generate.sample(run.model, start, max(length, len(start)), temperature, cfg.top_k, gen)
-        notes = enc.decode(tokens)
+        rhythm = ""
+        if getattr(run.model, "context", ()):
+            tokens, notes, rhythm = sample_in_rhythm(run, primer, length, temperature, cfg.top_k, gen)
+        else:
+            start = _primer_tokens(enc, primer) or \
+                [openings[int(torch.randint(len(openings), (1,), generator=gen))]]
+            tokens = generate.sample(run.model, start, max(length, len(start)), temperature, cfg.top_k, gen)
+            notes = enc.decode(tokens)
         name = f"sample_{i + 1}"
         samples.append(Sample(tokens, notes, generate.write_midi(run.output_dir / f"{name}.mid", notes),
-                              generate.write_wav(run.output_dir / f"{name}.wav", notes), name, audio))
+                              generate.write_wav(run.output_dir / f"{name}.wav", notes), name, audio,
+                              rhythm))
     return samples
+
+
+def _primer_tokens(enc, primer: list[int] | Notes) -> list[int]:
+    return enc.encode(primer).tolist() if isinstance(primer, Notes) else generate.primer_tokens(enc, primer)
+
+
+def sample_in_rhythm(run: TrainedRun, primer: list[int] | Notes, length: int, temperature: float,
+                     top_k: int, generator: torch.Generator) -> tuple[list[int], Notes, str]:
+    """A melody from a model that reads context, in a real melody's rhythm: (tokens, notes, whose).
+
+    A primer melody (notes with context) is the opening and its rhythm goes on, repeated, for
+    ``length`` tokens. Otherwise the rhythm is a training melody's, drawn at random (seeded)
+    among those longer than the primer; the melody is as long as that one (its phrases and its
+    ending are real), at most ``length`` tokens, and opens with its first note where there is
+    no primer. Its key moves to fit primer pitches that are not in it: the model is told the
+    key and writes pitches in it. The notes take the rhythm's durations (pitch encoding; the
+    grid's tokens write their own).
+    """
+    data, enc = run.data.data, run.data.data.encoding
+    start = _primer_tokens(enc, primer)
+    # The grid's tokens hold their durations (so it gives no duration context): there the
+    # melody takes only the bars and key.
+    what = "rhythm" if "duration" in enc.context_features else "bars and key"
+    if isinstance(primer, Notes):
+        copies = -(-max(length, len(start)) // len(start))
+        rhythm = generate.repeat_rhythm(primer, copies)
+        about = f"{what} of the primer melody" + (f", {copies} times over" if copies > 1 else "")
+    else:
+        longer = [k for k in run.data.splits.index["train"] if len(data.melodies[k]) > len(start)]
+        if not longer:
+            raise ConfigError(f"primer: {len(start)} tokens, and no training melody is longer to "
+                              f"give the notes after them a rhythm; give a shorter primer")
+        k = longer[int(torch.randint(len(longer), (1,), generator=generator))]
+        rhythm = data.notes[k]
+        shift = generate.key_shift(primer, int(rhythm.context.keys[rhythm.pitches != REST][0]))
+        rhythm = generate.move_key(rhythm, shift)
+        start = start or data.melodies[k][:1].tolist()
+        about = f"{what} of melody {k} of {data.source} (a training melody)" + \
+            (f", its key moved {shift:+d} semitones to hold the primer" if shift else "")
+    tokens = generate.sample(run.model, start, max(length, len(start)), temperature, top_k, generator,
+                             context=generate.rhythm_context(run.model, enc, rhythm))
+    return tokens, enc.decode(tokens, rhythm), about
 
 
 def _pitches_and_intervals(melodies: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -375,7 +375,7 @@ class SearchConfig(_StudyAndData):
         from .search.space import load_space
         source = self.search_space if isinstance(self.search_space, dict) else \
             check_existing_file("search_space", self.search_space)
-        self.space = load_space(source, self.model)
+        self.space = load_space(source, self.model, self.encoding)
 
     @property
     def output_path(self) -> Path:

@@ -1,5 +1,9 @@
 """Making music from a trained model: sampling, MIDI and WAV files, piano rolls.
 
+A model that reads musical context samples in the rhythm of a real melody: each note it
+generates is told that melody's note's duration, place in the bar, phrase end and key, and
+the notes it writes keep those durations (``rhythm_context``, ``Encoding.decode``).
+
 WAV audio is the MIDI file played by FluidSynth with the General MIDI piano of the soundfont
 that ships inside pretty_midi; where the FluidSynth library isn't installed, a small additive
 synthesizer (a few harmonics under a piano-like envelope, in numpy) stands in.
@@ -7,6 +11,7 @@ synthesizer (a few harmonics under a piano-like envelope, in numpy) stands in.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import io
 import itertools
 import wave
@@ -17,7 +22,9 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
+from .data.context import bar_length, in_key, transpose_keys
 from .data.encodings import REST, Encoding, Notes, midi_name
+from .errors import ConfigError
 
 SAMPLE_RATE = 22050      # FluidSynth renders at any rate from 8 kHz up; this one keeps WAVs small
 SOUNDFONT = "TimGM6mb.sf2"   # a General MIDI soundfont inside pretty_midi's wheel (6 MB)
@@ -26,18 +33,27 @@ SOUNDFONT = "TimGM6mb.sf2"   # a General MIDI soundfont inside pretty_midi's whe
 @torch.no_grad()
 def sample(model: torch.nn.Module, primer: list[int], length: int, temperature: float = 1.0,
            top_k: int = 0, generator: torch.Generator | None = None,
-           incremental: bool = True) -> list[int]:
+           incremental: bool = True, context: dict[str, torch.Tensor] | None = None) -> list[int]:
     """Continue ``primer`` (tokens; may be empty) until the melody has ``length`` tokens.
 
     The model reads the start token (its ``vocab_size``) before the primer, as in training,
     so an empty primer samples the first note too. ``incremental`` reads each token once
     (``model.step``; linear time); otherwise, or for a model without ``step``, the whole melody
     so far is run again for every note (quadratic or worse; the same distributions).
+
+    A model that reads context (its ``context``) needs ``context``: each feature it reads →
+    ids [T] of tokens 0..T-1 (``rhythm_context``). The step that predicts token t reads token
+    t's, as in training, and the melody ends at T tokens where ``length`` is longer.
     """
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers())).device
-    predict = _stepwise(model, device) if incremental and hasattr(model, "step") else \
-        lambda tokens: model(torch.tensor([[model.vocab_size] + tokens], device=device))[0, -1]
+    if getattr(model, "context", ()):
+        context = _checked_context(model, context, device)
+        length = min(length, min(len(ids) for ids in context.values()))
+    else:
+        context = None          # a model without context is called as it always was
+    predict = _stepwise(model, device, context) if incremental and hasattr(model, "step") else \
+        _full_prefix(model, device, context)
     tokens = list(primer)
     while len(tokens) < length:
         logits = predict(tokens).float() / temperature
@@ -49,7 +65,27 @@ def sample(model: torch.nn.Module, primer: list[int], length: int, temperature: 
     return tokens
 
 
-def _stepwise(model: torch.nn.Module, device: torch.device):
+def _checked_context(model: torch.nn.Module, context: dict | None, device) -> dict[str, torch.Tensor]:
+    missing = [n for n in model.context if n not in (context or {})]
+    if missing:
+        raise ConfigError(f"this model reads the context {'+'.join(model.context)} of each note and "
+                          f"sampling was given {'+'.join(context or ()) or 'none'}: give the rhythm "
+                          f"of a melody (generate.rhythm_context)")
+    return {n: torch.as_tensor(context[n], dtype=torch.long, device=device).reshape(-1)
+            for n in model.context}
+
+
+def _full_prefix(model: torch.nn.Module, device: torch.device, context: dict | None):
+    """The model's scores for the next token, from the whole melody so far run again."""
+    def predict(tokens: list[int]) -> torch.Tensor:
+        x = torch.tensor([[model.vocab_size] + tokens], device=device)
+        if context is None:
+            return model(x)[0, -1]
+        return model(x, {n: ids[None, :x.shape[1]] for n, ids in context.items()})[0, -1]
+    return predict
+
+
+def _stepwise(model: torch.nn.Module, device: torch.device, context: dict | None = None):
     """A function from the melody so far to the model's scores for its next token that reads
     only the tokens it has not read yet (the melody only grows)."""
     state, read, out = model.start(1), 0, None     # read: tokens read, the start token first
@@ -57,11 +93,62 @@ def _stepwise(model: torch.nn.Module, device: torch.device):
     def predict(tokens: list[int]) -> torch.Tensor:
         nonlocal state, read, out
         while read <= len(tokens):
-            token = tokens[read - 1] if read else model.vocab_size
-            out, state = model.step(state, torch.tensor([token], device=device))
+            token = torch.tensor([tokens[read - 1] if read else model.vocab_size], device=device)
+            if context is None:
+                out, state = model.step(state, token)
+            else:           # the step after token read-1 predicts token read: its context
+                out, state = model.step(state, token, {n: ids[read:read + 1] for n, ids in context.items()})
             read += 1
         return out[0]
     return predict
+
+
+def rhythm_context(model: torch.nn.Module, encoding: Encoding, rhythm: Notes) -> dict[str, torch.Tensor]:
+    """The context ``model`` reads of each token of ``rhythm`` (a melody's notes with their
+    context) as ``encoding`` gives it: what ``sample`` needs to write in that rhythm."""
+    names = getattr(model, "context", ())
+    if rhythm.context is None:
+        raise ConfigError("the rhythm melody has no context (only notes parsed from a score or "
+                          "the synthetic walks have it)")
+    missing = [n for n in names if n not in encoding.context_features]
+    if missing:
+        raise ConfigError(f"the model reads the context {missing[0]!r}, which the {encoding.name} "
+                          f"encoding does not give (it gives {', '.join(encoding.context_features)})")
+    ids = encoding.encode_context(rhythm)
+    return {n: torch.from_numpy(ids[:, encoding.context_features.index(n)]) for n in names}
+
+
+def key_shift(primer: list[int], key: int) -> int:
+    """Semitones to move key id ``key`` so that most notes of ``primer`` (MIDI numbers) are in
+    its scale; the smallest such move, 0 where they fit already (or there are none)."""
+    shifts = sorted(range(-5, 7), key=lambda s: (abs(s), s))      # 0, -1, 1, -2, 2, ... 6
+    fits = [int(in_key(primer, np.full(len(primer), transpose_keys(key, s))).sum()) for s in shifts]
+    return shifts[int(np.argmax(fits))]
+
+
+def move_key(notes: Notes, shift: int) -> Notes:
+    """``notes`` whose context's key is moved ``shift`` semitones (the pitches stay)."""
+    if not shift:
+        return notes
+    keys = transpose_keys(notes.context.keys.astype(np.int64), shift).astype(np.int8)
+    return Notes(notes.pitches, notes.durations, dataclasses.replace(notes.context, keys=keys))
+
+
+def repeat_rhythm(notes: Notes, copies: int) -> Notes:
+    """``notes`` sung ``copies`` times over: a short melody's rhythm long enough to write a
+    longer one in. Each copy starts in the bar where the one before ended: a melody of whole
+    bars (a pickup's made up by the last bar) repeats as it is, one of three beats in 4/4
+    moves a beat further each time."""
+    if copies <= 1:
+        return notes
+    c = notes.context
+    bars = bar_length(c.metres)
+    end = np.fmod(float(c.bar_offsets[-1]) + float(notes.durations[-1]), bars[-1])
+    gap = np.mod(end - float(c.bar_offsets[0]), bars[0])       # 0 for whole bars
+    offsets = np.concatenate([np.mod(c.bar_offsets + j * gap, bars) for j in range(copies)])
+    context = dataclasses.replace(c.take(np.tile(np.arange(len(notes)), copies)),
+                                  bar_offsets=offsets.astype(np.float32))
+    return Notes(np.tile(notes.pitches, copies), np.tile(notes.durations, copies), context)
 
 
 def notes_to_midi_bytes(notes: Notes, bpm: float = 100.0, program: int = 0) -> bytes:

@@ -78,6 +78,28 @@ def context_names(value: Any, name: str = "context") -> tuple[str, ...]:
     return tuple(f for f in CONTEXT_FEATURES if f in items)
 
 
+def context_label(value: Any, name: str = "context") -> str:
+    """A ``context`` setting as one string, its features joined by ``+`` in ``CONTEXT_FEATURES``
+    order, or ``none``: the form a search space's categorical choice holds (Optuna's choices
+    are strings or numbers, not lists)."""
+    return "+".join(context_names(value, name)) or "none"
+
+
+# Pitch classes of a key's scale above its tonic; the minor has both sevenths, since the
+# chorales raise the leading note at cadences and keep the natural one in descending lines.
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}
+
+
+def in_key(pitches, keys) -> np.ndarray:
+    """Whether each MIDI pitch is in the scale of its key id (tonic pitch class, + ``MINOR``)."""
+    pitches, keys = np.asarray(pitches, np.int64), np.asarray(keys, np.int64)
+    table = np.zeros((24, 12), dtype=bool)
+    for tonic in range(12):
+        for mode, offset in (("major", 0), ("minor", MINOR)):
+            table[tonic + offset, [(tonic + step) % 12 for step in SCALES[mode]]] = True
+    return table[keys, pitches % 12]
+
+
 def duration_ids(durations: np.ndarray) -> np.ndarray:
     """Half-octave classes of the length: 2·log2 rounded, so plain and dotted values differ
     (1, 1.5, 2 quarters → 0, 1, 2); triplets fall in with the nearest dotted value."""

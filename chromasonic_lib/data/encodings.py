@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DataError
 from .context import NoteContext, bar_length, feature_columns
 
 LOWEST_MIDI = 21            # A0, the piano's lowest key
@@ -56,7 +57,10 @@ class Encoding:
         """[T, len(context_features)] feature ids aligned with ``encode(notes)``."""
         raise NotImplementedError
 
-    def decode(self, tokens) -> Notes:
+    def decode(self, tokens, rhythm: Notes | None = None) -> Notes:
+        """The notes of ``tokens``; with ``rhythm`` (the melody whose context a model sampled
+        them with, see ``generate.rhythm_context``) in that melody's rhythm where the tokens
+        have none of their own."""
         raise NotImplementedError
 
     def describe_token(self, token: int) -> str:
@@ -80,10 +84,21 @@ class PitchEncoding(Encoding):
         return feature_columns(self.context_features, notes.context.take(sounding),
                                notes.durations[sounding])
 
-    def decode(self, tokens) -> Notes:
+    def decode(self, tokens, rhythm: Notes | None = None) -> Notes:
+        """Eighth notes; with ``rhythm``, its sounding notes in order, each with the next
+        token's pitch (its rests between them kept, its context too)."""
         tokens = np.asarray(tokens, dtype=np.int64)
-        return Notes((tokens + LOWEST_MIDI).astype(np.int16),
-                     np.full(len(tokens), self.note_length, dtype=np.float32))
+        if rhythm is None:
+            return Notes((tokens + LOWEST_MIDI).astype(np.int16),
+                         np.full(len(tokens), self.note_length, dtype=np.float32))
+        sounding = np.flatnonzero(rhythm.pitches != REST)
+        if len(tokens) > len(sounding):
+            raise DataError(f"{len(tokens)} tokens are more notes than the rhythm's {len(sounding)}")
+        rows = np.arange(sounding[0], sounding[len(tokens) - 1] + 1) if len(tokens) else sounding[:0]
+        pitches = rhythm.pitches[rows].copy()
+        pitches[pitches != REST] = tokens + LOWEST_MIDI
+        return Notes(pitches, rhythm.durations[rows].copy(),
+                     None if rhythm.context is None else rhythm.context.take(rows))
 
 
 class GridEncoding(Encoding):
@@ -127,7 +142,9 @@ class GridEncoding(Encoding):
         first = np.flatnonzero(out < N_KEYS)
         return out[first[0]:].astype(np.int16) if len(first) else out[:0].astype(np.int16)
 
-    def decode(self, tokens) -> Notes:
+    def decode(self, tokens, rhythm: Notes | None = None) -> Notes:
+        """Sixteenth steps, each note held as its hold tokens say: the tokens are the rhythm
+        (a ``rhythm`` gave the sampler metre and key only, and changes nothing here)."""
         pitches, durations = [], []
         for t in np.asarray(tokens, dtype=np.int64):
             if t < N_KEYS:

@@ -4,7 +4,9 @@ A space has a ``training`` section (settings every neural family tunes: learning
 batch size, weight decay, transposition ...) and a ``models`` section with each family's
 own hyperparameters. Each entry is ``{type: float|int|categorical, low, high, log, step}``
 or ``{type: categorical, choices: [...]}``, or a plain value to fix it. With ``model: any``
-the family itself is searched and each family's parameters are conditional on it.
+the family itself is searched and each family's parameters are conditional on it. A neural
+family's ``context`` is a choice of feature sets (``none``, ``duration+metre+phrase+key``, ...),
+each checked against the study's encoding.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from typing import Any
 import optuna
 import yaml
 
-from ..config import MODELS, SEARCHABLE_TRAINING, TrainConfig
+from ..config import MODELS, SEARCHABLE_TRAINING, TrainConfig, check_context
+from ..data.context import context_label, context_names
 from ..errors import ConfigError
 from ..models import MODEL_DEFAULTS
 
@@ -51,6 +54,36 @@ class ParamSpec:
             return trial.suggest_int(key, int(self.low), int(self.high), step=int(self.step or 1),
                                      log=self.log)
         return trial.suggest_float(key, self.low, self.high, step=self.step, log=self.log)
+
+
+@dataclass
+class ContextSpec(ParamSpec):
+    """A family's ``context``: each value one string (``context_label``), so Optuna can choose it."""
+
+    def closest(self, value: Any) -> Any:
+        # The defaults say () for no context, the space "none" (or another spelling of it).
+        return super().closest(context_label(value))
+
+
+def _context_param(where: str, spec: ParamSpec, family: str, encoding: str | None) -> ParamSpec:
+    """``spec`` with each feature set as one string, each naming features ``encoding`` gives.
+
+    A set the encoding lacks (the grid gives no duration or phrase) is an error here rather
+    than left out: the study would otherwise search something else than the file says, and
+    every trial that picked it would fail.
+    """
+    label = f"search_space: {where}.context"
+    if spec.type in ("float", "int"):
+        raise ConfigError(f"{label} is a choice of context feature sets, e.g. {{choices: [none, "
+                          f"duration+metre+phrase+key]}}, got type {spec.type}")
+    labels: list[str] = []
+    for value in spec.choices if spec.type == "categorical" else [spec.value]:
+        names = check_context(label, value, family, encoding) if encoding else context_names(value, label)
+        if context_label(names) not in labels:
+            labels.append(context_label(names))
+    if spec.type == "fixed":
+        return ContextSpec(spec.name, "fixed", value=labels[0])
+    return ContextSpec(spec.name, "categorical", choices=labels)
 
 
 # Where a search starts: each family's defaults with TrainConfig's (known to train).
@@ -146,8 +179,9 @@ class SearchSpace:
         return trials
 
 
-def load_space(source: str | Path | dict, model: str) -> SearchSpace:
-    """Parse and check a space (a YAML file or the same structure as a dict) for ``model``."""
+def load_space(source: str | Path | dict, model: str, encoding: str | None = None) -> SearchSpace:
+    """Parse and check a space (a YAML file or the same structure as a dict) for ``model``
+    (and, where given, the ``encoding`` whose context features the space may choose)."""
     if isinstance(source, dict):
         raw = source
     else:
@@ -178,6 +212,9 @@ def load_space(source: str | Path | dict, model: str) -> SearchSpace:
                 raise ConfigError(f"search_space: {name} is not a hyperparameter of {family}; "
                                   f"allowed: {', '.join(MODEL_DEFAULTS[family])}")
             models[family][name] = _param(f"models.{family}", name, spec)
+            if name == "context":
+                models[family][name] = _context_param(f"models.{family}", models[family][name],
+                                                       family, encoding)
     families = [f for f in MODELS if f in models] if model == "any" else [model]
     if not families:
         raise ConfigError(f"search_space: {source} lists no model family, so model=any has "
