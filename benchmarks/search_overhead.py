@@ -1,0 +1,83 @@
+"""Does the search's own cost per trial grow with the study? Last line: JSON.
+
+    .venv/bin/python benchmarks/search_overhead.py [--trials 1000] [--sampler random] [--profile]
+
+`run_search` on many fast trials (markov on small synthetic data, a SQLite study, the history
+PNG on), as a user's long search runs. The overhead of a trial is the time from the end of one
+objective call to the start of the next: Optuna's bookkeeping, the sampler, our callbacks
+(result files, PNG, checkpoints, progress). Its median over the first and the last 100 trials
+are compared. Target: last 100 <= 0.1 s and <= 1.3 x the first 100.
+
+The sampler defaults to random, whose cost per trial is flat, so the figure is ours; TPE
+rebuilds its model from every trial of the study, so its own cost grows with the study
+(`--sampler tpe` measures that). `--profile` prints where the last 100 trials' time goes.
+"""
+import argparse
+import cProfile
+import io
+import json
+import logging
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+root = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(root))
+import chromasonic_lib as cl                        # noqa: E402
+from chromasonic_lib.search.objective import Objective     # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--trials", type=int, default=1000)
+p.add_argument("--sampler", default="random")
+p.add_argument("--window", type=int, default=100, help="trials at each end to compare")
+p.add_argument("--profile", action="store_true", help="profile the last --window trials (stderr)")
+args = p.parse_args()
+
+calls: list[tuple[float, float]] = []               # (start, end) of each objective call
+profiler = cProfile.Profile()
+_call = Objective.__call__
+
+
+def timed_call(self, trial):
+    if args.profile and len(calls) == args.trials - args.window:
+        profiler.enable()
+    start = time.perf_counter()
+    try:
+        return _call(self, trial)
+    finally:
+        calls.append((start, time.perf_counter()))
+
+
+Objective.__call__ = timed_call
+cl.setup_logging(logging.WARNING)
+tmp = tempfile.mkdtemp()
+cfg = cl.SearchConfig(study_name="overhead", storage=f"sqlite:///{tmp}/s.db", output_dir=f"{tmp}/out",
+                      dataset="synthetic", n_sequences=60, sequence_length=32, val_fraction=0.2,
+                      test_fraction=0.0, model="markov", sampler=args.sampler, n_trials=args.trials,
+                      device="cpu", threads=1, plot=True, live=False)
+start = time.perf_counter()
+result = cl.run_search(cfg)
+wall = time.perf_counter() - start
+profiler.disable()
+gaps = [nxt[0] - prev[1] for prev, nxt in zip(calls, calls[1:])]
+own = [end - begin for begin, end in calls]
+w = args.window
+if args.profile:
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+    print(text.getvalue(), file=sys.stderr)
+
+
+def median(xs):
+    return round(statistics.median(xs), 4)
+
+
+out = {"n_trials": len(calls), "sampler": args.sampler,
+       "trial_first_100_s": median(own[:w]), "trial_last_100_s": median(own[-w:]),
+       "wall_seconds": round(wall, 1), "load_average": [round(x, 1) for x in os.getloadavg()],
+       "overhead_first_100_s": median(gaps[:w]), "overhead_last_100_s": median(gaps[-w:])}
+print(json.dumps(out))
