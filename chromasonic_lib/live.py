@@ -21,6 +21,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from .search.results import trial_config
+from .throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +169,18 @@ class LiveView:
                  min_interval: float = 1.0, max_share: float = 0.05, last: int = 5,
                  clock: Callable[[], float] = time.monotonic):
         self.handle, self.total, self.plot, self.timeout = handle, total, plot, timeout
-        self.min_interval, self.max_share, self.last, self.clock = min_interval, max_share, last, clock
+        self.last, self.clock = last, clock
         self.count = 0                  # trials this run has finished
-        self.draws, self.draw_seconds = 0, 0.0
-        self.start = self.last_draw = clock()
-        self._cost = 0.0                # seconds the last frame took
+        self.start = clock()
+        self.throttle = Throttle(min_interval, max_share, clock)
+
+    @property
+    def draws(self) -> int:
+        return self.throttle.count
+
+    @property
+    def draw_seconds(self) -> float:
+        return self.throttle.seconds
 
     @classmethod
     def open(cls, study: optuna.Study, total: int, plot: bool = True,
@@ -187,8 +195,7 @@ class LiveView:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.count += 1
-        wait = max(self.min_interval, self._cost / self.max_share)
-        if self.clock() - self.last_draw >= wait:
+        if self.throttle.due():
             self.draw(study)
 
     def finish(self, study: optuna.Study, interrupted: bool = False) -> None:
@@ -198,17 +205,12 @@ class LiveView:
     def draw(self, study: optuna.Study, state: str = "running") -> None:
         if self.handle is None:         # an earlier frame failed: the search goes on without
             return
-        began = self.clock()
         try:
-            self.handle.update(self._frame(study, state), raw=True)
+            with self.throttle.timed():
+                self.handle.update(self._frame(study, state), raw=True)
         except Exception as e:          # a display problem must never stop the search
             log.warning("live view stopped: %s: %s", type(e).__name__, e)
             self.handle = None
-            return
-        self.last_draw = self.clock()
-        self._cost = self.last_draw - began
-        self.draws += 1
-        self.draw_seconds += self._cost
 
     def _frame(self, study: optuna.Study, state: str) -> dict[str, str]:
         trials = study.get_trials(deepcopy=False)
