@@ -233,19 +233,22 @@ class CheckpointKeeper:
 
     def __init__(self, store: Any, output_dir: Path | None, keep: int):
         self.store, self.output_dir, self.keep = store, output_dir, keep
-        self.removed: set[str] = set()      # ids this process removed: not asked for again
+        # Trials out of the best `keep`, their checkpoints removed: values never change and
+        # new trials only push them further down, so they are never looked at again.
+        self.dropped: set[int] = set()
         self.synced: int | None = None      # the trial whose weights best_model.pt holds
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
         done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                       key=lambda t: t.value)
         for t in done[self.keep:]:
-            artifact = checkpoint_id(t)
-            if artifact is None or artifact in self.removed:
+            if t.number in self.dropped:
                 continue
-            with contextlib.suppress(ArtifactNotFound):   # another worker removed it first
-                self.store.remove(artifact)
-            self.removed.add(artifact)
+            artifact = checkpoint_id(t)
+            if artifact is not None:
+                with contextlib.suppress(ArtifactNotFound):   # another worker removed it first
+                    self.store.remove(artifact)
+            self.dropped.add(t.number)
         # The best only improves and every writer takes the folder's lock, so while the study's
         # best is the trial this process last put there, the file still holds it: no lock, no load.
         if self.output_dir is not None and done and done[0].number != self.synced:
