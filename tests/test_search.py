@@ -152,12 +152,119 @@ def test_ctrl_c_ends_the_trial_as_fail_and_leaves_consistent_files(tmp_path, mon
         return real_train(*a, **k)
 
     monkeypatch.setattr(objective_mod, "train", interrupted)
-    result = cl.run_search(tiny_cfg(tmp_path, n_trials=5))
+    result = cl.run_search(tiny_cfg(tmp_path, n_trials=5, plot=True))
     assert result.interrupted
     last = result.study.trials[-1]
     assert last.state == TrialState.FAIL and "interrupted" in last.user_attrs["fail_reason"]
-    res = json.loads((tmp_path / "out" / "optimization_results.json").read_text())
+    out = tmp_path / "out"
+    res = json.loads((out / "optimization_results.json").read_text())
     assert res["n_trials"] == 2 and res["states"]["fail"] == 1
+    assert len((out / "trials.csv").read_text().splitlines()) == 3
+    # The PNG is redrawn only every few seconds during a search, and always at its end.
+    assert drawn_after(out / "optimization_history.png", last)
+
+
+def drawn_after(path, trial) -> bool:
+    import datetime as dt
+    return dt.datetime.fromtimestamp(path.stat().st_mtime) >= trial.datetime_complete
+
+
+def test_an_error_that_stops_the_search_still_leaves_current_files(tmp_path, monkeypatch):
+    real_train = objective_mod.train
+    calls = {"n": 0}
+
+    def dies(*a, **k):                  # not an Exception: Optuna lets it through, as we do
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise SystemExit("killed")
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(objective_mod, "train", dies)
+    with pytest.raises(SystemExit):
+        cl.run_search(tiny_cfg(tmp_path, n_trials=5, plot=True, pruner="none"))
+    out = tmp_path / "out"
+    res = json.loads((out / "optimization_results.json").read_text())
+    assert res["states"]["complete"] == 2 and res["n_trials"] == 3      # the third still RUNNING
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/s.db")
+    assert drawn_after(out / "optimization_history.png", study.trials[1])
+
+
+def small_study() -> optuna.Study:
+    """Trials of every state, a new user attribute (a new CSV column) half way, ints and dicts."""
+    study = optuna.create_study()
+    dist = {"hidden_size": optuna.distributions.IntDistribution(8, 64)}
+    for i, value in enumerate((1.7, 1.6, None, 1.65, None)):
+        attrs = {"config": {"model": "lstm", "hidden_size": 8 + i}, "n_params": 100 * i}
+        if i == 2:
+            attrs = {"config": {}, "fail_reason": "RuntimeError: boom, \"quoted\""}
+        state = TrialState.FAIL if i == 2 else TrialState.PRUNED if i == 4 else TrialState.COMPLETE
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value, params={"hidden_size": 8 + i}, distributions=dist,
+            user_attrs=attrs, intermediate_values={0: 1.8} if i == 4 else {},
+            system_attrs={f"artifacts:{i}": "{}"} if state == TrialState.COMPLETE else {}))
+    return study
+
+
+def test_result_files_written_trial_by_trial_are_those_of_the_whole_study(tmp_path):
+    import io
+    import pandas as pd
+    from chromasonic_lib.search.results import ResultFiles, trial_record, write_results
+    whole = small_study()
+    study = optuna.create_study()
+    files = ResultFiles(tmp_path / "steps", plot=False)
+    for t in whole.trials:              # as a search adds them, rewriting after each
+        study.add_trial(t)
+        files.write(study)
+    write_results(study, tmp_path / "once", plot=False)
+    for name in ("best_hyperparameters.json", "optimization_report.txt", "trials.csv"):
+        steps, once = (tmp_path / d / name for d in ("steps", "once"))
+        assert steps.read_text().replace(*written(steps)) == once.read_text().replace(*written(once))
+    res = json.loads((tmp_path / "steps" / "optimization_results.json").read_text())
+    assert res["trials"] == [trial_record(t) for t in study.trials]
+    assert res["n_trials"] == 5 and res["best_value"] == 1.6 and res["states"]["fail"] == 1
+    # trials.csv holds Optuna's trials table (ints stay ints beside a failed trial's empty cell),
+    # less a column per trial for its checkpoint's link.
+    ours = pd.read_csv(tmp_path / "steps" / "trials.csv")
+    optunas = pd.read_csv(io.StringIO(study.trials_dataframe().to_csv(index=False)))
+    optunas = optunas.drop(columns=[c for c in optunas if c.startswith("system_attrs_artifacts:")])
+    for df in (ours, optunas):          # pandas writes a column of 0 s as "0 days", we "0 days 00:00:00"
+        df["duration"] = pd.to_timedelta(df["duration"])
+    pd.testing.assert_frame_equal(ours, optunas)
+    assert "RuntimeError: boom" in ours["user_attrs_fail_reason"][2]
+
+
+def written(path):
+    """The report's "written <time>" line, which differs between two writes."""
+    line = next((x for x in path.read_text().splitlines() if x.startswith("written ")), "")
+    return line, ""
+
+
+def test_the_history_png_is_redrawn_every_few_seconds_and_always_at_the_end(tmp_path):
+    from chromasonic_lib.search.results import ResultFiles
+    clock = Clock()
+    files = ResultFiles(tmp_path, png_interval=5.0, clock=clock)
+    png = tmp_path / "optimization_history.png"
+    study = optuna.create_study()
+    for trial in small_study().trials[:4]:
+        clock.now += 1.0
+        study.add_trial(trial)
+        files.write(study)
+    assert not png.exists() and files.png.count == 0           # 4 s: none drawn yet
+    clock.now += 1.5
+    files.write(study)
+    assert png.exists() and files.png.count == 1
+    files.write(study)
+    assert files.png.count == 1
+    files.write(study, final=True)
+    assert files.png.count == 2
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])

@@ -23,7 +23,7 @@ from ..checkpoints import CheckpointKeeper, default_artifact_location, open_arti
 from .devices import DeviceSlots, OneAtATime, parse_devices, stop_on_interrupt
 from .heartbeat import JournalHeartbeat
 from .objective import Objective
-from .results import trial_config, write_results
+from .results import ResultFiles, trial_config, write_results
 from .settings import check_resume, stored_settings, study_settings
 from .space import SearchSpace, load_space
 from .study import create_study, open_storage
@@ -103,15 +103,15 @@ def markov_baseline(data: Prepared, transpose: int = 6) -> tuple[float, int, tor
 class _Progress:
     """A progress bar plus one plain-text line per trial (readable in an HTML report too)."""
 
-    def __init__(self, total: int, output_dir: Path, plot: bool, bar: bool = True):
+    def __init__(self, total: int, files: ResultFiles, bar: bool = True):
         # No bar beside a live view: it says the same, and a notebook's saved copy of the bar
         # widget shows its first state (0/N) in an HTML report.
         self.bar = tqdm(total=total, desc="trials", unit="trial", disable=not bar)
-        self.output_dir, self.plot, self.count = output_dir, plot, 0
+        self.files, self.count = files, 0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.count += 1
-        summary = write_results(study, self.output_dir, self.plot)
+        summary = self.files.write(study)
         self.bar.update()
         best = summary["best_value"]
         self.bar.set_postfix_str(f"best {best:.4f}" if best is not None else "no result yet")
@@ -184,7 +184,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
             log.info("study %r already holds %d finished trials (total_trials %d): nothing to run",
                      cfg.study_name, _n_finished(study), cfg.total_trials)
     live = LiveView.open(study, n_trials, cfg.plot, cfg.timeout) if cfg.live else None
-    progress = _Progress(n_trials, output_dir, cfg.plot, bar=live is None)
+    files = ResultFiles(output_dir, cfg.plot)
+    progress = _Progress(n_trials, files, bar=live is None)
     callbacks += [progress] + ([live] if live else [])
     if stop is not None:
         log.info("%d trials at once: %d on each of %s", len(slots), cfg.trials_per_device,
@@ -200,12 +201,15 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: the running trials are marked FAIL; result files are up to date")
+    except BaseException:
+        _write_before_raising(files, study)
+        raise
     finally:
         progress.bar.close()
     if not interrupted:
         _wait_for_other_workers(study, limit=120)
     keeper(study)                       # other workers may have found a better trial meanwhile
-    summary = write_results(study, output_dir, cfg.plot)
+    summary = files.write(study, final=True)        # the PNG too, however recent the last one
     if live:
         live.finish(study, interrupted)
     s = summary["states"]
@@ -224,6 +228,15 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)     # what total_trials coun
 
 def _n_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _write_before_raising(files: ResultFiles, study: optuna.Study) -> None:
+    """The search stops on an error: leave the files as the study is (the PNG is redrawn only
+    every few seconds), unless that fails too, which must not hide the error."""
+    try:
+        files.write(study, final=True)
+    except Exception as e:
+        log.warning("result files not rewritten after the error: %s: %s", type(e).__name__, e)
 
 
 def _wait_for_other_workers(study: optuna.Study, limit: float) -> None:
