@@ -212,16 +212,22 @@ def test_result_files_written_trial_by_trial_are_those_of_the_whole_study(tmp_pa
     whole = small_study()
     study = optuna.create_study()
     files = ResultFiles(tmp_path / "steps", plot=False)
-    for t in whole.trials:              # as a search adds them, rewriting after each
+    for i, t in enumerate(whole.trials):    # as a search adds them, rewriting after each
         study.add_trial(t)
         files.write(study)
+        if i == 0:                      # another worker's trial, which ends after later ones
+            running = study.ask()
+            running.set_user_attr("worker", "elsewhere")
+            files.write(study)
+    study.tell(running, 1.62)
+    files.write(study)
     write_results(study, tmp_path / "once", plot=False)
     for name in ("best_hyperparameters.json", "optimization_report.txt", "trials.csv"):
         steps, once = (tmp_path / d / name for d in ("steps", "once"))
         assert steps.read_text().replace(*written(steps)) == once.read_text().replace(*written(once))
     res = json.loads((tmp_path / "steps" / "optimization_results.json").read_text())
     assert res["trials"] == [trial_record(t) for t in study.trials]
-    assert res["n_trials"] == 5 and res["best_value"] == 1.6 and res["states"]["fail"] == 1
+    assert res["n_trials"] == 6 and res["best_value"] == 1.6 and res["states"]["fail"] == 1
     # trials.csv holds Optuna's trials table (ints stay ints beside a failed trial's empty cell),
     # less a column per trial for its checkpoint's link.
     ours = pd.read_csv(tmp_path / "steps" / "trials.csv")
@@ -230,7 +236,7 @@ def test_result_files_written_trial_by_trial_are_those_of_the_whole_study(tmp_pa
     for df in (ours, optunas):          # pandas writes a column of 0 s as "0 days", we "0 days 00:00:00"
         df["duration"] = pd.to_timedelta(df["duration"])
     pd.testing.assert_frame_equal(ours, optunas)
-    assert "RuntimeError: boom" in ours["user_attrs_fail_reason"][2]
+    assert "RuntimeError: boom" in ours["user_attrs_fail_reason"][3]
 
 
 def written(path):

@@ -7,9 +7,10 @@ during a search at a cost per trial that does not grow with the study.
 """
 from __future__ import annotations
 
+import bisect
+import copy
 import csv
 import datetime as dt
-import heapq
 import io
 import json
 import logging
@@ -54,47 +55,75 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
     }
 
 
-def summarize(study: optuna.Study, max_epochs: int | None = None,
-              trials: list[FrozenTrial] | None = None) -> dict[str, Any]:
-    """Counts, the best trial, wall time and the epochs that pruning saved.
+class Tally:
+    """Counts, the best trials, time span and epochs of trials added one at a time: what the
+    summary and the report say, kept across the writes of a search so that each write adds
+    only the trials that finished since."""
 
-    ``trials``: the study's trials, when the caller has just read them.
-    """
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    def __init__(self, max_epochs: int | None, top: int = 10):
+        self.max_epochs, self.top_n = max_epochs, top
+        self.counts = {s.name.lower(): 0 for s in TrialState}
+        self.n, self.epochs, self.saved = 0, 0, 0
+        self.start: dt.datetime | None = None
+        self.end: dt.datetime | None = None
+        self.top: list[FrozenTrial] = []        # the best complete trials, best first
+        self.failed: list[FrozenTrial] = []
+
+    def add(self, t: FrozenTrial) -> None:
+        self.n += 1
+        self.counts[t.state.name.lower()] += 1
+        self.epochs += len(t.intermediate_values)
+        if t.state == TrialState.COMPLETE:
+            if len(self.top) < self.top_n or t.value < self.top[-1].value:
+                bisect.insort(self.top, t, key=lambda x: x.value)   # after equal values: stable
+                del self.top[self.top_n:]
+        elif t.state == TrialState.PRUNED and self.max_epochs:
+            self.saved += max(0, self.max_epochs - len(t.intermediate_values))
+        elif t.state == TrialState.FAIL:
+            self.failed.append(t)
+        if t.datetime_start and (self.start is None or t.datetime_start < self.start):
+            self.start = t.datetime_start
+        if t.datetime_complete and (self.end is None or t.datetime_complete > self.end):
+            self.end = t.datetime_complete
+
+    def plus(self, trials: list[FrozenTrial]) -> "Tally":
+        """A new tally of these trials and ``trials``."""
+        out = copy.copy(self)
+        out.counts, out.top, out.failed = dict(self.counts), list(self.top), list(self.failed)
+        for t in trials:
+            out.add(t)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        best = self.top[0] if self.top else None
+        return {
+            "best_params": trial_config(best) if best else {},
+            "best_value": best.value if best else None,
+            "best_trial": best.number if best else None,
+            "n_trials": self.n,
+            "states": dict(self.counts),
+            "total_time": (self.end - self.start).total_seconds() if self.start and self.end else 0.0,
+            "epochs_trained": self.epochs,
+            "epochs_saved_by_pruning": self.saved if self.max_epochs else None,
+        }
+
+
+def _tally(study: optuna.Study, max_epochs: int | None = None, top: int = 10) -> Tally:
     max_epochs = max_epochs or study.user_attrs.get("config", {}).get("epochs")
-    counts = {s.name.lower(): 0 for s in TrialState}
-    best, start, end, epochs, saved = None, None, None, 0, 0
-    for t in trials:                    # one pass: this runs after every trial of a long study
-        counts[t.state.name.lower()] += 1
-        epochs += len(t.intermediate_values)
-        if t.state == TrialState.COMPLETE and (best is None or t.value < best.value):
-            best = t
-        elif t.state == TrialState.PRUNED and max_epochs:
-            saved += max(0, max_epochs - len(t.intermediate_values))
-        if t.datetime_start and (start is None or t.datetime_start < start):
-            start = t.datetime_start
-        if t.datetime_complete and (end is None or t.datetime_complete > end):
-            end = t.datetime_complete
-    return {
-        "best_params": trial_config(best) if best else {},
-        "best_value": best.value if best else None,
-        "best_trial": best.number if best else None,
-        "n_trials": len(trials),
-        "states": counts,
-        "total_time": (end - start).total_seconds() if start and end else 0.0,
-        "epochs_trained": epochs,
-        "epochs_saved_by_pruning": saved if max_epochs else None,
-    }
+    return Tally(max_epochs, top).plus(study.get_trials(deepcopy=False))
 
 
-def report_text(study: optuna.Study, summary: dict[str, Any], top: int = 10,
-                trials: list[FrozenTrial] | None = None, attrs: dict[str, Any] | None = None) -> str:
-    """The human-readable report: the best trial and the top ten.
+def summarize(study: optuna.Study, max_epochs: int | None = None) -> dict[str, Any]:
+    """Counts, the best trial, wall time and the epochs that pruning saved."""
+    return _tally(study, max_epochs).summary()
 
-    ``trials`` and ``attrs`` (the study's user attributes): when the caller has just read them.
-    """
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
-    attrs = study.user_attrs if attrs is None else attrs
+
+def report_text(study: optuna.Study, summary: dict[str, Any], top: int = 10) -> str:
+    """The human-readable report: the best trial and the top ten."""
+    return _report(study, study.user_attrs, summary, _tally(study, top=top))
+
+
+def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any], tally: Tally) -> str:
     lines = [f"Chromasonic Lab — study {study.study_name!r}",
              f"written {dt.datetime.now().isoformat(timespec='seconds')}", ""]
     cfg = attrs.get("config", {})
@@ -114,7 +143,7 @@ def report_text(study: optuna.Study, summary: dict[str, Any], top: int = 10,
     if summary["best_value"] is None:
         lines.append("No trial has completed yet.")
         return "\n".join(lines) + "\n"
-    best = trials[summary["best_trial"]] if summary["best_trial"] < len(trials) else None
+    best = tally.top[0]
     bits = summary["best_value"] / math.log(2)
     lines.append(f"BEST: trial {summary['best_trial']}: {summary['best_value']:.4f} nats/note "
                  f"({bits:.3f} bits/note) on the validation melodies")
@@ -125,21 +154,18 @@ def report_text(study: optuna.Study, summary: dict[str, Any], top: int = 10,
                          f"{summary['best_value'] - attrs[name]:+.4f})")
     for k, v in summary["best_params"].items():
         lines.append(f"  {k:>16} = {v}")
-    if best is not None:
-        ua = best.user_attrs
-        if "n_params" in ua:
-            lines.append(f"  {ua['n_params']:,} weights, {ua.get('epochs_trained')} epochs, "
-                         f"{ua.get('train_seconds', 0):.1f} s, accuracy {ua.get('val_accuracy', 0):.3f}")
-    lines += ["", f"TOP {top}:", f"{'rank':>4} {'trial':>5} {'nats/note':>10}  parameters"]
-    done = heapq.nsmallest(top, (t for t in trials if t.state == TrialState.COMPLETE),
-                           key=lambda t: t.value)
-    for rank, t in enumerate(done, 1):
+    ua = best.user_attrs
+    if "n_params" in ua:
+        lines.append(f"  {ua['n_params']:,} weights, {ua.get('epochs_trained')} epochs, "
+                     f"{ua.get('train_seconds', 0):.1f} s, accuracy {ua.get('val_accuracy', 0):.3f}")
+    lines += ["", f"TOP {tally.top_n}:", f"{'rank':>4} {'trial':>5} {'nats/note':>10}  parameters"]
+    for rank, t in enumerate(tally.top, 1):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial_config(t).items())
         lines.append(f"{rank:>4} {t.number:>5} {t.value:>10.4f}  {params}")
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    if failed:
+    if tally.failed:
         lines += ["", "FAILED:"]
-        lines += [f"  trial {t.number}: {t.user_attrs.get('fail_reason', 'unknown reason')}" for t in failed]
+        lines += [f"  trial {t.number}: {t.user_attrs.get('fail_reason', 'unknown reason')}"
+                  for t in tally.failed]
     return "\n".join(lines) + "\n"
 
 
@@ -192,45 +218,75 @@ class ResultFiles:
     """The result files of one search, kept current after every trial at a cost per trial that
     does not grow with the study.
 
-    A finished trial never changes, so its JSON record and CSV row are rendered once and reused;
-    best_hyperparameters.json is written when the best changes; the history PNG, whose drawing
-    grows with its points, is redrawn at most every ``png_interval`` seconds (rarer when it is
-    slow to draw) and always by ``write(study, final=True)``, which ``run_search`` calls at the
-    end, also when interrupted.
+    Finished trials never change: those numbered below the first unfinished one are tallied,
+    and their JSON records and CSV lines rendered, once; each write adds the newer trials to
+    that. best_hyperparameters.json is written when the best changes; the history PNG, whose
+    drawing grows with its points, is redrawn at most every ``png_interval`` seconds (rarer
+    when it is slow to draw) and always by ``write(study, final=True)``, which ``run_search``
+    calls at the end, also when interrupted or stopped by an error.
     """
 
     def __init__(self, output_dir: Path, plot: bool = True, png_interval: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
         self.output_dir, self.plot = output_dir, plot
         self.png = Throttle(png_interval, max_share=0.05, clock=clock)
-        self._records: dict[int, str] = {}      # finished trial's number → its JSON record
-        self._cells: dict[int, dict] = {}       # finished trial's number → its CSV cells
-        self._lines: dict[int, str] = {}        # ... → its CSV line under self._columns
+        self._best: str | None = None   # the text best_hyperparameters.json holds
+        self._start(None)
+
+    def _start(self, max_epochs: int | None) -> None:
+        self._done = Tally(max_epochs)  # trials[:n], all finished, n = self._done.n
+        self._records: list[str] = []   # their JSON records
+        self._cells: list[dict] = []    # their CSV cells
+        self._lines: list[str] = []     # their CSV lines, under self._columns
         self._columns: list[tuple[int, str]] = []
-        self._best: str | None = None           # the text best_hyperparameters.json holds
 
     def write(self, study: optuna.Study, final: bool = False) -> dict[str, Any]:
         """Rewrite the files (the PNG when due, or ``final``); returns the summary."""
         trials = study.get_trials(deepcopy=False)
         attrs = study.user_attrs
-        summary = summarize(study, attrs.get("config", {}).get("epochs"), trials)
+        max_epochs = attrs.get("config", {}).get("epochs")
+        if max_epochs != self._done.max_epochs:         # the study was set up since: start over
+            self._start(max_epochs)
+        n = self._done.n
+        while n < len(trials) and trials[n].state.is_finished():
+            self._add(trials[n])
+            n += 1
+        tail = trials[n:]               # running trials, and those after them
+        tally = self._done.plus(tail)
+        summary = tally.summary()
         best = json.dumps(summary["best_params"], indent=2, default=str) + "\n"
         path = self.output_dir / "best_hyperparameters.json"
         if best != self._best or not path.exists():
             atomic_write(path, best)
             self._best = best
-        self._write_json(study, trials, attrs, summary)
-        atomic_write(self.output_dir / "optimization_report.txt",
-                     report_text(study, summary, trials=trials, attrs=attrs))
-        self._write_csv(trials)
+        self._write_json(study, attrs, summary, tail)
+        atomic_write(self.output_dir / "optimization_report.txt", _report(study, attrs, summary, tally))
+        self._write_csv(tail)
         if self.plot and summary["best_value"] is not None and (final or self.png.due()):
             from ..plots import history_figure, save_figure
             with self.png.timed():
                 save_figure(history_figure(study), self.output_dir / "optimization_history.png")
         return summary
 
-    def _write_json(self, study: optuna.Study, trials: list[FrozenTrial], attrs: dict,
-                    summary: dict[str, Any]) -> None:
+    def _add(self, t: FrozenTrial) -> None:
+        self._done.add(t)
+        self._records.append(_json_record(t))
+        cells = csv_cells(t)
+        self._cells.append(cells)
+        if cells.keys() <= set(self._columns):
+            self._lines.append(self._csv_line(cells))
+        else:                           # a new parameter or attribute: every line gets its column
+            self._set_columns(cells.keys())
+
+    def _set_columns(self, new) -> None:
+        self._columns = sorted(set(self._columns) | set(new))
+        self._lines = [self._csv_line(cells) for cells in self._cells]
+
+    def _csv_line(self, cells: dict) -> str:
+        return _csv_line([cells.get(key, "") for key in self._columns])
+
+    def _write_json(self, study: optuna.Study, attrs: dict, summary: dict[str, Any],
+                    tail: list[FrozenTrial]) -> None:
         head = json.dumps({
             "timestamp": dt.datetime.now().isoformat(timespec="seconds"),
             "study_name": study.study_name,
@@ -240,37 +296,20 @@ class ResultFiles:
             "data": attrs.get("data"),
             "config": attrs.get("config"),
         }, indent=2, default=str)
-        records = ",\n".join(self._reuse(self._records, t, _json_record) for t in trials)
+        records = ",\n".join(self._records + [_json_record(t) for t in tail])
         # The records are spliced in as "trials", the last key, indented as json.dumps would.
         text = head[:-2] + (f',\n  "trials": [\n{records}\n  ]\n}}\n' if records else
                             ',\n  "trials": []\n}\n')
         atomic_write(self.output_dir / "optimization_results.json", text)
 
-    def _write_csv(self, trials: list[FrozenTrial]) -> None:
-        columns, rows = set(self._columns), []
-        for t in trials:
-            known = t.number in self._cells
-            cells = self._reuse(self._cells, t, csv_cells)
-            if not known and not cells.keys() <= columns:
-                columns |= cells.keys()
-            rows.append((t, cells))
-        if len(columns) > len(self._columns):   # a new parameter or attribute: a new column
-            self._columns = sorted(columns)
-            self._lines.clear()
-        lines = [_csv_line(["_".join(filter(None, (CSV_ATTRS[i], name))) for i, name in self._columns])]
-        for t, cells in rows:
-            lines.append(self._reuse(self._lines, t, lambda _, cells=cells: _csv_line(
-                [cells.get(key, "") for key in self._columns])))
-        atomic_write(self.output_dir / "trials.csv", "".join(lines) if trials else "")
-
-    @staticmethod
-    def _reuse(cache: dict[int, Any], t: FrozenTrial, render: Callable[[FrozenTrial], Any]) -> Any:
-        """``render(t)``, kept for a finished trial (a running one is rendered afresh)."""
-        if not t.state.is_finished():
-            return render(t)
-        if t.number not in cache:
-            cache[t.number] = render(t)
-        return cache[t.number]
+    def _write_csv(self, tail: list[FrozenTrial]) -> None:
+        cells = [csv_cells(t) for t in tail]
+        new = set().union(*cells) - set(self._columns)
+        if new:
+            self._set_columns(new)
+        lines = self._lines + [self._csv_line(c) for c in cells]
+        header = _csv_line(["_".join(filter(None, (CSV_ATTRS[i], name))) for i, name in self._columns])
+        atomic_write(self.output_dir / "trials.csv", header + "".join(lines) if lines else "")
 
 
 def _json_record(t: FrozenTrial) -> str:
