@@ -120,7 +120,7 @@ def evaluate(model: nn.Module, data: MelodyTensor, batch_size: int = 256) -> Met
     """
     was_training = model.training
     model.eval()
-    host_lengths = data.lengths.cpu()
+    host_lengths = data.host_lengths
     sums, hits = [], []
     for start, length in zip(range(0, len(data), batch_size), batch_lengths(host_lengths, batch_size)):
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.tokens.device)
@@ -199,7 +199,6 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
         return history
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    host_lengths = train_data.lengths.cpu()
     precision = mixed_precision(device, model)
     optimizer = _make_optimizer(model, cfg)
     steps_per_epoch = n_batches(train_data, cfg.min_epoch_tokens, cfg.batch_size)
@@ -216,7 +215,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
             idx = batch.to(device)
             shifts = train_data.random_shifts(idx, cfg.transpose, gen) if cfg.transpose else None
             x, y = train_data.batch(idx, shifts, bos=model.vocab_size,
-                                    length=int(host_lengths[batch].max()))
+                                    length=int(train_data.host_lengths[batch].max()))
             with precision:
                 logits = model(x, **_context(model, train_data, idx, x, shifts))
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),

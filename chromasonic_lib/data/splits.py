@@ -97,7 +97,9 @@ class MelodyTensor:
                 lo[i], hi[i] = keys.min(), keys.max()
         self.n_keys = n_keys
         self.tokens = torch.from_numpy(tokens).to(device)
-        self.lengths = torch.from_numpy(lengths).to(device)
+        # On the host too: batch lengths are cut there, without waiting for the device.
+        self.host_lengths = torch.from_numpy(lengths)
+        self.lengths = self.host_lengths.to(device)
         valid = torch.arange(tokens.shape[1], device=device)[None, :] < self.lengths[:, None]
         self.is_key = valid & (self.tokens < n_keys)
         # How far each melody may move and stay on the keyboard (with no keys: nowhere).
@@ -179,7 +181,7 @@ def epoch_batches(data: MelodyTensor, min_tokens: int, batch_size: int,
     drawn chorale batches were half padding (the recurrent kernels pay for every padded step).
     The jitter keeps the batches' make-up changing from epoch to epoch.
     """
-    lengths = data.lengths.cpu().double()
+    lengths = data.host_lengths.double()
     out: list[torch.Tensor] = []
     for _ in range(epoch_repeats(data, min_tokens)):
         perm = torch.randperm(len(data), generator=generator)
