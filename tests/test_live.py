@@ -86,6 +86,23 @@ def test_a_slow_frame_makes_redraws_rarer():
     assert view.draw_seconds == pytest.approx(0.5 * len(handle.frames))
 
 
+def test_one_slow_frame_does_not_silence_the_view():
+    """The first figure pays matplotlib's warm-up (0.6 s, then 0.1 s): the next frames still
+    come about once a second, not 20 × 0.6 s later, which in a short search is never."""
+    study, clock = small_study(), Clock()
+    handle = FakeHandle(clock, cost=0.001)
+    view = LiveView(handle, total=100, clock=clock, max_share=0.05)
+    view.draw(study)                    # as LiveView.open does: no figure yet, quick
+    handle.cost = 0.6
+    for _ in range(13):                 # 13 trials of 1 s
+        clock.now += 1.0
+        view(study, study.trials[-1])
+        if len(handle.frames) == 2:     # the slow one is drawn: the rest are quick
+            handle.cost = 0.01
+    assert handle.frames and view.draw_seconds > 0.6
+    assert len(handle.frames) >= 5
+
+
 def test_plot_false_draws_no_figure_and_a_failing_display_does_not_stop_the_search():
     study = small_study()
     handle = FakeHandle()
