@@ -31,7 +31,9 @@ args = p.parse_args()
 
 torch.set_num_threads(1)        # two cores shared with other jobs
 setup_logging()
-params = {k: v for k, v in yaml.safe_load(Path("params/crossval.yaml").read_text()).items() if k != "epochs"}
+# test_transpose is how crossval scores, not a setting of the model trained here.
+params = {k: v for k, v in yaml.safe_load(Path("params/crossval.yaml").read_text()).items()
+          if k not in ("epochs", "test_transpose")}
 runs = {}
 for name, context in (("context", "duration+metre+phrase+key"), ("plain", "none")):
     folder = Path(args.out) / name

@@ -30,6 +30,7 @@ from .search.results import trial_config
 from .search.settings import stored_settings
 from .search.study import load_existing_study
 from .training import History, Metrics, evaluate, pick_device, train_ensemble
+from .transposition import TranspositionAverage
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     Trained as the search trained its trials (``TrainConfig`` with the study's epochs and seed,
     plus the trial's training parameters), on the same split, so the test melodies are ones
     the search never saw. With ``cfg.ensemble`` N, N models are trained with seeds seed,
-    seed+1, … and scored (and sampled) as the average of their probabilities.
+    seed+1, … and scored (and sampled) as the average of their probabilities; with
+    ``cfg.test_transpose`` K, as the average over the melody moved by -K..K semitones.
     """
     params = dict(best.params)
     family = params.pop("model", None)
@@ -121,6 +123,8 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     model, histories = train_ensemble(
         lambda j: build_model(family, hparams, data.vocab_size, seed=train_cfg.seed + j),
         data.train, data.val, train_cfg, cfg.ensemble)
+    if cfg.test_transpose:
+        model = TranspositionAverage(model, cfg.test_transpose)
     history = histories[0]
     test = evaluate(model, data.test)
     baseline = evaluate(markov_baseline(data)[2], data.test)
@@ -136,6 +140,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         "sequence_length": d.sequence_length if synthetic else None, "encoding": d.encoding,
         "seed": d.seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
         "n_test_melodies": len(data.splits.test), "epochs": best.epochs, "ensemble": cfg.ensemble,
+        "test_transpose": cfg.test_transpose,
         "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
         # Of each model of an ensemble.
         "epochs_trained": history.epochs_trained if cfg.ensemble == 1 else [h.epochs_trained for h in histories],

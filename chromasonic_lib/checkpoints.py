@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .atomic import atomic_write
 from .errors import ConfigError
 from .models import PROTOCOL, Ensemble, build_model
+from .transposition import TranspositionAverage
 from .paths import resolve, resolve_storage_url
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,16 @@ def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: di
     """Weights with everything needed to rebuild them; loadable with ``weights_only=True``.
 
     An :class:`~chromasonic_lib.models.Ensemble` is saved as its members (``ensemble``: how
-    many), each of ``family`` with ``hparams``.
+    many), each of ``family`` with ``hparams``; a :class:`~chromasonic_lib.transposition.
+    TranspositionAverage` as the model it averages (``test_transpose``: its semitones).
     """
+    semitones = model.semitones if isinstance(model, TranspositionAverage) else 0
+    model = model.base if semitones else model
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     members = len(model.members) if isinstance(model, Ensemble) else 1
     payload = {"family": family, "hparams": hparams, "encoding": encoding,
                "vocab_size": model.vocab_size, "protocol": PROTOCOL, "ensemble": members,
-               "state_dict": state, **(extra or {})}
+               "test_transpose": semitones, "state_dict": state, **(extra or {})}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -68,6 +72,8 @@ def load_checkpoint(source: str | Path | optuna.Study, trial_number: int | None 
                for _ in range(payload.get("ensemble", 1))]
     model = members[0] if len(members) == 1 else Ensemble(members)
     model.load_state_dict(payload["state_dict"])
+    if payload.get("test_transpose"):
+        model = TranspositionAverage(model, payload["test_transpose"])
     return model.to(device).eval(), payload
 
 

@@ -44,6 +44,14 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_test_transpose(value: Any) -> int:
+    """How far (semitones) a melody is moved both ways when scored as an average: 0 to 12."""
+    value = check_int("test_transpose", value, 0)
+    if value > 12:
+        raise ConfigError(f"test_transpose must be at most 12 semitones, got {value}")
+    return value
+
+
 def check_float(name: str, value: Any, low: float = 0.0, high: float = math.inf,
                 low_open: bool = False) -> float:
     """A finite number in [low, high] (or (low, high] with ``low_open``)."""
@@ -230,6 +238,9 @@ class TrainConfig:
     patience: int = 5                 # epochs without improvement before stopping; 0 = never
     transpose: int = 6                # random transposition of training melodies, ± semitones; 0 = off
     min_epoch_tokens: int = 32768     # an epoch repeats a small training set up to this many notes
+    # Evaluate and keep an exponential moving average of the weights (this decay per step)
+    # instead of the weights themselves; 0 = off.
+    weight_average: float = 0.0
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -245,6 +256,7 @@ class TrainConfig:
         if self.transpose > 24:
             raise ConfigError(f"transpose must be between 0 and 24 semitones, got {self.transpose}")
         self.min_epoch_tokens = check_int("min_epoch_tokens", self.min_epoch_tokens, 0)
+        self.weight_average = check_float("weight_average", self.weight_average, 0, 0.9999)
         self.seed = check_int("seed", self.seed, 0)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -407,6 +419,7 @@ class TrainBestConfig(_StudyAndData):
     top_k: int = 0
     primer: str = ""
     ensemble: int = 1                 # models (seeds seed, seed+1, …) whose probabilities are averaged
+    test_transpose: int = 0           # score and sample as the average over the melody moved ±this
 
     FILE_EPOCHS: ClassVar[int] = 30   # epochs for a best_params file, which records none
     FROM_STUDY: ClassVar[tuple[str, ...]] = DATA_FIELDS + ("epochs",)
@@ -426,6 +439,7 @@ class TrainBestConfig(_StudyAndData):
         self.temperature = check_float("temperature", self.temperature, 0, 10, low_open=True)
         self.top_k = check_int("top_k", self.top_k, 0)
         self.ensemble = check_int("ensemble", self.ensemble)
+        self.test_transpose = check_test_transpose(self.test_transpose)
         self.primer_notes = parse_primer("primer", self.primer)
 
     def given(self) -> dict[str, Any]:
@@ -563,6 +577,7 @@ class CrossvalConfig:
     device: str = "auto"
     limit: int = 0                      # parse only the first files (a quick check); 0 = all
     ensemble: int = 1                   # models per fold whose probabilities are averaged
+    test_transpose: int = -1            # -1: the params file's (or 0)
     compare: tuple = ()                 # two params files (A, B) to run on the same folds instead
 
     def __post_init__(self) -> None:
@@ -582,6 +597,10 @@ class CrossvalConfig:
             if context:
                 self.settings["context"] = context
         self.epochs = check_int("epochs", self.epochs or self.settings.get("epochs", 30))
+        # Scored, not trained: the average over the test melody moved by ±this many semitones.
+        file_transpose = self.settings.pop("test_transpose", 0) if self.settings else 0
+        self.test_transpose = check_test_transpose(file_transpose if self.test_transpose == -1
+                                                   else self.test_transpose)
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
         self.limit = check_int("limit", self.limit, 0)

@@ -7,7 +7,8 @@ duration, place in the bar, phrase end and key: ``context`` in the params file).
 fold's model is trained on the other folds only (a tenth of them held out for early
 stopping) and scored on its fold; the mean is weighted by notes. Copies of one tune share a
 fold (``data.copies``). With ``--ensemble N`` each fold's model is the average of N trained
-with successive seeds. ``--compare A B`` runs two configurations on the same folds and
+with successive seeds; with ``test_transpose: K`` (or ``--test-transpose K``) each test note's
+prediction is the average over the melody moved by -K..K semitones (``transposition``). ``--compare A B`` runs two configurations on the same folds and
 reports their paired difference.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .data import MelodySet, kfold, load_dataset, melody_groups, split
 from .errors import ChromasonicError
 from .models import build_model, split_params
 from .training import evaluate, pick_device, train_ensemble
+from .transposition import TranspositionAverage
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None):
         model, histories = train_ensemble(
             lambda j: build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed + i + j),
             data.tensor(fit, device), data.tensor(val, device), train_cfg, cfg.ensemble)
+        if cfg.test_transpose:
+            model = TranspositionAverage(model, cfg.test_transpose)
         yield i, model, data.tensor(test_idx, device), histories
 
 
@@ -80,6 +84,7 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     per_fold = np.array([r["bits_per_note"] for r in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**hparams, **training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
+            "test_transpose": cfg.test_transpose,
             "bits_per_note": bits,
             "fold_std": float(np.std(per_fold)),        # population std (ddof=0) of the folds' bits/note
             # the standard error of the folds' mean: sample std (ddof=1) / √k
@@ -115,7 +120,9 @@ def run_compare(cfg: CrossvalConfig) -> dict:
 
 def summary(result: dict) -> str:
     """The printed summary of one cross-validation."""
-    text = (f"{result['model']} on {result['dataset']}: {result['bits_per_note']:.3f} bits/note "
+    scored = (f", each note scored as the average over the melody moved by ±{result['test_transpose']} "
+              "semitones" if result.get("test_transpose") else "")
+    text = (f"{result['model']} on {result['dataset']}{scored}: {result['bits_per_note']:.3f} bits/note "
             f"(SEM {result['fold_sem']:.3f}, ±{result['fold_std']:.3f} across {result['folds']} folds, "
             f"{result['n_notes']} notes, {result['seconds']:.0f} s)")
     return f"{text}\nfolds: {result['groups']['text']}"
@@ -154,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="parse only the first N files (quick check)")
     p.add_argument("--ensemble", type=int, default=1,
                    help="average the probabilities of N models per fold, trained with seeds seed, seed+1, …")
+    p.add_argument("--test-transpose", type=int, default=-1, metavar="K",
+                   help="score each test note as the average prediction over the melody moved by "
+                        "-K..K semitones (default: the params file's test_transpose, or 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=(),
                    help="run two params files (each with its own model) on the same folds, instead of "
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = CrossvalConfig(args.dataset, args.encoding, args.folds, args.model, args.params,
                              args.epochs, args.seed, args.device, args.limit, args.ensemble,
-                             compare=tuple(args.compare))
+                             args.test_transpose, compare=tuple(args.compare))
         result = run_compare(cfg) if cfg.compare else run_crossval(cfg)
     except ChromasonicError as e:
         print(f"error: {e}", file=sys.stderr)

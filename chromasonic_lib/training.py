@@ -206,6 +206,11 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(1.0, step / (cfg.epochs * steps_per_epoch))))
         if cfg.schedule == "cosine" else 1.0)
+    # The weights evaluated and kept: the model's own, or their moving average.
+    averaged = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.weight_average))
+        if cfg.weight_average else None)
+    kept = averaged.module if averaged is not None else model
     best_state = None
     for epoch in range(cfg.epochs):
         model.train()
@@ -226,16 +231,18 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             schedule.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total += loss.detach()
         train_loss = (total / len(batches)).item()      # one sync per epoch, not per batch
         _check_finite("training loss", train_loss, epoch)
-        val = evaluate(model, val_data).nats_per_note
+        val = evaluate(kept, val_data).nats_per_note
         _check_finite("validation loss", val, epoch)
         history.train_loss.append(train_loss)
         history.val_loss.append(val)
         if history.best_epoch < 0 or val < history.val_loss[history.best_epoch]:
             history.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(kept.state_dict())
         log.debug("epoch %d: train %.4f, val %.4f", epoch, train_loss, val)
         if on_epoch and on_epoch(epoch, val):
             history.stopped_by = "callback"

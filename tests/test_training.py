@@ -44,6 +44,18 @@ def test_nan_loss_raises_training_diverged(synthetic_prepared):
         train(model, synthetic_prepared.train, synthetic_prepared.val, TrainConfig(**FAST))
 
 
+def test_a_weight_average_is_what_is_validated_and_kept(synthetic_prepared):
+    plain, averaged = (build_model("gru", TINY, seed=5) for _ in range(2))
+    train(plain, synthetic_prepared.train, synthetic_prepared.val, TrainConfig(**FAST, seed=5))
+    history = train(averaged, synthetic_prepared.train, synthetic_prepared.val,
+                    TrainConfig(**FAST, seed=5, weight_average=0.9))
+    # The same steps were taken; the model kept is their moving average, scored as recorded.
+    assert not torch.equal(plain.head.weight, averaged.head.weight)
+    assert evaluate(averaged, synthetic_prepared.val).nats_per_note == pytest.approx(
+        history.val_loss[history.best_epoch], rel=1e-5)
+    assert history.best_val_loss < math.log(88) - 1.5
+
+
 def test_markov_fits_by_counting_in_one_step(synthetic_prepared):
     history = train(build_model("markov", {"order": 1}), synthetic_prepared.train, synthetic_prepared.val,
                     TrainConfig(transpose=12))
@@ -116,7 +128,8 @@ def test_missing_cuda_warns_and_falls_back_to_cpu():
 
 
 @pytest.mark.parametrize("field,value", [("learning_rate", 0), ("batch_size", -1), ("epochs", "ten"),
-                                         ("optimizer", "adagrad"), ("transpose", 40), ("schedule", "linear")])
+                                         ("optimizer", "adagrad"), ("transpose", 40), ("schedule", "linear"),
+                                         ("weight_average", 1.0)])
 def test_bad_training_settings_are_named(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
