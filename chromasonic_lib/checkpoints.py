@@ -40,8 +40,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: di
     many), each of ``family`` with ``hparams``; a :class:`~chromasonic_lib.transposition.
     TranspositionAverage` as the model it averages (``test_transpose``: its semitones).
     """
-    semitones = model.semitones if isinstance(model, TranspositionAverage) else 0
-    model = model.base if semitones else model
+    semitones = 0
+    if isinstance(model, TranspositionAverage):
+        semitones, model = model.semitones, model.base
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     members = len(model.members) if isinstance(model, Ensemble) else 1
     payload = {"family": family, "hparams": hparams, "encoding": encoding,

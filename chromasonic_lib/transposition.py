@@ -24,14 +24,7 @@ from torch import nn
 from .data.context import transpose_keys
 from .data.encodings import N_KEYS
 from .errors import ConfigError
-
-
-def _forward(model: nn.Module, x: torch.Tensor, context: dict | None) -> torch.Tensor:
-    return model(x) if context is None else model(x, context)
-
-
-def _step(model: nn.Module, state: Any, tokens: torch.Tensor, context: dict | None):
-    return model.step(state, tokens) if context is None else model.step(state, tokens, context)
+from .models import _forward, _step
 
 
 @dataclass
@@ -50,8 +43,14 @@ class TranspositionAverage(nn.Module):
         super().__init__()
         if not isinstance(semitones, int) or isinstance(semitones, bool) or not 0 <= semitones <= 12:
             raise ConfigError(f"test_transpose must be an integer from 0 to 12 semitones, got {semitones!r}")
+        if semitones and base.vocab_size < n_keys:
+            raise ConfigError(f"test_transpose needs melodies of piano keys (a vocabulary of at least "
+                              f"{n_keys} tokens); this model's has {base.vocab_size}")
         self.base, self.semitones, self.n_keys = base, semitones, n_keys
-        self.register_buffer("shifts", torch.arange(-semitones, semitones + 1), persistent=False)
+        # Where the base is (sampling takes its device from the first weight or buffer).
+        device = next(iter([*base.parameters(), *base.buffers()]), torch.empty(0)).device
+        self.register_buffer("shifts", torch.arange(-semitones, semitones + 1, device=device),
+                             persistent=False)
 
     @property
     def vocab_size(self) -> int:

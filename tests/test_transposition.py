@@ -132,3 +132,13 @@ def test_train_best_scores_saves_and_samples_over_transpositions(tmp_path):
     assert len(sample.tokens) == 8
     with pytest.raises(ConfigError, match="test_transpose must be at most 12"):
         cl.TrainBestConfig(best_params=str(params), test_transpose=13)
+
+
+def test_token_lists_without_piano_keys_are_refused_and_any_wrapper_round_trips(tmp_path):
+    from chromasonic_lib.checkpoints import load_checkpoint, save_checkpoint
+    with pytest.raises(ConfigError, match="needs melodies of piano keys"):
+        TranspositionAverage(build_model("markov", vocab_size=12), 1)
+    model = build_model("lstm", SMALL, 88, seed=1)
+    path = save_checkpoint(tmp_path / "m.pt", TranspositionAverage(model, 0), "lstm", SMALL, "pitch")
+    loaded, meta = load_checkpoint(path)
+    assert meta["test_transpose"] == 0 and not isinstance(loaded, TranspositionAverage)
