@@ -48,7 +48,7 @@ def check_test_transpose(value: Any) -> int:
     """How far (semitones) a melody is moved both ways when scored as an average: 0 to 12."""
     value = check_int("test_transpose", value, 0)
     if value > 12:
-        raise ConfigError(f"test_transpose must be at most 12 semitones, got {value}")
+        raise ConfigError(f"test_transpose must be an integer from 0 to 12 semitones, got {value}")
     return value
 
 

@@ -8,8 +8,8 @@ fold's model is trained on the other folds only (a tenth of them held out for ea
 stopping) and scored on its fold; the mean is weighted by notes. Copies of one tune share a
 fold (``data.copies``). With ``--ensemble N`` each fold's model is the average of N trained
 with successive seeds; with ``test_transpose: K`` (or ``--test-transpose K``) each test note's
-prediction is the average over the melody moved by -K..K semitones (``transposition``). ``--compare A B`` runs two configurations on the same folds and
-reports their paired difference.
+prediction is the average over the melody moved by -K..K semitones (``transposition``).
+``--compare A B`` runs two configurations on the same folds and reports their paired difference.
 """
 from __future__ import annotations
 

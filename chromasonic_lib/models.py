@@ -429,6 +429,32 @@ def _mix(log_p: torch.Tensor, counts: list[torch.Tensor], alphas: list[float]) -
     return torch.logaddexp(A.log(), log_b + log_p)
 
 
+class Wrapper(nn.Module):
+    """A model around another, ``base``: its vocabulary, context and trainability are the
+    base's, and its weights load through the base's own loader (the markov tables are
+    replaced, not copied into)."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+    @property
+    def trainable(self) -> bool:
+        return getattr(self.base, "trainable", True)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size
+
+    @property
+    def context(self) -> tuple[str, ...]:
+        return getattr(self.base, "context", ())
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.base.load_state_dict({k.removeprefix("base."): v for k, v in state_dict.items()},
+                                         strict=strict, assign=assign)
+
+
 @dataclass
 class MemoryState:
     """Where :meth:`MelodyMemory.step` is in a batch of melodies."""
@@ -440,7 +466,7 @@ class MemoryState:
     position: int = -1                 # of the last token read (0: the start token)
 
 
-class MelodyMemory(nn.Module):
+class MelodyMemory(Wrapper):
     """Any model plus a short-term memory of the melody it is predicting.
 
     Melodies repeat themselves (a chorale's first two phrases are often one phrase sung
@@ -459,20 +485,8 @@ class MelodyMemory(nn.Module):
     """
 
     def __init__(self, base: nn.Module, order: int, alpha: float):
-        super().__init__()
-        self.base, self.order, self.alpha = base, order, alpha
-
-    @property
-    def trainable(self) -> bool:
-        return getattr(self.base, "trainable", True)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.base.vocab_size
-
-    @property
-    def context(self) -> tuple[str, ...]:
-        return getattr(self.base, "context", ())
+        super().__init__(base)
+        self.order, self.alpha = order, alpha
 
     def fit(self, x: torch.Tensor, lengths: torch.Tensor) -> "MelodyMemory":
         self.base.fit(x, lengths)
@@ -514,11 +528,6 @@ class MelodyMemory(nn.Module):
             counts.append(torch.stack([torch.zeros_like(log_p[0]) if c is None else c for c in seen]))
         return _mix(log_p, counts, [self.alpha * 2.0 ** (self.order - k)
                                     for k in range(1, len(counts) + 1)]), state
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        # Through the base's own loader (the markov tables are replaced, not copied into).
-        return self.base.load_state_dict({k.removeprefix("base."): v for k, v in state_dict.items()},
-                                         strict=strict, assign=assign)
 
 
 

@@ -210,9 +210,11 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
     averaged = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.weight_average))
         if cfg.weight_average else None)
-    kept = averaged.module if averaged is not None else model
-    for rnn in (m for m in kept.modules() if isinstance(m, nn.RNNBase)):
-        rnn.flatten_parameters()        # the copy's weights in one chunk again, as cuDNN wants them
+    kept = model
+    if averaged is not None:
+        kept = averaged.module
+        for rnn in (m for m in kept.modules() if isinstance(m, nn.RNNBase)):
+            rnn.flatten_parameters()    # the copy's weights in one chunk again, as cuDNN wants them
     best_state = None
     for epoch in range(cfg.epochs):
         model.train()

@@ -24,8 +24,9 @@ from torch import nn
 
 from .data.context import transpose_keys
 from .data.encodings import N_KEYS
+from .config import check_test_transpose
 from .errors import ConfigError
-from .models import _forward, _step
+from .models import Wrapper, _forward, _step
 
 
 @dataclass
@@ -37,43 +38,25 @@ class TransposedState:
     on_keyboard: torch.Tensor       # [S, B] bool
 
 
-class TranspositionAverage(nn.Module):
+class TranspositionAverage(Wrapper):
     """``base``'s next-note probabilities, averaged over the melody moved by -k..k semitones."""
 
     def __init__(self, base: nn.Module, semitones: int, n_keys: int = N_KEYS):
-        super().__init__()
-        if not isinstance(semitones, int) or isinstance(semitones, bool) or not 0 <= semitones <= 12:
-            raise ConfigError(f"test_transpose must be an integer from 0 to 12 semitones, got {semitones!r}")
+        super().__init__(base)
+        semitones = check_test_transpose(semitones)
         if semitones and base.vocab_size < n_keys:
             raise ConfigError(f"test_transpose needs melodies of piano keys (a vocabulary of at least "
                               f"{n_keys} tokens); this model's has {base.vocab_size}")
-        self.base, self.semitones, self.n_keys = base, semitones, n_keys
+        self.semitones, self.n_keys = semitones, n_keys
         # Where the base is (sampling takes its device from the first weight or buffer).
         device = next(iter([*base.parameters(), *base.buffers()]), torch.empty(0)).device
         self.register_buffer("shifts", torch.arange(-semitones, semitones + 1, device=device),
                              persistent=False)
 
-    @property
-    def vocab_size(self) -> int:
-        return self.base.vocab_size
-
-    @property
-    def context(self) -> tuple[str, ...]:
-        return getattr(self.base, "context", ())
-
-    @property
-    def trainable(self) -> bool:
-        return getattr(self.base, "trainable", True)
-
-    def _on(self, device: torch.device) -> None:
-        if self.shifts.device != device:      # wrapped after the base was moved
-            self.shifts = self.shifts.to(device)
-
     def _moved(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every copy of ``x`` [B, ...] moved by its shift: [S·B, ...], and which steps'
         tokens stayed on the keyboard [S, B, ...]. Off-keyboard tokens are clamped (their
         copy is not counted there)."""
-        self._on(x.device)
         s = self.shifts.view(-1, *([1] * x.dim()))
         is_key = x < self.n_keys
         moved = x[None] + s * is_key
@@ -118,15 +101,12 @@ class TranspositionAverage(nn.Module):
 
     def start(self, batch_size: int) -> TransposedState:
         return TransposedState(self.base.start(len(self.shifts) * batch_size),
-                               torch.ones(len(self.shifts), batch_size, dtype=torch.bool))
+                               torch.ones(len(self.shifts), batch_size, dtype=torch.bool,
+                                          device=self.shifts.device))
 
     def step(self, state: TransposedState, tokens: torch.Tensor,
              context: dict | None = None) -> tuple[torch.Tensor, TransposedState]:
         moved, on = self._moved(tokens)
-        state.on_keyboard = state.on_keyboard.to(on.device) & on
+        state.on_keyboard = state.on_keyboard & on
         out, state.base = _step(self.base, state.base, moved, self._context(context))
         return self._average(out, state.on_keyboard), state
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return self.base.load_state_dict({k.removeprefix("base."): v for k, v in state_dict.items()},
-                                         strict=strict, assign=assign)

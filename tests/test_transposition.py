@@ -130,7 +130,7 @@ def test_train_best_scores_saves_and_samples_over_transpositions(tmp_path):
     assert evaluate(loaded, run.data.test).nats_per_note == pytest.approx(run.test.nats_per_note, rel=1e-5)
     [sample] = best.generate_samples(run, cfg, n=1, length=8)
     assert len(sample.tokens) == 8
-    with pytest.raises(ConfigError, match="test_transpose must be at most 12"):
+    with pytest.raises(ConfigError, match="test_transpose must be an integer from 0 to 12"):
         cl.TrainBestConfig(best_params=str(params), test_transpose=13)
 
 
