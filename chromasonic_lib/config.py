@@ -578,6 +578,13 @@ class CrossvalConfig:
     limit: int = 0                      # parse only the first files (a quick check); 0 = all
     ensemble: int = 1                   # models per fold whose probabilities are averaged
     test_transpose: int = -1            # -1: the params file's (or 0)
+    # The share of each fold's training melodies held out for early stopping; 0: train on them
+    # all for exactly ``epochs`` epochs and keep the last weights. -1: the params file's (or 0.1).
+    val_fraction: float = -1
+    # Melodies of another collection every fold's model first trains on (none of its tunes may
+    # be one of ``dataset``'s: those are left out), for ``pretrain_epochs`` epochs at most.
+    # "": the params file's ``pretrain`` (or none).
+    pretrain: str = ""
     compare: tuple = ()                 # two params files (A, B) to run on the same folds instead
 
     def __post_init__(self) -> None:
@@ -601,6 +608,21 @@ class CrossvalConfig:
         file_transpose = self.settings.pop("test_transpose", 0) if self.settings else 0
         self.test_transpose = check_test_transpose(file_transpose if self.test_transpose == -1
                                                    else self.test_transpose)
+        file_fraction = self.settings.pop("val_fraction", 0.1) if self.settings else 0.1
+        self.val_fraction = check_float("val_fraction", file_fraction if self.val_fraction == -1
+                                        else self.val_fraction, 0, 0.5)
+        file_pretrain = self.settings.pop("pretrain", "") if self.settings else ""
+        self.pretrain = self.pretrain or file_pretrain
+        if self.pretrain:
+            self.pretrain = check_dataset("pretrain", self.pretrain)
+            if self.pretrain == self.dataset:
+                raise ConfigError(f"pretrain must be another collection than the one cross-validated, "
+                                  f"got {self.pretrain!r} for both")
+            if self.model == "markov":
+                raise ConfigError("pretrain needs a neural model: the markov model counts each "
+                                  "fold's melodies afresh, so pretrained counts would be lost")
+        self.pretrain_epochs = check_int("pretrain_epochs", self.settings.pop("pretrain_epochs", 5)
+                                         if self.settings else 5)
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
         self.limit = check_int("limit", self.limit, 0)

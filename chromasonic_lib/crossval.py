@@ -8,7 +8,11 @@ fold's model is trained on the other folds only (a tenth of them held out for ea
 stopping) and scored on its fold; the mean is weighted by notes. Copies of one tune share a
 fold (``data.copies``). With ``--ensemble N`` each fold's model is the average of N trained
 with successive seeds; with ``test_transpose: K`` (or ``--test-transpose K``) each test note's
-prediction is the average over the melody moved by -K..K semitones (``transposition``).
+prediction is the average over the melody moved by -K..K semitones (``transposition``); with
+``val_fraction: 0`` no training melody is held out for early stopping: each fold's model trains
+for exactly ``epochs`` epochs and its last (averaged) weights are scored; with ``pretrain: NAME``
+every fold's model starts from weights trained on another collection, less the copies of this
+one's tunes (``pretrained``).
 ``--compare A B`` runs two configurations on the same folds and reports their paired difference.
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ from .config import CrossvalConfig, TrainConfig
 from .data import MelodySet, kfold, load_dataset, melody_groups, split
 from .errors import ChromasonicError
 from .models import build_model, split_params
+from .pretraining import pretrained, start_from
 from .training import evaluate, pick_device, train_ensemble
 from .transposition import TranspositionAverage
 
@@ -37,23 +42,32 @@ def _params(cfg: CrossvalConfig) -> tuple[dict, dict]:
     return split_params(cfg.model, {k: v for k, v in cfg.settings.items() if k not in ("model", "epochs")})
 
 
-def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None):
+def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict | None = None):
     """Train one model (or ensemble) per fold; yields (fold, model, test melodies, histories).
 
-    Member j of fold i starts from seed ``seed + i + j`` and trains with seed ``seed + j``.
-    ``data``: the loaded ``cfg.dataset`` (loaded here when not given); the folds depend only
-    on it, ``cfg.folds`` and ``cfg.seed``, so two configurations given one data set share them.
+    Member j of fold i starts from seed ``seed + i + j`` (or, with ``pretrain``, from the
+    pretrained weights) and trains with seed ``seed + j``. ``data``: the loaded ``cfg.dataset``
+    (loaded here when not given); the folds depend only on it, ``cfg.folds`` and ``cfg.seed``,
+    so two configurations given one data set share them. ``report``, where given, receives
+    what the pretraining did (``pretrained``).
     """
     device = pick_device(cfg.device)
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
+    state, done = pretrained(cfg, _params(cfg), data, device)
+    if report is not None:
+        report.update(done)
     hparams, training = _params(cfg)
     train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
     for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
-        inner = split([data.melodies[j] for j in train_idx], 0.1, 0.0, cfg.seed + i)
-        fit, val = ([train_idx[k] for k in inner.index[side]] for side in ("train", "val"))
+        if cfg.val_fraction:
+            inner = split([data.melodies[j] for j in train_idx], cfg.val_fraction, 0.0, cfg.seed + i)
+            fit, val = ([train_idx[k] for k in inner.index[side]] for side in ("train", "val"))
+        else:
+            fit, val = list(train_idx), []
         model, histories = train_ensemble(
-            lambda j: build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed + i + j),
-            data.tensor(fit, device), data.tensor(val, device), train_cfg, cfg.ensemble)
+            lambda j: start_from(build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed + i + j),
+                                  state),
+            data.tensor(fit, device), data.tensor(val, device) if val else None, train_cfg, cfg.ensemble)
         if cfg.test_transpose:
             model = TranspositionAverage(model, cfg.test_transpose)
         yield i, model, data.tensor(test_idx, device), histories
@@ -70,9 +84,9 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     """Cross-validated bits/note of ``cfg`` (on ``data`` when given); ``label`` starts each fold's line."""
     hparams, training = _params(cfg)
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
-    results = []
+    results, pretraining = [], {}
     start = time.perf_counter()
-    for i, model, test, histories in fold_models(cfg, data):
+    for i, model, test, histories in fold_models(cfg, data, pretraining):
         m = evaluate(model, test)
         epochs = [h.epochs_trained for h in histories]      # one per ensemble member
         results.append({"fold": i, "bits_per_note": m.bits_per_note, "n_notes": m.n_notes,
@@ -84,7 +98,8 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     per_fold = np.array([r["bits_per_note"] for r in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**hparams, **training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
-            "test_transpose": cfg.test_transpose,
+            "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
+            "pretrain": pretraining or None,
             "bits_per_note": bits,
             "fold_std": float(np.std(per_fold)),        # population std (ddof=0) of the folds' bits/note
             # the standard error of the folds' mean: sample std (ddof=1) / √k
@@ -122,6 +137,12 @@ def summary(result: dict) -> str:
     """The printed summary of one cross-validation."""
     scored = (f", each note scored as the average over the melody moved by ±{result['test_transpose']} "
               "semitones" if result.get("test_transpose") else "")
+    if result.get("pretrain"):
+        scored += f", pretrained on {result['pretrain']['melodies']} melodies of {result['pretrain']['dataset']}"
+    if result.get("val_fraction") == 0:
+        epochs = result["per_fold"][0]["epochs"]
+        scored += (f", trained on every training melody for {epochs if isinstance(epochs, int) else epochs[0]} "
+                   "epochs (none held out)")
     text = (f"{result['model']} on {result['dataset']}{scored}: {result['bits_per_note']:.3f} bits/note "
             f"(SEM {result['fold_sem']:.3f}, ±{result['fold_std']:.3f} across {result['folds']} folds, "
             f"{result['n_notes']} notes, {result['seconds']:.0f} s)")
@@ -164,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-transpose", type=int, default=-1, metavar="K",
                    help="score each test note as the average prediction over the melody moved by "
                         "-K..K semitones (default: the params file's test_transpose, or 0)")
+    p.add_argument("--val-fraction", type=float, default=-1, metavar="F",
+                   help="share of each fold's training melodies held out for early stopping; 0: "
+                        "train on them all for exactly the params file's epochs (default: the "
+                        "params file's val_fraction, or 0.1)")
+    p.add_argument("--pretrain", default="", metavar="NAME",
+                   help="first train every fold's model on this collection's melodies, less any copy "
+                        "of a tune of --dataset (default: the params file's pretrain, or none)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=(),
                    help="run two params files (each with its own model) on the same folds, instead of "
@@ -173,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = CrossvalConfig(args.dataset, args.encoding, args.folds, args.model, args.params,
                              args.epochs, args.seed, args.device, args.limit, args.ensemble,
-                             args.test_transpose, compare=tuple(args.compare))
+                             args.test_transpose, args.val_fraction, args.pretrain,
+                             compare=tuple(args.compare))
         result = run_compare(cfg) if cfg.compare else run_crossval(cfg)
     except ChromasonicError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -172,12 +172,14 @@ def _check_finite(what: str, value: float, epoch: int) -> None:
         raise TrainingDiverged(f"{what} became {value} at epoch {epoch}")
 
 
-def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cfg: TrainConfig,
+def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | None, cfg: TrainConfig,
           on_epoch: OnEpoch | None = None) -> History:
     """Train ``model`` on ``train_data``; keep the weights of its best validation epoch.
 
     ``on_epoch(epoch, val_loss)`` runs after every epoch; returning True stops training
-    (``History.stopped_by == "callback"``). A NaN/inf loss raises :class:`TrainingDiverged`.
+    (``History.stopped_by == "callback"``). With no validation melodies (``val_data`` None)
+    it trains every epoch and keeps the last weights (their average, with ``weight_average``);
+    the validation losses are then NaN. A NaN/inf loss raises :class:`TrainingDiverged`.
     The data must already be on the device the model should train on.
     """
     device = train_data.tokens.device
@@ -188,8 +190,10 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
 
     if not getattr(model, "trainable", True):
         _fit_markov(model, train_data, cfg)
-        val = evaluate(model, val_data).nats_per_note
-        _check_finite("validation loss", val, 0)
+        val = math.nan
+        if val_data is not None:
+            val = evaluate(model, val_data).nats_per_note
+            _check_finite("validation loss", val, 0)
         history.train_loss.append(math.nan)
         history.val_loss.append(val)
         history.best_epoch = 0
@@ -216,6 +220,8 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
         for rnn in (m for m in kept.modules() if isinstance(m, nn.RNNBase)):
             rnn.flatten_parameters()    # the copy's weights in one chunk again, as cuDNN wants them
     best_state = None
+    # Nothing held out: every epoch trains, and the last (averaged) weights are kept.
+    held_out = val_data is not None
     for epoch in range(cfg.epochs):
         model.train()
         total = torch.zeros((), device=device)
@@ -240,11 +246,14 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
             total += loss.detach()
         train_loss = (total / len(batches)).item()      # one sync per epoch, not per batch
         _check_finite("training loss", train_loss, epoch)
-        val = evaluate(kept, val_data).nats_per_note
-        _check_finite("validation loss", val, epoch)
+        val = evaluate(kept, val_data).nats_per_note if held_out else math.nan
+        if held_out:
+            _check_finite("validation loss", val, epoch)
         history.train_loss.append(train_loss)
         history.val_loss.append(val)
-        if history.best_epoch < 0 or val < history.val_loss[history.best_epoch]:
+        if not held_out:
+            history.best_epoch = epoch
+        elif history.best_epoch < 0 or val < history.val_loss[history.best_epoch]:
             history.best_epoch = epoch
             best_state = copy.deepcopy(kept.state_dict())
         log.debug("epoch %d: train %.4f, val %.4f", epoch, train_loss, val)
@@ -254,6 +263,8 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
         if cfg.patience and epoch - history.best_epoch >= cfg.patience:
             history.stopped_by = "early_stopping"
             break
+    if best_state is None and kept is not model:
+        best_state = kept.state_dict()
     if best_state is not None:
         model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start
@@ -261,7 +272,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor, cf
 
 
 def train_ensemble(make_model: Callable[[int], nn.Module], train_data: MelodyTensor,
-                   val_data: MelodyTensor, cfg: TrainConfig, n: int = 1
+                   val_data: MelodyTensor | None, cfg: TrainConfig, n: int = 1
                    ) -> tuple[nn.Module, list[History]]:
     """Train ``n`` models, the j-th built by ``make_model(j)`` and trained with seed
     ``cfg.seed + j``; returns the model (``n`` = 1) or their :class:`Ensemble`, and each one's

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -9,9 +10,9 @@ import pytest
 from conftest import PYTHON, ROOT
 
 
-def _run(*args):
+def _run(*args, env=None):
     return subprocess.run([PYTHON, "-m", "chromasonic_lib.crossval", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_crossval_prints_folds_and_json():
@@ -51,6 +52,57 @@ def test_crossval_averages_an_ensemble_per_fold(tmp_path):
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["ensemble"] == 2 and result["n_notes"] == 100 * 64
     assert all(f["epochs"] == [1, 1] for f in result["per_fold"])      # one per member
+
+
+def test_crossval_can_train_on_every_training_melody_for_fixed_epochs(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 2\nmin_epoch_tokens: 0\n"
+                      "val_fraction: 0\n")
+    run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(params), "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["val_fraction"] == 0 and "val_fraction" not in result["params"]
+    assert all(f["epochs"] == 2 for f in result["per_fold"]) and result["n_notes"] == 100 * 64
+    assert "trained on every training melody for 2 epochs" in run.stdout
+    bad = _run("--dataset", "synthetic", "--params", str(params), "--val-fraction", "0.9")
+    assert bad.returncode == 2 and "val_fraction must be a number in [0, 0.5]" in bad.stderr
+
+
+def _abc_folder(folder, tunes):
+    folder.mkdir()
+    for i, (key, notes) in enumerate(tunes):
+        (folder / f"t{i}.abc").write_text(f"X:1\nT:T{i}\nM:4/4\nL:1/4\nK:{key}\n{notes}|\n")
+    return str(folder)
+
+
+def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
+    tested = _abc_folder(tmp_path / "tested", [
+        ("C", "CDEF GABc cBAG FEDC EGce dBGB"), ("C", "EEFG GFED CCDE E2D2 EDCD"),
+        ("C", "GEcE GEcE FDBD FDBD ECGC"), ("C", "cBAG AGFE GFED C4 DEFD")])
+    other = _abc_folder(tmp_path / "other", [
+        ("D", "DEFG ABcd dcBA GFED FAdf ecAc"),          # the first tested tune, a tone higher
+        ("C", "CEGc BGDB CEGE FAcA GBdB"), ("C", "AAGF EDCB, A,B,CD EFGA BcBA"),
+        ("C", "cdcB AGAB cdec BAGF EDEF")])
+    params = tmp_path / "p.yaml"
+    params.write_text("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 1\nmin_epoch_tokens: 0\n"
+                      f"val_fraction: 0\npretrain: {other}\npretrain_epochs: 2\n")
+    env = {**os.environ, "CHROMASONIC_CACHE": str(tmp_path / "cache")}
+    run = _run("--dataset", tested, "--folds", "2", "--params", str(params), "--json", env=env)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["pretrain"]["left_out"] == 1 and result["pretrain"]["melodies"] == 3
+    assert result["pretrain"]["epochs"] == 2 and "pretrain" not in result["params"]
+    assert f"pretrained on 3 melodies of {other} (1 left out as copies of {tested}'s tunes): 2 epochs" \
+        in run.stdout
+    # Again: the same weights, read back instead of trained, so the same bits/note.
+    again = _run("--dataset", tested, "--folds", "2", "--params", str(params), "--json", env=env)
+    assert "(1 left out as copies of" in again.stdout and ": the weights saved in " in again.stdout
+    repeat = json.loads(again.stdout.strip().splitlines()[-1])
+    assert repeat["bits_per_note"] == result["bits_per_note"] and repeat["pretrain"]["cached"]
+    same = _run("--dataset", tested, "--params", str(params), "--pretrain", tested)
+    assert same.returncode == 2 and "pretrain must be another collection" in same.stderr
+    counted = _run("--dataset", tested, "--model", "markov", "--pretrain", other)
+    assert counted.returncode == 2 and "pretrain needs a neural model" in counted.stderr
 
 
 def test_the_default_configuration_remembers_the_melody():

@@ -56,6 +56,23 @@ def test_a_weight_average_is_what_is_validated_and_kept(synthetic_prepared):
     assert history.best_val_loss < math.log(88) - 1.5
 
 
+@pytest.mark.parametrize("weight_average", [0.0, 0.9])
+def test_without_validation_melodies_every_epoch_trains_and_the_last_weights_stay(
+        synthetic_prepared, weight_average):
+    cfg = TrainConfig(**{**FAST, "patience": 1}, seed=5, weight_average=weight_average)
+    model = build_model("gru", TINY, seed=5)
+    last = []
+    history = train(model, synthetic_prepared.train, None, cfg,
+                    on_epoch=lambda epoch, val: last.append(evaluate(model, synthetic_prepared.val)) and False)
+    assert history.epochs_trained == 4 and history.best_epoch == 3 and history.stopped_by == "epochs"
+    assert all(math.isnan(v) for v in history.val_loss)
+    if not weight_average:      # the model as it ended: what the last epoch left
+        assert evaluate(model, synthetic_prepared.val).nats_per_note == last[-1].nats_per_note
+    else:                       # the average of its steps, not the last step's weights
+        assert evaluate(model, synthetic_prepared.val).nats_per_note != last[-1].nats_per_note
+        assert evaluate(model, synthetic_prepared.val).nats_per_note < math.log(88) - 1.5
+
+
 def test_markov_fits_by_counting_in_one_step(synthetic_prepared):
     history = train(build_model("markov", {"order": 1}), synthetic_prepared.train, synthetic_prepared.val,
                     TrainConfig(transpose=12))

@@ -1,0 +1,95 @@
+"""Pretraining for cross-validation: every fold's model starts from weights learned on another
+collection (``pretrain: essen`` in a crossval params file).
+
+The other collection's melodies that are copies of a tune of the collection cross-validated
+(identical, transposed or a variant: ``data.melody_groups`` over both) are left out first, so
+no test melody's tune is ever trained on. The weights are kept in the cache folder, keyed by the
+melodies, the configuration and the seed, so the pretraining is paid once per configuration.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_write
+from .config import CrossvalConfig, TrainConfig
+from .data import MelodySet, load_dataset, melody_groups, split
+from .errors import DataError
+from .models import PROTOCOL, build_model
+from .paths import cache_dir
+from .training import train
+
+
+def pretrained(cfg: CrossvalConfig, params: tuple[dict, dict], data: MelodySet, device
+               ) -> tuple[dict | None, dict]:
+    """The weights every fold's model starts from, and what they were trained on (for the report).
+
+    A model of ``cfg``'s configuration trained on ``cfg.pretrain``'s melodies, less every one
+    that is a copy of a tune of ``data`` (identical, transposed or a variant: ``melody_groups``
+    over both collections), so no test melody's tune is ever seen; a twentieth of the rest (one
+    melody at least) is held out for early stopping. ``params``: the file's (model
+    hyperparameters, training settings). (None, {}) without ``pretrain``.
+    """
+    if not cfg.pretrain:
+        return None, {}
+    start = time.perf_counter()
+    extra = load_dataset(cfg.pretrain, cfg.encoding)
+    n = len(data.melodies)
+    related = {i - n for g in melody_groups(data.melodies + extra.melodies).groups
+               if g[0] < n for i in g if i >= n}
+    keep = [i for i in range(len(extra.melodies)) if i not in related]
+    if len(keep) < 2:
+        raise DataError(f"pretrain: {cfg.pretrain} has no melodies left once the copies of "
+                        f"{cfg.dataset}'s tunes are left out")
+    hparams, training = params
+    path = _pretrained_path(cfg, hparams, training, extra, keep)
+    text = f"pretrained on {len(keep)} melodies of {cfg.pretrain} ({len(related)} left out as copies " \
+           f"of {cfg.dataset}'s tunes)"
+    if path.exists():           # the same melodies, configuration and seed: the same weights
+        saved = torch.load(path, map_location="cpu")
+        print(f"{text}: the weights saved in {path}", flush=True)
+        return saved["state"], {**saved["report"], "cached": str(path),
+                                "seconds": round(time.perf_counter() - start, 1)}
+    inner = split([extra.melodies[i] for i in keep], max(0.05, 1 / len(keep)), 0.0, cfg.seed)
+    fit, val = ([keep[k] for k in inner.index[side]] for side in ("train", "val"))
+    model = build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed)
+    history = train(model, extra.tensor(fit, device), extra.tensor(val, device),
+                    TrainConfig(epochs=cfg.pretrain_epochs, seed=cfg.seed, **training))
+    bits = history.best_val_loss / math.log(2)
+    print(f"{text}: {history.epochs_trained} epochs, validation {bits:.3f} bits/note", flush=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    report = {"dataset": cfg.pretrain, "melodies": len(keep), "left_out": len(related),
+              "epochs": history.epochs_trained, "val_bits_per_note": bits}
+    buf = io.BytesIO()
+    torch.save({"state": state, "report": report}, buf)
+    atomic_write(path, buf.getvalue())
+    return state, {**report, "cached": None, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _pretrained_path(cfg: CrossvalConfig, hparams: dict, training: dict, extra: MelodySet,
+                     keep: list[int]) -> Path:
+    """Where the weights pretrained on these melodies (and their context), with this
+    configuration and seed, are kept: the pretraining is paid once per configuration."""
+    h = hashlib.sha256(json.dumps({"model": cfg.model, "hparams": hparams, "training": training,
+                                   "epochs": cfg.pretrain_epochs, "seed": cfg.seed,
+                                   "encoding": cfg.encoding, "protocol": PROTOCOL},
+                                  sort_keys=True, default=str).encode())
+    for i in keep:
+        h.update(extra.melodies[i].tobytes())
+        if extra.contexts is not None:
+            h.update(extra.contexts[i].tobytes())
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in cfg.pretrain)[-40:]
+    return cache_dir() / "pretrained" / f"{slug}-{cfg.model}-{h.hexdigest()[:16]}.pt"
+
+
+def start_from(model, state: dict | None):
+    """``model`` with the pretrained weights ``state`` loaded (as it is without them)."""
+    if state is not None:
+        model.load_state_dict(state)
+    return model
