@@ -105,6 +105,14 @@ def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
     assert counted.returncode == 2 and "pretrain needs a neural model" in counted.stderr
 
 
+@pytest.mark.parametrize("base", ["crossval", "crossval_context"])
+def test_the_pretrained_files_are_their_base_configurations_plus_essen(base):
+    from chromasonic_lib.config import CrossvalConfig
+    plain, pretrained = (CrossvalConfig(params=f"params/{name}.yaml") for name in (base, f"{base}_pretrained"))
+    assert (pretrained.pretrain, pretrained.pretrain_epochs, plain.pretrain) == ("essen", 5, "")
+    assert pretrained.settings == plain.settings and pretrained.test_transpose == plain.test_transpose
+
+
 def test_the_default_configuration_remembers_the_melody():
     from chromasonic_lib.config import CrossvalConfig
     from chromasonic_lib.models import MelodyMemory, build_model, split_params
