@@ -53,10 +53,10 @@ def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict
     """
     device = pick_device(cfg.device)
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
-    state, done = pretrained(cfg, _params(cfg), data, device)
+    hparams, training = _params(cfg)
+    state, done = pretrained(cfg, (hparams, training), data, device)
     if report is not None:
         report.update(done)
-    hparams, training = _params(cfg)
     train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
     for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
         if cfg.val_fraction:
@@ -139,7 +139,7 @@ def summary(result: dict) -> str:
               "semitones" if result.get("test_transpose") else "")
     if result.get("pretrain"):
         scored += f", pretrained on {result['pretrain']['melodies']} melodies of {result['pretrain']['dataset']}"
-    if result.get("val_fraction") == 0:
+    if result.get("val_fraction") == 0 and result["model"] != "markov":
         epochs = result["per_fold"][0]["epochs"]
         scored += (f", trained on every training melody for {epochs if isinstance(epochs, int) else epochs[0]} "
                    "epochs (none held out)")

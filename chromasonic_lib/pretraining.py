@@ -8,9 +8,11 @@ melodies, the configuration and the seed, so the pretraining is paid once per co
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -21,9 +23,14 @@ from .atomic import atomic_write
 from .config import CrossvalConfig, TrainConfig
 from .data import MelodySet, load_dataset, melody_groups, split
 from .errors import DataError
-from .models import PROTOCOL, build_model
+from .models import MODEL_DEFAULTS, PROTOCOL, build_model
 from .paths import cache_dir
 from .training import train
+
+log = logging.getLogger(__name__)
+
+# Part of every cached file's key: bump it when training changes what the same settings learn.
+VERSION = 1
 
 
 def pretrained(cfg: CrossvalConfig, params: tuple[dict, dict], data: MelodySet, device
@@ -32,35 +39,36 @@ def pretrained(cfg: CrossvalConfig, params: tuple[dict, dict], data: MelodySet, 
 
     A model of ``cfg``'s configuration trained on ``cfg.pretrain``'s melodies, less every one
     that is a copy of a tune of ``data`` (identical, transposed or a variant: ``melody_groups``
-    over both collections), so no test melody's tune is ever seen; a twentieth of the rest (one
+    over both collections), so no copy of a test melody's tune that the grouping finds is
+    trained on; a twentieth of the rest (one
     melody at least) is held out for early stopping. ``params``: the file's (model
     hyperparameters, training settings). (None, {}) without ``pretrain``.
     """
     if not cfg.pretrain:
         return None, {}
     start = time.perf_counter()
-    extra = load_dataset(cfg.pretrain, cfg.encoding)
+    extra = load_dataset(cfg.pretrain, cfg.encoding, limit=cfg.limit or None)
     n = len(data.melodies)
     related = {i - n for g in melody_groups(data.melodies + extra.melodies).groups
                if g[0] < n for i in g if i >= n}
     keep = [i for i in range(len(extra.melodies)) if i not in related]
     if len(keep) < 2:
-        raise DataError(f"pretrain: {cfg.pretrain} has no melodies left once the copies of "
-                        f"{cfg.dataset}'s tunes are left out")
+        raise DataError(f"pretrain: {cfg.pretrain} has fewer than two melodies left once the "
+                        f"{len(related)} copies of {cfg.dataset}'s tunes are left out")
     hparams, training = params
-    path = _pretrained_path(cfg, hparams, training, extra, keep)
+    train_cfg = TrainConfig(epochs=cfg.pretrain_epochs, seed=cfg.seed, **training)
+    path = _pretrained_path(cfg, hparams, train_cfg, device, extra, keep)
     text = f"pretrained on {len(keep)} melodies of {cfg.pretrain} ({len(related)} left out as copies " \
            f"of {cfg.dataset}'s tunes)"
-    if path.exists():           # the same melodies, configuration and seed: the same weights
-        saved = torch.load(path, map_location="cpu")
+    saved = _load(path)
+    if saved is not None:       # the same melodies, configuration and seed: the same weights
         print(f"{text}: the weights saved in {path}", flush=True)
         return saved["state"], {**saved["report"], "cached": str(path),
                                 "seconds": round(time.perf_counter() - start, 1)}
     inner = split([extra.melodies[i] for i in keep], max(0.05, 1 / len(keep)), 0.0, cfg.seed)
     fit, val = ([keep[k] for k in inner.index[side]] for side in ("train", "val"))
     model = build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed)
-    history = train(model, extra.tensor(fit, device), extra.tensor(val, device),
-                    TrainConfig(epochs=cfg.pretrain_epochs, seed=cfg.seed, **training))
+    history = train(model, extra.tensor(fit, device), extra.tensor(val, device), train_cfg)
     bits = history.best_val_loss / math.log(2)
     print(f"{text}: {history.epochs_trained} epochs, validation {bits:.3f} bits/note", flush=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -72,15 +80,30 @@ def pretrained(cfg: CrossvalConfig, params: tuple[dict, dict], data: MelodySet, 
     return state, {**report, "cached": None, "seconds": round(time.perf_counter() - start, 1)}
 
 
-def _pretrained_path(cfg: CrossvalConfig, hparams: dict, training: dict, extra: MelodySet,
-                     keep: list[int]) -> Path:
+def _load(path: Path) -> dict | None:
+    """The weights and report kept at ``path``; None when there are none or they are unreadable
+    (then they are trained again and the file replaced)."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return saved if {"state", "report"} <= set(saved) else None
+    except Exception as e:          # a truncated or foreign file: train again
+        log.warning("pretrained weights %s unreadable (%s); training them again", path, e)
+        return None
+
+
+def _pretrained_path(cfg: CrossvalConfig, hparams: dict, train_cfg: TrainConfig, device,
+                     extra: MelodySet, keep: list[int]) -> Path:
     """Where the weights pretrained on these melodies (and their context), with this
-    configuration and seed, are kept: the pretraining is paid once per configuration."""
-    h = hashlib.sha256(json.dumps({"model": cfg.model, "hparams": hparams, "training": training,
-                                   "epochs": cfg.pretrain_epochs, "seed": cfg.seed,
-                                   "encoding": cfg.encoding, "protocol": PROTOCOL},
+    configuration (every setting, defaults included), seed and kind of device, are kept: the
+    pretraining is paid once per configuration."""
+    h = hashlib.sha256(json.dumps({"model": cfg.model, "hparams": {**MODEL_DEFAULTS[cfg.model], **hparams},
+                                   "training": dataclasses.asdict(train_cfg), "device": device.type,
+                                   "encoding": cfg.encoding, "protocol": PROTOCOL, "version": VERSION},
                                   sort_keys=True, default=str).encode())
     for i in keep:
+        h.update(len(extra.melodies[i]).to_bytes(8, "little"))
         h.update(extra.melodies[i].tobytes())
         if extra.contexts is not None:
             h.update(extra.contexts[i].tobytes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,11 @@ def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
     assert "(1 left out as copies of" in again.stdout and ": the weights saved in " in again.stdout
     repeat = json.loads(again.stdout.strip().splitlines()[-1])
     assert repeat["bits_per_note"] == result["bits_per_note"] and repeat["pretrain"]["cached"]
+    # A damaged file is trained again (and replaced), not a crash.
+    Path(repeat["pretrain"]["cached"]).write_bytes(b"not a checkpoint")
+    mended = _run("--dataset", tested, "--folds", "2", "--params", str(params), "--json", env=env)
+    assert mended.returncode == 0, mended.stderr
+    assert json.loads(mended.stdout.strip().splitlines()[-1])["bits_per_note"] == result["bits_per_note"]
     same = _run("--dataset", tested, "--params", str(params), "--pretrain", tested)
     assert same.returncode == 2 and "pretrain must be another collection" in same.stderr
     counted = _run("--dataset", tested, "--model", "markov", "--pretrain", other)
