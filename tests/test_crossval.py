@@ -16,6 +16,15 @@ def _run(*args, env=None):
                           capture_output=True, text=True, timeout=300, env=env)
 
 
+def _run_params(tmp_path, text, *args, env=None):
+    """crossval with a params file holding ``text``: the finished process and its JSON result."""
+    params = tmp_path / "p.yaml"
+    params.write_text(text)
+    run = _run("--params", str(params), "--json", *args, env=env)
+    assert run.returncode == 0, run.stderr
+    return run, json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def test_crossval_prints_folds_and_json():
     run = _run("--dataset", "synthetic", "--folds", "3", "--model", "markov", "--json")
     assert run.returncode == 0, run.stderr
@@ -34,38 +43,27 @@ def test_crossval_prints_folds_and_json():
 
 
 def test_crossval_trains_a_neural_model_per_fold(tmp_path):
-    params = tmp_path / "p.yaml"
-    params.write_text("model: gru\nhidden_size: 16\nembedding_dim: 8\nepochs: 1\nmin_epoch_tokens: 0\n"
-                      "memory_order: 3\nmemory_alpha: 2.0\n")
-    run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(params), "--json")
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    _, result = _run_params(tmp_path, "model: gru\nhidden_size: 16\nembedding_dim: 8\nepochs: 1\n"
+                            "min_epoch_tokens: 0\nmemory_order: 3\nmemory_alpha: 2.0\n",
+                            "--dataset", "synthetic", "--folds", "2")
     assert result["model"] == "gru" and result["params"]["hidden_size"] == 16
     assert result["params"]["memory_order"] == 3
 
 
 def test_crossval_averages_an_ensemble_per_fold(tmp_path):
-    params = tmp_path / "p.yaml"
-    params.write_text("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 1\nmin_epoch_tokens: 0\n")
-    run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(params), "--ensemble", "2",
-               "--json")
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    _, result = _run_params(tmp_path, "model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 1\n"
+                            "min_epoch_tokens: 0\n", "--dataset", "synthetic", "--folds", "2", "--ensemble", "2")
     assert result["ensemble"] == 2 and result["n_notes"] == 100 * 64
     assert all(f["epochs"] == [1, 1] for f in result["per_fold"])      # one per member
 
 
 def test_crossval_can_train_on_every_training_melody_for_fixed_epochs(tmp_path):
-    params = tmp_path / "p.yaml"
-    params.write_text("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 2\nmin_epoch_tokens: 0\n"
-                      "val_fraction: 0\n")
-    run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(params), "--json")
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    run, result = _run_params(tmp_path, "model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 2\n"
+                              "min_epoch_tokens: 0\nval_fraction: 0\n", "--dataset", "synthetic", "--folds", "2")
     assert result["val_fraction"] == 0 and "val_fraction" not in result["params"]
     assert all(f["epochs"] == 2 for f in result["per_fold"]) and result["n_notes"] == 100 * 64
     assert "trained on every training melody for 2 epochs" in run.stdout
-    bad = _run("--dataset", "synthetic", "--params", str(params), "--val-fraction", "0.9")
+    bad = _run("--dataset", "synthetic", "--params", str(tmp_path / "p.yaml"), "--val-fraction", "0.9")
     assert bad.returncode == 2 and "val_fraction must be a number in [0, 0.5]" in bad.stderr
 
 
@@ -84,27 +82,24 @@ def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
         ("D", "DEFG ABcd dcBA GFED FAdf ecAc"),          # the first tested tune, a tone higher
         ("C", "CEGc BGDB CEGE FAcA GBdB"), ("C", "AAGF EDCB, A,B,CD EFGA BcBA"),
         ("C", "cdcB AGAB cdec BAGF EDEF")])
-    params = tmp_path / "p.yaml"
-    params.write_text("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 1\nmin_epoch_tokens: 0\n"
-                      f"val_fraction: 0\npretrain: {other}\npretrain_epochs: 2\n")
+    text = ("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 1\nmin_epoch_tokens: 0\n"
+            f"val_fraction: 0\npretrain: {other}\npretrain_epochs: 2\n")
+    args = ("--dataset", tested, "--folds", "2")
     env = {**os.environ, "CHROMASONIC_CACHE": str(tmp_path / "cache")}
-    run = _run("--dataset", tested, "--folds", "2", "--params", str(params), "--json", env=env)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    run, result = _run_params(tmp_path, text, *args, env=env)
     assert result["pretrain"]["left_out"] == 1 and result["pretrain"]["melodies"] == 3
     assert result["pretrain"]["epochs"] == 2 and "pretrain" not in result["params"]
     assert f"pretrained on 3 melodies of {other} (1 left out as copies of {tested}'s tunes): 2 epochs" \
         in run.stdout
     # Again: the same weights, read back instead of trained, so the same bits/note.
-    again = _run("--dataset", tested, "--folds", "2", "--params", str(params), "--json", env=env)
+    again, repeat = _run_params(tmp_path, text, *args, env=env)
     assert "(1 left out as copies of" in again.stdout and ": the weights saved in " in again.stdout
-    repeat = json.loads(again.stdout.strip().splitlines()[-1])
     assert repeat["bits_per_note"] == result["bits_per_note"] and repeat["pretrain"]["cached"]
     # A damaged file is trained again (and replaced), not a crash.
     Path(repeat["pretrain"]["cached"]).write_bytes(b"not a checkpoint")
-    mended = _run("--dataset", tested, "--folds", "2", "--params", str(params), "--json", env=env)
-    assert mended.returncode == 0, mended.stderr
-    assert json.loads(mended.stdout.strip().splitlines()[-1])["bits_per_note"] == result["bits_per_note"]
+    _, mended = _run_params(tmp_path, text, *args, env=env)
+    assert mended["bits_per_note"] == result["bits_per_note"] and not mended["pretrain"]["cached"]
+    params = tmp_path / "p.yaml"
     same = _run("--dataset", tested, "--params", str(params), "--pretrain", tested)
     assert same.returncode == 2 and "pretrain must be another collection" in same.stderr
     counted = _run("--dataset", tested, "--model", "markov", "--pretrain", other)
