@@ -605,14 +605,10 @@ class CrossvalConfig:
                 self.settings["context"] = context
         self.epochs = check_int("epochs", self.epochs or self.settings.get("epochs", 30))
         # Scored, not trained: the average over the test melody moved by ±this many semitones.
-        file_transpose = self.settings.pop("test_transpose", 0) if self.settings else 0
-        self.test_transpose = check_test_transpose(file_transpose if self.test_transpose == -1
-                                                   else self.test_transpose)
-        file_fraction = self.settings.pop("val_fraction", 0.1) if self.settings else 0.1
-        self.val_fraction = check_float("val_fraction", file_fraction if self.val_fraction == -1
-                                        else self.val_fraction, 0, 0.5)
-        file_pretrain = self.settings.pop("pretrain", "") if self.settings else ""
-        self.pretrain = self.pretrain or file_pretrain
+        self.test_transpose = check_test_transpose(self._own("test_transpose", self.test_transpose, 0, -1))
+        self.val_fraction = check_float("val_fraction", self._own("val_fraction", self.val_fraction, 0.1, -1),
+                                        0, 0.5)
+        self.pretrain = self._own("pretrain", self.pretrain, "", "")
         if self.pretrain:
             self.pretrain = check_dataset("pretrain", self.pretrain)
             if self.pretrain == self.dataset:
@@ -621,12 +617,17 @@ class CrossvalConfig:
             if self.model == "markov":
                 raise ConfigError("pretrain needs a neural model: the markov model counts each "
                                   "fold's melodies afresh, so pretrained counts would be lost")
-        self.pretrain_epochs = check_int("pretrain_epochs", self.settings.pop("pretrain_epochs", 5)
-                                         if self.settings else 5)
+        self.pretrain_epochs = check_int("pretrain_epochs", self._own("pretrain_epochs", None, 5, None))
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
         self.limit = check_int("limit", self.limit, 0)
         self.ensemble = check_int("ensemble", self.ensemble)
+
+    def _own(self, key: str, given: Any, default: Any, unset: Any) -> Any:
+        """A crossval setting (not a training one, so taken out of ``settings``): ``given`` (the
+        command line's) unless it is ``unset``, else the params file's ``key``, else ``default``."""
+        from_file = self.settings.pop(key, default)
+        return from_file if given == unset else given
 
     def _compare_sides(self) -> tuple[CrossvalConfig, CrossvalConfig]:
         if not isinstance(self.compare, (list, tuple)) or len(self.compare) != 2:

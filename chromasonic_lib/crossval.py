@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats
 
 from .config import CrossvalConfig, TrainConfig
-from .data import MelodySet, kfold, load_dataset, melody_groups, split
+from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups
 from .errors import ChromasonicError
 from .models import build_model, split_params
 from .pretraining import pretrained, start_from
@@ -59,11 +59,7 @@ def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict
         report.update(done)
     train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
     for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
-        if cfg.val_fraction:
-            inner = split([data.melodies[j] for j in train_idx], cfg.val_fraction, 0.0, cfg.seed + i)
-            fit, val = ([train_idx[k] for k in inner.index[side]] for side in ("train", "val"))
-        else:
-            fit, val = list(train_idx), []
+        fit, val = hold_out(data.melodies, train_idx, cfg.val_fraction, cfg.seed + i)
         model, histories = train_ensemble(
             lambda j: start_from(build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed + i + j),
                                   state),

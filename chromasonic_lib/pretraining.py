@@ -21,7 +21,7 @@ import torch
 
 from .atomic import atomic_write
 from .config import CrossvalConfig, TrainConfig
-from .data import MelodySet, load_dataset, melody_groups, split
+from .data import MelodySet, hold_out, load_dataset, melody_groups
 from .errors import DataError
 from .models import MODEL_DEFAULTS, PROTOCOL, build_model
 from .paths import cache_dir
@@ -40,9 +40,9 @@ def pretrained(cfg: CrossvalConfig, params: tuple[dict, dict], data: MelodySet, 
     A model of ``cfg``'s configuration trained on ``cfg.pretrain``'s melodies, less every one
     that is a copy of a tune of ``data`` (identical, transposed or a variant: ``melody_groups``
     over both collections), so no copy of a test melody's tune that the grouping finds is
-    trained on; a twentieth of the rest (one
-    melody at least) is held out for early stopping. ``params``: the file's (model
-    hyperparameters, training settings). (None, {}) without ``pretrain``.
+    trained on; a twentieth of the rest (one melody at least) is held out for early stopping.
+    ``params``: the file's (model hyperparameters, training settings). (None, {}) without
+    ``pretrain``.
     """
     if not cfg.pretrain:
         return None, {}
@@ -65,8 +65,7 @@ def pretrained(cfg: CrossvalConfig, params: tuple[dict, dict], data: MelodySet, 
         print(f"{text}: the weights saved in {path}", flush=True)
         return saved["state"], {**saved["report"], "cached": str(path),
                                 "seconds": round(time.perf_counter() - start, 1)}
-    inner = split([extra.melodies[i] for i in keep], max(0.05, 1 / len(keep)), 0.0, cfg.seed)
-    fit, val = ([keep[k] for k in inner.index[side]] for side in ("train", "val"))
+    fit, val = hold_out(extra.melodies, keep, max(0.05, 1 / len(keep)), cfg.seed)
     model = build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed)
     history = train(model, extra.tensor(fit, device), extra.tensor(val, device), train_cfg)
     bits = history.best_val_loss / math.log(2)

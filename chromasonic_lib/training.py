@@ -172,6 +172,15 @@ def _check_finite(what: str, value: float, epoch: int) -> None:
         raise TrainingDiverged(f"{what} became {value} at epoch {epoch}")
 
 
+def _validate(model: nn.Module, val_data: MelodyTensor | None, epoch: int) -> float:
+    """The validation loss (nats/note) after ``epoch``; NaN with no validation melodies."""
+    if val_data is None:
+        return math.nan
+    val = evaluate(model, val_data).nats_per_note
+    _check_finite("validation loss", val, epoch)
+    return val
+
+
 def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | None, cfg: TrainConfig,
           on_epoch: OnEpoch | None = None) -> History:
     """Train ``model`` on ``train_data``; keep the weights of its best validation epoch.
@@ -190,10 +199,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
 
     if not getattr(model, "trainable", True):
         _fit_markov(model, train_data, cfg)
-        val = math.nan
-        if val_data is not None:
-            val = evaluate(model, val_data).nats_per_note
-            _check_finite("validation loss", val, 0)
+        val = _validate(model, val_data, 0)
         history.train_loss.append(math.nan)
         history.val_loss.append(val)
         history.best_epoch = 0
@@ -220,8 +226,6 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
         for rnn in (m for m in kept.modules() if isinstance(m, nn.RNNBase)):
             rnn.flatten_parameters()    # the copy's weights in one chunk again, as cuDNN wants them
     best_state = None
-    # Nothing held out: every epoch trains, and the last (averaged) weights are kept.
-    held_out = val_data is not None
     for epoch in range(cfg.epochs):
         model.train()
         total = torch.zeros((), device=device)
@@ -246,12 +250,10 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
             total += loss.detach()
         train_loss = (total / len(batches)).item()      # one sync per epoch, not per batch
         _check_finite("training loss", train_loss, epoch)
-        val = evaluate(kept, val_data).nats_per_note if held_out else math.nan
-        if held_out:
-            _check_finite("validation loss", val, epoch)
+        val = _validate(kept, val_data, epoch)
         history.train_loss.append(train_loss)
         history.val_loss.append(val)
-        if not held_out:
+        if val_data is None:        # nothing held out: every epoch counts, the last is kept
             history.best_epoch = epoch
         elif history.best_epoch < 0 or val < history.val_loss[history.best_epoch]:
             history.best_epoch = epoch
@@ -263,7 +265,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
         if cfg.patience and epoch - history.best_epoch >= cfg.patience:
             history.stopped_by = "early_stopping"
             break
-    if best_state is None and kept is not model:
+    if best_state is None and kept is not model:    # nothing held out: the average as it ended
         best_state = kept.state_dict()
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -14,11 +14,11 @@ from . import cache, corpora, synthetic
 from .copies import MelodyGroups, melody_groups
 from .encodings import LOWEST_MIDI, N_KEYS, Encoding, Notes, TokenVocabulary, get_encoding, midi_name
 from .files import folder_files, parse_files
-from .splits import MelodyTensor, Splits, kfold, split
+from .splits import MelodyTensor, Splits, hold_out, kfold, split
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MelodySet", "load_dataset", "load_notes", "MelodyTensor", "Splits", "split", "kfold",
+__all__ = ["MelodySet", "load_dataset", "load_notes", "MelodyTensor", "Splits", "split", "hold_out", "kfold",
            "MelodyGroups", "melody_groups",
            "get_encoding", "Notes", "synthetic"]
 

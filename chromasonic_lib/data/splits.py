@@ -54,6 +54,16 @@ def split(melodies: list[np.ndarray], val_fraction: float = 0.1, test_fraction: 
     return Splits(out["train"], out["val"], out["test"], grouping, index)
 
 
+def hold_out(melodies: list[np.ndarray], indices: list[int], fraction: float, seed: int
+             ) -> tuple[list[int], list[int]]:
+    """``indices`` (into ``melodies``) as (to train on, held out for early stopping): about
+    ``fraction`` of them held out, by tune (``split``); with ``fraction`` 0, none."""
+    if not fraction:
+        return list(indices), []
+    inner = split([melodies[i] for i in indices], fraction, 0.0, seed)
+    return tuple([indices[k] for k in inner.index[side]] for side in ("train", "val"))
+
+
 def kfold(melodies: list[np.ndarray], k: int = 10, seed: int = 42) -> list[tuple[list[int], list[int]]]:
     """k (train indices, test indices) pairs: disjoint test folds that cover every melody once.
 
