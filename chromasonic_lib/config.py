@@ -585,7 +585,14 @@ class CrossvalConfig:
     # be one of ``dataset``'s: those are left out), for ``pretrain_epochs`` epochs at most.
     # "": the params file's ``pretrain`` (or none).
     pretrain: str = ""
+    # Melodies of another collection every fold's model also trains on, beside the fold's own
+    # (copies of ``dataset``'s tunes left out). "": the params file's ``also_train_on`` (or none).
+    also_train_on: str = ""
     compare: tuple = ()                 # two params files (A, B) to run on the same folds instead
+    # Folds trained at once, each in a process of its own with cores / jobs threads (small
+    # models use one core far better than two). 0: on the CPU one per core (at most one per
+    # fold), elsewhere 1.
+    jobs: int = 0
 
     def __post_init__(self) -> None:
         self.dataset = check_dataset("dataset", self.dataset)
@@ -617,11 +624,32 @@ class CrossvalConfig:
             if self.model == "markov":
                 raise ConfigError("pretrain needs a neural model: the markov model counts each "
                                   "fold's melodies afresh, so pretrained counts would be lost")
+        self.also_train_on = self._own("also_train_on", self.also_train_on, "", "")
+        if self.also_train_on:
+            self.also_train_on = check_dataset("also_train_on", self.also_train_on)
+            if self.also_train_on == self.dataset:
+                raise ConfigError(f"also_train_on must be another collection than the one "
+                                  f"cross-validated, got {self.also_train_on!r} for both")
         self.pretrain_epochs = check_int("pretrain_epochs", self._own("pretrain_epochs", None, 5, None))
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
         self.limit = check_int("limit", self.limit, 0)
         self.ensemble = check_int("ensemble", self.ensemble)
+        self.jobs = check_int("jobs", self.jobs, 0)
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        """Every key left in the params file is one of the model's or its training's parameters."""
+        from .models import MODEL_DEFAULTS      # torch: only once a crossval is configured
+        takes = {*MODEL_DEFAULTS[self.model], *(f.name for f in dataclasses.fields(TrainConfig)),
+                 "model", "epochs", "context"} - {"seed"}
+        unknown = sorted(set(self.settings) - takes)
+        if unknown:
+            raise ConfigError(
+                f"params: {self.params} has settings crossval does not take: {', '.join(unknown)}. "
+                "It takes a model's parameters and their training's (params/crossval.yaml, a search's "
+                "best_hyperparameters.json); a search's own settings (dataset, study_name, n_trials, "
+                "seed, ...) are for the search notebook, and crossval's are its command-line options")
 
     def _own(self, key: str, given: Any, default: Any, unset: Any) -> Any:
         """A crossval setting (not a training one, so taken out of ``settings``): ``given`` (the

@@ -12,7 +12,9 @@ prediction is the average over the melody moved by -K..K semitones (``transposit
 ``val_fraction: 0`` no training melody is held out for early stopping: each fold's model trains
 for exactly ``epochs`` epochs and its last (averaged) weights are scored; with ``pretrain: NAME``
 every fold's model starts from weights trained on another collection, less the copies of this
-one's tunes (``pretrained``).
+one's tunes (``pretrained``); with ``also_train_on: NAME`` every fold's model trains on that
+collection's melodies too (less the copies of this one's tunes). On the CPU the folds train
+side by side, one process per core (``--jobs N``).
 ``--compare A B`` runs two configurations on the same folds and reports their paired difference.
 """
 from __future__ import annotations
@@ -20,14 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
+import torch
 from scipy import stats
 
 from .config import CrossvalConfig, TrainConfig
-from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups
+from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups, not_copies
 from .errors import ChromasonicError
 from .models import build_model, split_params
 from .pretraining import pretrained, start_from
@@ -43,7 +49,8 @@ def _params(cfg: CrossvalConfig) -> tuple[dict, dict]:
 
 
 def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict | None = None):
-    """Train one model (or ensemble) per fold; yields (fold, model, test melodies, histories).
+    """Train one model (or ensemble) per fold, one fold after another; yields (fold, model, test
+    melodies, histories).
 
     Member j of fold i starts from seed ``seed + i + j`` (or, with ``pretrain``, from the
     pretrained weights) and trains with seed ``seed + j``. ``data``: the loaded ``cfg.dataset``
@@ -51,22 +58,104 @@ def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict
     so two configurations given one data set share them. ``report``, where given, receives
     what the pretraining did (``pretrained``).
     """
-    device = pick_device(cfg.device)
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
-    hparams, training = _params(cfg)
-    state, done = pretrained(cfg, (hparams, training), data, device)
+    state = _pretrained(cfg, data, report)
+    pool, extra = _also_train_on(cfg, data, {})
+    device = pick_device(cfg.device)
+    for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
+        model, histories = _train_fold(cfg, pool, extra, state, i, train_idx)
+        yield i, model, data.tensor(test_idx, device), histories
+
+
+def _pretrained(cfg: CrossvalConfig, data: MelodySet, report: dict | None) -> dict | None:
+    state, done = pretrained(cfg, _params(cfg), data, pick_device(cfg.device))
     if report is not None:
         report.update(done)
+    return state
+
+
+def _also_train_on(cfg: CrossvalConfig, data: MelodySet, report: dict) -> tuple[MelodySet, list[int]]:
+    """``data`` followed by ``cfg.also_train_on``'s melodies less every copy of one of its tunes
+    (identical, transposed or a variant), and where those are: every fold trains on them too."""
+    if not cfg.also_train_on:
+        return data, []
+    other = load_dataset(cfg.also_train_on, cfg.encoding, limit=cfg.limit or None)
+    keep = not_copies(data.melodies, other.melodies)
+    report.update(dataset=cfg.also_train_on, melodies=len(keep), left_out=len(other.melodies) - len(keep))
+    print(f"every fold also trains on {len(keep)} melodies of {cfg.also_train_on} "
+          f"({report['left_out']} left out as copies of {cfg.dataset}'s tunes)", flush=True)
+    n = len(data.melodies)
+    return data.joined(other, keep), list(range(n, n + len(keep)))
+
+
+def _train_fold(cfg: CrossvalConfig, pool: MelodySet, extra: list[int], state: dict | None, i: int,
+                train_idx: list[int]):
+    """Fold ``i``'s model (or ensemble), trained on ``train_idx`` less its held-out share (both
+    in ``pool``) and on ``extra``, and each member's history."""
+    device = pick_device(cfg.device)
+    hparams, training = _params(cfg)
     train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
-    for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
-        fit, val = hold_out(data.melodies, train_idx, cfg.val_fraction, cfg.seed + i)
-        model, histories = train_ensemble(
-            lambda j: start_from(build_model(cfg.model, hparams, data.vocab_size, seed=cfg.seed + i + j),
-                                  state),
-            data.tensor(fit, device), data.tensor(val, device) if val else None, train_cfg, cfg.ensemble)
-        if cfg.test_transpose:
-            model = TranspositionAverage(model, cfg.test_transpose)
-        yield i, model, data.tensor(test_idx, device), histories
+    fit, val = hold_out(pool.melodies, train_idx, cfg.val_fraction, cfg.seed + i)
+    model, histories = train_ensemble(
+        lambda j: start_from(build_model(cfg.model, hparams, pool.vocab_size, seed=cfg.seed + i + j), state),
+        pool.tensor(fit + extra, device), pool.tensor(val, device) if val else None, train_cfg, cfg.ensemble)
+    if cfg.test_transpose:
+        model = TranspositionAverage(model, cfg.test_transpose)
+    return model, histories
+
+
+def _score_fold(cfg: CrossvalConfig, pool: MelodySet, extra: list[int], state: dict | None, i: int,
+                train_idx: list[int], test_idx: list[int]) -> dict:
+    """Fold ``i`` trained and scored: its line of the report."""
+    model, histories = _train_fold(cfg, pool, extra, state, i, train_idx)
+    m = evaluate(model, pool.tensor(test_idx, pick_device(cfg.device)))
+    epochs = [h.epochs_trained for h in histories]      # one per ensemble member
+    return {"fold": i, "bits_per_note": m.bits_per_note, "n_notes": m.n_notes,
+            "n_melodies": len(test_idx), "epochs": epochs[0] if len(epochs) == 1 else epochs}
+
+
+def jobs_and_threads(cfg: CrossvalConfig) -> tuple[int, int]:
+    """How many folds train at once, and each one's torch threads: ``cfg.jobs`` (0: one per core
+    on the CPU, at most one per fold; 1 on a GPU), sharing the cores this process may use (and
+    never more threads each than this process has: ``OMP_NUM_THREADS`` still holds)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    jobs = cfg.jobs or (min(cores, cfg.folds) if pick_device(cfg.device).type == "cpu" else 1)
+    return jobs, max(1, min(torch.get_num_threads(), cores // jobs))
+
+
+_worker: tuple = ()     # in a worker process: the arguments every fold shares
+
+
+def _start_worker(threads: int, *shared) -> None:
+    global _worker
+    torch.set_num_threads(threads)
+    _worker = shared
+
+
+def _worker_fold(i: int, train_idx: list[int], test_idx: list[int]) -> dict:
+    return _score_fold(*_worker, i, train_idx, test_idx)
+
+
+def _scored_folds(cfg: CrossvalConfig, data: MelodySet, pool: MelodySet, extra: list[int],
+                  state: dict | None):
+    """Every fold of ``data`` trained and scored (``jobs_and_threads`` of them at once, each in a
+    process of its own); yields each fold's line of the report as it finishes."""
+    folds = list(kfold(data.melodies, cfg.folds, cfg.seed))
+    shared = (cfg, pool, extra, state)
+    jobs, threads = jobs_and_threads(cfg)
+    if jobs == 1:
+        for i, (train_idx, test_idx) in enumerate(folds):
+            yield _score_fold(*shared, i, train_idx, test_idx)
+        return
+    # spawn: a forked copy of a process whose torch threads already ran can hang.
+    workers = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_start_worker, initargs=(threads, *shared))
+    try:
+        futures = [workers.submit(_worker_fold, i, tr, te) for i, (tr, te) in enumerate(folds)]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:        # a failed fold (or Ctrl-C) ends the run: the folds not started never start
+        workers.shutdown(wait=False, cancel_futures=True)
 
 
 def _groups(data: MelodySet) -> dict:
@@ -80,22 +169,24 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     """Cross-validated bits/note of ``cfg`` (on ``data`` when given); ``label`` starts each fold's line."""
     hparams, training = _params(cfg)
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
-    results, pretraining = [], {}
+    results, pretraining, also = [], {}, {}
     start = time.perf_counter()
-    for i, model, test, histories in fold_models(cfg, data, pretraining):
-        m = evaluate(model, test)
-        epochs = [h.epochs_trained for h in histories]      # one per ensemble member
-        results.append({"fold": i, "bits_per_note": m.bits_per_note, "n_notes": m.n_notes,
-                        "n_melodies": len(test), "epochs": epochs[0] if len(epochs) == 1 else epochs})
-        print(f"{label}fold {i + 1:>2}/{cfg.folds}: {m.bits_per_note:.3f} bits/note over {m.n_notes} notes "
-              f"({', '.join(map(str, epochs))} epochs)", flush=True)
+    state = _pretrained(cfg, data, pretraining)
+    pool, extra = _also_train_on(cfg, data, also)
+    for r in _scored_folds(cfg, data, pool, extra, state):
+        results.append(r)
+        epochs = r["epochs"] if isinstance(r["epochs"], list) else [r["epochs"]]
+        print(f"{label}fold {r['fold'] + 1:>2}/{cfg.folds}: {r['bits_per_note']:.3f} bits/note over "
+              f"{r['n_notes']} notes ({', '.join(map(str, epochs))} epochs)", flush=True)
+    results.sort(key=lambda r: r["fold"])
     n_notes = sum(r["n_notes"] for r in results)
     bits = sum(r["bits_per_note"] * r["n_notes"] for r in results) / n_notes
     per_fold = np.array([r["bits_per_note"] for r in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**hparams, **training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
+            "jobs": jobs_and_threads(cfg)[0],
             "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
-            "pretrain": pretraining or None,
+            "pretrain": pretraining or None, "also_train_on": also or None,
             "bits_per_note": bits,
             "fold_std": float(np.std(per_fold)),        # population std (ddof=0) of the folds' bits/note
             # the standard error of the folds' mean: sample std (ddof=1) / √k
@@ -133,6 +224,9 @@ def summary(result: dict) -> str:
     """The printed summary of one cross-validation."""
     scored = (f", each note scored as the average over the melody moved by ±{result['test_transpose']} "
               "semitones" if result.get("test_transpose") else "")
+    if result.get("also_train_on"):
+        scored += (f", every fold also trained on {result['also_train_on']['melodies']} melodies of "
+                   f"{result['also_train_on']['dataset']}")
     if result.get("pretrain"):
         scored += f", pretrained on {result['pretrain']['melodies']} melodies of {result['pretrain']['dataset']}"
     if result.get("val_fraction") == 0 and result["model"] != "markov":
@@ -188,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain", default="", metavar="NAME",
                    help="first train every fold's model on this collection's melodies, less any copy "
                         "of a tune of --dataset (default: the params file's pretrain, or none)")
+    p.add_argument("--also-train-on", default="", metavar="NAME",
+                   help="train every fold's model on this collection's melodies too, less any copy "
+                        "of a tune of --dataset (default: the params file's also_train_on, or none)")
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="folds trained at once, each in a process of its own (default: one per core "
+                        "on the CPU, 1 on a GPU)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=(),
                    help="run two params files (each with its own model) on the same folds, instead of "
@@ -198,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = CrossvalConfig(args.dataset, args.encoding, args.folds, args.model, args.params,
                              args.epochs, args.seed, args.device, args.limit, args.ensemble,
                              args.test_transpose, args.val_fraction, args.pretrain,
-                             compare=tuple(args.compare))
+                             args.also_train_on, compare=tuple(args.compare),
+                             jobs=args.jobs)
         result = run_compare(cfg) if cfg.compare else run_crossval(cfg)
     except ChromasonicError as e:
         print(f"error: {e}", file=sys.stderr)

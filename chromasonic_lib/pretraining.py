@@ -21,7 +21,7 @@ import torch
 
 from .atomic import atomic_write
 from .config import CrossvalConfig, TrainConfig
-from .data import MelodySet, hold_out, load_dataset, melody_groups
+from .data import MelodySet, hold_out, load_dataset, not_copies
 from .errors import DataError
 from .models import MODEL_DEFAULTS, PROTOCOL, build_model
 from .paths import cache_dir
@@ -48,17 +48,15 @@ def pretrained(cfg: CrossvalConfig, params: tuple[dict, dict], data: MelodySet, 
         return None, {}
     start = time.perf_counter()
     extra = load_dataset(cfg.pretrain, cfg.encoding, limit=cfg.limit or None)
-    n = len(data.melodies)
-    related = {i - n for g in melody_groups(data.melodies + extra.melodies).groups
-               if g[0] < n for i in g if i >= n}
-    keep = [i for i in range(len(extra.melodies)) if i not in related]
+    keep = not_copies(data.melodies, extra.melodies)
+    n_left_out = len(extra.melodies) - len(keep)
     if len(keep) < 2:
         raise DataError(f"pretrain: {cfg.pretrain} has fewer than two melodies left once the "
-                        f"{len(related)} copies of {cfg.dataset}'s tunes are left out")
+                        f"{n_left_out} copies of {cfg.dataset}'s tunes are left out")
     hparams, training = params
     train_cfg = TrainConfig(epochs=cfg.pretrain_epochs, seed=cfg.seed, **training)
     path = _pretrained_path(cfg, hparams, train_cfg, device, extra, keep)
-    text = f"pretrained on {len(keep)} melodies of {cfg.pretrain} ({len(related)} left out as copies " \
+    text = f"pretrained on {len(keep)} melodies of {cfg.pretrain} ({n_left_out} left out as copies " \
            f"of {cfg.dataset}'s tunes)"
     saved = _load(path)
     if saved is not None:       # the same melodies, configuration and seed: the same weights
@@ -71,7 +69,7 @@ def pretrained(cfg: CrossvalConfig, params: tuple[dict, dict], data: MelodySet, 
     bits = history.best_val_loss / math.log(2)
     print(f"{text}: {history.epochs_trained} epochs, validation {bits:.3f} bits/note", flush=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    report = {"dataset": cfg.pretrain, "melodies": len(keep), "left_out": len(related),
+    report = {"dataset": cfg.pretrain, "melodies": len(keep), "left_out": n_left_out,
               "epochs": history.epochs_trained, "val_bits_per_note": bits}
     buf = io.BytesIO()
     torch.save({"state": state, "report": report}, buf)

@@ -11,16 +11,18 @@ import pytest
 from conftest import PYTHON, ROOT
 
 
-def _run(*args, env=None):
-    return subprocess.run([PYTHON, "-m", "chromasonic_lib.crossval", *args], cwd=ROOT,
+def _run(*args, env=None, jobs="1"):
+    """crossval, its folds one after another unless ``jobs`` says otherwise (tiny folds train
+    faster than worker processes start)."""
+    return subprocess.run([PYTHON, "-m", "chromasonic_lib.crossval", "--jobs", jobs, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env=env)
 
 
-def _run_params(tmp_path, text, *args, env=None):
+def _run_params(tmp_path, text, *args, env=None, jobs="1"):
     """crossval with a params file holding ``text``: the finished process and its JSON result."""
     params = tmp_path / "p.yaml"
     params.write_text(text)
-    run = _run("--params", str(params), "--json", *args, env=env)
+    run = _run("--params", str(params), "--json", *args, env=env, jobs=jobs)
     assert run.returncode == 0, run.stderr
     return run, json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -57,6 +59,21 @@ def test_crossval_averages_an_ensemble_per_fold(tmp_path):
     assert all(f["epochs"] == [1, 1] for f in result["per_fold"])      # one per member
 
 
+def test_folds_trained_at_once_score_as_they_do_one_after_another(tmp_path):
+    text = "model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 2\nmin_epoch_tokens: 0\n"
+    args = ("--dataset", "synthetic", "--folds", "3")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}     # one thread a fold either way
+    _, alone = _run_params(tmp_path, text, *args, env=env, jobs="1")
+    run, together = _run_params(tmp_path, text, *args, env=env, jobs="2")
+    assert alone["jobs"] == 1 and together["jobs"] == 2
+    assert [f["fold"] for f in together["per_fold"]] == [0, 1, 2]
+    assert together["per_fold"] == alone["per_fold"] and together["bits_per_note"] == alone["bits_per_note"]
+    assert sorted(line[:9] for line in run.stdout.splitlines() if line.startswith("fold ")) == \
+        ["fold  1/3", "fold  2/3", "fold  3/3"]
+    bad = _run(*args, "--params", str(tmp_path / "p.yaml"), jobs="-1")
+    assert bad.returncode == 2 and "jobs must be a non-negative integer, got -1" in bad.stderr
+
+
 def test_crossval_can_train_on_every_training_melody_for_fixed_epochs(tmp_path):
     run, result = _run_params(tmp_path, "model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 2\n"
                               "min_epoch_tokens: 0\nval_fraction: 0\n", "--dataset", "synthetic", "--folds", "2")
@@ -74,7 +91,8 @@ def _abc_folder(folder, tunes):
     return str(folder)
 
 
-def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
+def _two_collections(tmp_path):
+    """Two folders of four ABC tunes: the second holds a copy of the first's first tune."""
     tested = _abc_folder(tmp_path / "tested", [
         ("C", "CDEF GABc cBAG FEDC EGce dBGB"), ("C", "EEFG GFED CCDE E2D2 EDCD"),
         ("C", "GEcE GEcE FDBD FDBD ECGC"), ("C", "cBAG AGFE GFED C4 DEFD")])
@@ -82,6 +100,11 @@ def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
         ("D", "DEFG ABcd dcBA GFED FAdf ecAc"),          # the first tested tune, a tone higher
         ("C", "CEGc BGDB CEGE FAcA GBdB"), ("C", "AAGF EDCB, A,B,CD EFGA BcBA"),
         ("C", "cdcB AGAB cdec BAGF EDEF")])
+    return tested, other
+
+
+def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
+    tested, other = _two_collections(tmp_path)
     text = ("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 1\nmin_epoch_tokens: 0\n"
             f"val_fraction: 0\npretrain: {other}\npretrain_epochs: 2\n")
     args = ("--dataset", tested, "--folds", "2")
@@ -106,12 +129,49 @@ def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
     assert counted.returncode == 2 and "pretrain needs a neural model" in counted.stderr
 
 
+def test_every_fold_also_trains_on_another_collection_less_copies_of_tested_tunes(tmp_path, monkeypatch):
+    from chromasonic_lib import crossval
+    from chromasonic_lib.config import CrossvalConfig
+    tested, other = _two_collections(tmp_path)
+    run = _run("--dataset", tested, "--folds", "2", "--model", "markov", "--val-fraction", "0",
+               "--also-train-on", other, "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["also_train_on"] == {"dataset": other, "melodies": 3, "left_out": 1}
+    assert f"every fold also trains on 3 melodies of {other} (1 left out as copies of {tested}'s tunes)" \
+        in run.stdout and "every fold also trained on 3 melodies of" in run.stdout
+    assert result["n_melodies"] == 4        # only the tested collection is scored
+    # Each fold trains on its own training melodies and the 3 others; nothing else is scored.
+    trained = []
+
+    def spy(make_model, train_data, val_data, cfg, n=1):
+        trained.append((sorted(train_data.host_lengths.tolist()), val_data))
+        return real(make_model, train_data, val_data, cfg, n)
+    real = crossval.train_ensemble
+    monkeypatch.setattr(crossval, "train_ensemble", spy)
+    cfg = CrossvalConfig(dataset=tested, folds=2, model="markov", params="", val_fraction=0,
+                         also_train_on=other, jobs=1)
+    crossval.run_crossval(cfg)
+    # Fold 1 tests 35 of the 79 tested notes and trains on the other 44, fold 2 the reverse;
+    # both also on the three other tunes of 20 notes (the fourth is a copy).
+    assert [len(lengths) for lengths, _ in trained] == [5, 5]
+    assert [sum(lengths) for lengths, _ in trained] == [44 + 60, 35 + 60]
+    assert all(lengths.count(20) >= 3 and val is None for lengths, val in trained)
+    same = _run("--dataset", tested, "--model", "markov", "--also-train-on", tested)
+    assert same.returncode == 2 and "also_train_on must be another collection" in same.stderr
+
+
 @pytest.mark.parametrize("base", ["crossval", "crossval_context"])
 def test_the_pretrained_files_are_their_base_configurations_plus_essen(base):
     from chromasonic_lib.config import CrossvalConfig
-    plain, pretrained = (CrossvalConfig(params=f"params/{name}.yaml") for name in (base, f"{base}_pretrained"))
+    plain, pretrained, more = (CrossvalConfig(params=f"params/{name}.yaml")
+                               for name in (base, f"{base}_pretrained", f"{base}_more_data"))
     assert (pretrained.pretrain, pretrained.pretrain_epochs, plain.pretrain) == ("essen", 5, "")
     assert pretrained.settings == plain.settings and pretrained.test_transpose == plain.test_transpose
+    # ... and the _more_data files those plus the other chorales in every fold's training.
+    assert (more.also_train_on, pretrained.also_train_on) == ("chorales", "")
+    assert (more.pretrain, more.pretrain_epochs, more.settings, more.test_transpose) == \
+        ("essen", 5, plain.settings, plain.test_transpose)
 
 
 def test_the_default_configuration_remembers_the_melody():
@@ -161,3 +221,8 @@ def test_crossval_bad_input_is_one_clear_line():
     run = _run("--dataset", "synthetic", "--ensemble", "0")
     assert run.returncode == 2
     assert run.stderr.strip() == "error: ensemble must be a positive integer, got 0"
+    # A search's params file names the search's settings: said by name, not a TypeError.
+    run = _run("--dataset", "synthetic", "--params", "params/markov.yaml")
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "params: params/markov.yaml has settings crossval does not take: dataset, n_trials, " \
+           "study_name." in run.stderr

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import DataError
 from ..paths import resolve
 from . import cache, corpora, synthetic
-from .copies import MelodyGroups, melody_groups
+from .copies import MelodyGroups, melody_groups, not_copies
 from .encodings import LOWEST_MIDI, N_KEYS, Encoding, Notes, TokenVocabulary, get_encoding, midi_name
 from .files import folder_files, parse_files
 from .splits import MelodyTensor, Splits, hold_out, kfold, split
@@ -19,7 +19,7 @@ from .splits import MelodyTensor, Splits, hold_out, kfold, split
 log = logging.getLogger(__name__)
 
 __all__ = ["MelodySet", "load_dataset", "load_notes", "MelodyTensor", "Splits", "split", "hold_out", "kfold",
-           "MelodyGroups", "melody_groups",
+           "MelodyGroups", "melody_groups", "not_copies",
            "get_encoding", "Notes", "synthetic"]
 
 
@@ -53,6 +53,13 @@ class MelodySet:
         return MelodyTensor([self.melodies[i] for i in indices], device,
                             contexts=None if contexts is None else [contexts[i] for i in indices],
                             context_features=self.context_features)
+
+    def joined(self, other: MelodySet, indices: list[int]) -> MelodySet:
+        """These melodies, then ``other``'s at ``indices``, as one set (in this one's encoding)."""
+        notes = None if self.notes is None or other.notes is None else \
+            self.notes + [other.notes[i] for i in indices]
+        return MelodySet(f"{self.source}+{other.source}", self.encoding,
+                         self.melodies + [other.melodies[i] for i in indices], notes=notes)
 
     @property
     def n_notes(self) -> int:

@@ -87,6 +87,14 @@ def melody_groups(melodies: list[np.ndarray]) -> MelodyGroups:
     return MelodyGroups(groups, len(melodies) - n_sets[0], n_sets[0] - n_sets[1], n_sets[1] - len(groups))
 
 
+def not_copies(tested: list[np.ndarray], other: list[np.ndarray]) -> list[int]:
+    """The indices of ``other``'s melodies that are no copy of a tune of ``tested`` (identical,
+    transposed or a variant: grouped with one of its melodies by :func:`melody_groups`)."""
+    n = len(tested)
+    copies = {i - n for g in melody_groups(list(tested) + list(other)).groups if g[0] < n for i in g if i >= n}
+    return [i for i in range(len(other)) if i not in copies]
+
+
 def _identity_key(m: np.ndarray) -> bytes:
     return np.asarray(m, dtype=np.int64).tobytes()
 
