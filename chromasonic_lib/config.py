@@ -589,10 +589,11 @@ class CrossvalConfig:
     # (copies of ``dataset``'s tunes left out). "": the params file's ``also_train_on`` (or none).
     also_train_on: str = ""
     compare: tuple = ()                 # two params files (A, B) to run on the same folds instead
-    # Folds trained at once, each in a process of its own with cores / jobs threads (small
+    # Folds trained at once, each in a process of its own with its share of the threads (small
     # models use one core far better than two). 0: on the CPU one per core (at most one per
-    # fold), elsewhere 1.
-    jobs: int = 0
+    # fold), elsewhere 1. The command line's default is 0; here 1, since worker processes
+    # re-import a script that has no ``if __name__ == "__main__":`` guard.
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         self.dataset = check_dataset("dataset", self.dataset)
@@ -615,21 +616,11 @@ class CrossvalConfig:
         self.test_transpose = check_test_transpose(self._own("test_transpose", self.test_transpose, 0, -1))
         self.val_fraction = check_float("val_fraction", self._own("val_fraction", self.val_fraction, 0.1, -1),
                                         0, 0.5)
-        self.pretrain = self._own("pretrain", self.pretrain, "", "")
-        if self.pretrain:
-            self.pretrain = check_dataset("pretrain", self.pretrain)
-            if self.pretrain == self.dataset:
-                raise ConfigError(f"pretrain must be another collection than the one cross-validated, "
-                                  f"got {self.pretrain!r} for both")
-            if self.model == "markov":
-                raise ConfigError("pretrain needs a neural model: the markov model counts each "
-                                  "fold's melodies afresh, so pretrained counts would be lost")
-        self.also_train_on = self._own("also_train_on", self.also_train_on, "", "")
-        if self.also_train_on:
-            self.also_train_on = check_dataset("also_train_on", self.also_train_on)
-            if self.also_train_on == self.dataset:
-                raise ConfigError(f"also_train_on must be another collection than the one "
-                                  f"cross-validated, got {self.also_train_on!r} for both")
+        self.pretrain = self._other_collection("pretrain", self.pretrain)
+        if self.pretrain and self.model == "markov":
+            raise ConfigError("pretrain needs a neural model: the markov model counts each "
+                              "fold's melodies afresh, so pretrained counts would be lost")
+        self.also_train_on = self._other_collection("also_train_on", self.also_train_on)
         self.pretrain_epochs = check_int("pretrain_epochs", self._own("pretrain_epochs", None, 5, None))
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
@@ -650,6 +641,17 @@ class CrossvalConfig:
                 "It takes a model's parameters and their training's (params/crossval.yaml, a search's "
                 "best_hyperparameters.json); a search's own settings (dataset, study_name, n_trials, "
                 "seed, ...) are for the search notebook, and crossval's are its command-line options")
+
+    def _other_collection(self, key: str, given: str) -> str:
+        """The collection crossval's own ``key`` names (``given``, else the params file's, else
+        none): another one than ``dataset``."""
+        name = self._own(key, given, "", "")
+        if name:
+            name = check_dataset(key, name)
+            if name == self.dataset:
+                raise ConfigError(f"{key} must be another collection than the one cross-validated, "
+                                  f"got {name!r} for both")
+        return name
 
     def _own(self, key: str, given: Any, default: Any, unset: Any) -> Any:
         """A crossval setting (not a training one, so taken out of ``settings``): ``given`` (the

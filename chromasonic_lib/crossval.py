@@ -26,7 +26,8 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import closing
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from scipy import stats
 
 from .config import CrossvalConfig, TrainConfig
 from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups, not_copies
-from .errors import ChromasonicError
+from .errors import ChromasonicError, DataError
 from .models import build_model, split_params
 from .pretraining import pretrained, start_from
 from .training import evaluate, pick_device, train_ensemble
@@ -56,7 +57,8 @@ def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict
     pretrained weights) and trains with seed ``seed + j``. ``data``: the loaded ``cfg.dataset``
     (loaded here when not given); the folds depend only on it, ``cfg.folds`` and ``cfg.seed``,
     so two configurations given one data set share them. ``report``, where given, receives
-    what the pretraining did (``pretrained``).
+    what the pretraining did (``pretrained``). With ``also_train_on`` each fold trains on that
+    collection's melodies too (``_also_train_on``).
     """
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     state = _pretrained(cfg, data, report)
@@ -81,6 +83,9 @@ def _also_train_on(cfg: CrossvalConfig, data: MelodySet, report: dict) -> tuple[
         return data, []
     other = load_dataset(cfg.also_train_on, cfg.encoding, limit=cfg.limit or None)
     keep = not_copies(data.melodies, other.melodies)
+    if not keep:
+        raise DataError(f"also_train_on: every melody of {cfg.also_train_on} is a copy of a tune of "
+                        f"{cfg.dataset} (the same collection?): nothing is left to train on")
     report.update(dataset=cfg.also_train_on, melodies=len(keep), left_out=len(other.melodies) - len(keep))
     print(f"every fold also trains on {len(keep)} melodies of {cfg.also_train_on} "
           f"({report['left_out']} left out as copies of {cfg.dataset}'s tunes)", flush=True)
@@ -115,12 +120,14 @@ def _score_fold(cfg: CrossvalConfig, pool: MelodySet, extra: list[int], state: d
 
 
 def jobs_and_threads(cfg: CrossvalConfig) -> tuple[int, int]:
-    """How many folds train at once, and each one's torch threads: ``cfg.jobs`` (0: one per core
-    on the CPU, at most one per fold; 1 on a GPU), sharing the cores this process may use (and
-    never more threads each than this process has: ``OMP_NUM_THREADS`` still holds)."""
+    """How many folds train at once, and each one's torch threads: ``cfg.jobs`` (0: as many as
+    this process has threads, at most one per fold, on the CPU; 1 on a GPU), sharing those
+    threads (torch's own count: the physical cores, or ``OMP_NUM_THREADS``)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    jobs = cfg.jobs or (min(cores, cfg.folds) if pick_device(cfg.device).type == "cpu" else 1)
-    return jobs, max(1, min(torch.get_num_threads(), cores // jobs))
+    budget = max(1, min(cores, torch.get_num_threads()))
+    on_cpu = pick_device(cfg.device).type == "cpu"
+    jobs = min(cfg.jobs or (budget if on_cpu else 1), cfg.folds)
+    return jobs, max(1, budget // jobs)
 
 
 _worker: tuple = ()     # in a worker process: the arguments every fold shares
@@ -140,22 +147,39 @@ def _scored_folds(cfg: CrossvalConfig, data: MelodySet, pool: MelodySet, extra: 
                   state: dict | None):
     """Every fold of ``data`` trained and scored (``jobs_and_threads`` of them at once, each in a
     process of its own); yields each fold's line of the report as it finishes."""
-    folds = list(kfold(data.melodies, cfg.folds, cfg.seed))
+    folds = list(enumerate(kfold(data.melodies, cfg.folds, cfg.seed)))
     shared = (cfg, pool, extra, state)
     jobs, threads = jobs_and_threads(cfg)
     if jobs == 1:
-        for i, (train_idx, test_idx) in enumerate(folds):
+        for i, (train_idx, test_idx) in folds:
             yield _score_fold(*shared, i, train_idx, test_idx)
         return
     # spawn: a forked copy of a process whose torch threads already ran can hang.
     workers = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_start_worker, initargs=(threads, *shared))
+    running: set = set()
     try:
-        futures = [workers.submit(_worker_fold, i, tr, te) for i, (tr, te) in enumerate(folds)]
-        for future in as_completed(futures):
-            yield future.result()
-    finally:        # a failed fold (or Ctrl-C) ends the run: the folds not started never start
-        workers.shutdown(wait=False, cancel_futures=True)
+        while folds or running:
+            while folds and len(running) < jobs:    # one fold a worker: none waits in a queue
+                i, (train_idx, test_idx) = folds.pop(0)
+                running.add(workers.submit(_worker_fold, i, train_idx, test_idx))
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    except BaseException:   # a fold failed, Ctrl-C, a notebook's stop: no fold goes on training
+        _stop(workers)
+        raise
+    workers.shutdown()
+
+
+def _stop(workers: ProcessPoolExecutor) -> None:
+    """End ``workers`` now, folds they are still training included."""
+    if hasattr(workers, "terminate_workers"):        # Python 3.14
+        workers.terminate_workers()
+        return
+    for process in list((getattr(workers, "_processes", None) or {}).values()):
+        process.terminate()
+    workers.shutdown(wait=False, cancel_futures=True)
 
 
 def _groups(data: MelodySet) -> dict:
@@ -173,18 +197,19 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     start = time.perf_counter()
     state = _pretrained(cfg, data, pretraining)
     pool, extra = _also_train_on(cfg, data, also)
-    for r in _scored_folds(cfg, data, pool, extra, state):
-        results.append(r)
-        epochs = r["epochs"] if isinstance(r["epochs"], list) else [r["epochs"]]
-        print(f"{label}fold {r['fold'] + 1:>2}/{cfg.folds}: {r['bits_per_note']:.3f} bits/note over "
-              f"{r['n_notes']} notes ({', '.join(map(str, epochs))} epochs)", flush=True)
+    with closing(_scored_folds(cfg, data, pool, extra, state)) as folds:   # stopped, it stops its workers
+        for r in folds:
+            results.append(r)
+            epochs = r["epochs"] if isinstance(r["epochs"], list) else [r["epochs"]]
+            print(f"{label}fold {r['fold'] + 1:>2}/{cfg.folds}: {r['bits_per_note']:.3f} bits/note over "
+                  f"{r['n_notes']} notes ({', '.join(map(str, epochs))} epochs)", flush=True)
     results.sort(key=lambda r: r["fold"])
     n_notes = sum(r["n_notes"] for r in results)
     bits = sum(r["bits_per_note"] * r["n_notes"] for r in results) / n_notes
     per_fold = np.array([r["bits_per_note"] for r in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**hparams, **training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
-            "jobs": jobs_and_threads(cfg)[0],
+            "jobs": jobs_and_threads(cfg)[0], "threads_per_job": jobs_and_threads(cfg)[1],
             "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
             "pretrain": pretraining or None, "also_train_on": also or None,
             "bits_per_note": bits,
@@ -284,10 +309,11 @@ def main(argv: list[str] | None = None) -> int:
                         "of a tune of --dataset (default: the params file's pretrain, or none)")
     p.add_argument("--also-train-on", default="", metavar="NAME",
                    help="train every fold's model on this collection's melodies too, less any copy "
-                        "of a tune of --dataset (default: the params file's also_train_on, or none)")
+                        "of a tune of --dataset (default: the params file's also_train_on, or none; "
+                        "--limit applies to it too)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
-                   help="folds trained at once, each in a process of its own (default: one per core "
-                        "on the CPU, 1 on a GPU)")
+                   help="folds trained at once, each in a process of its own with its share of the "
+                        "threads (default: one per core on the CPU, 1 on a GPU)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=(),
                    help="run two params files (each with its own model) on the same folds, instead of "

@@ -70,6 +70,12 @@ def test_folds_trained_at_once_score_as_they_do_one_after_another(tmp_path):
     assert together["per_fold"] == alone["per_fold"] and together["bits_per_note"] == alone["bits_per_note"]
     assert sorted(line[:9] for line in run.stdout.splitlines() if line.startswith("fold ")) == \
         ["fold  1/3", "fold  2/3", "fold  3/3"]
+    # A fold that fails in its worker ends the run with its error: no other fold goes on.
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(text.replace("embedding_dim: 4", "embedding_dim: 1000000000000"))
+    failed = _run(*args, "--params", str(huge), jobs="2")
+    assert failed.returncode != 0 and "fold " not in failed.stdout
+    assert "Traceback" in failed.stderr and "alloc" in failed.stderr.lower()
     bad = _run(*args, "--params", str(tmp_path / "p.yaml"), jobs="-1")
     assert bad.returncode == 2 and "jobs must be a non-negative integer, got -1" in bad.stderr
 
