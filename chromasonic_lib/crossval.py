@@ -144,12 +144,11 @@ def _worker_fold(i: int, train_idx: list[int], test_idx: list[int]) -> dict:
 
 
 def _scored_folds(cfg: CrossvalConfig, data: MelodySet, pool: MelodySet, extra: list[int],
-                  state: dict | None):
-    """Every fold of ``data`` trained and scored (``jobs_and_threads`` of them at once, each in a
-    process of its own); yields each fold's line of the report as it finishes."""
+                  state: dict | None, jobs: int, threads: int):
+    """Every fold of ``data`` trained and scored (``jobs`` at once, each in a process of its own
+    with ``threads`` torch threads); yields each fold's line of the report as it finishes."""
     folds = list(enumerate(kfold(data.melodies, cfg.folds, cfg.seed)))
     shared = (cfg, pool, extra, state)
-    jobs, threads = jobs_and_threads(cfg)
     if jobs == 1:
         for i, (train_idx, test_idx) in folds:
             yield _score_fold(*shared, i, train_idx, test_idx)
@@ -197,7 +196,8 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     start = time.perf_counter()
     state = _pretrained(cfg, data, pretraining)
     pool, extra = _also_train_on(cfg, data, also)
-    with closing(_scored_folds(cfg, data, pool, extra, state)) as folds:   # stopped, it stops its workers
+    jobs, threads = jobs_and_threads(cfg)
+    with closing(_scored_folds(cfg, data, pool, extra, state, jobs, threads)) as folds:  # stopped, it stops its workers
         for r in folds:
             results.append(r)
             epochs = r["epochs"] if isinstance(r["epochs"], list) else [r["epochs"]]
@@ -209,7 +209,7 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     per_fold = np.array([r["bits_per_note"] for r in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**hparams, **training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
-            "jobs": jobs_and_threads(cfg)[0], "threads_per_job": jobs_and_threads(cfg)[1],
+            "jobs": jobs, "threads_per_job": threads,
             "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
             "pretrain": pretraining or None, "also_train_on": also or None,
             "bits_per_note": bits,
