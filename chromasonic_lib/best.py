@@ -4,10 +4,9 @@ What ``train_best.ipynb`` runs (the seed's ``--mode train_best``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,13 @@ import torch
 
 from . import generate
 from .atomic import write_json
-from .config import DataConfig, TrainBestConfig, TrainConfig, check_context, check_writable_dir
+from .config import (DataConfig, TrainBestConfig, TrainConfig, check_context, check_int,
+                     check_param_file, check_writable_dir)
 from .data import Prepared, load_dataset, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
 from .models import MODEL_DEFAULTS, build_model, split_params
-from .paths import resolve
+from .pretraining import also_train_on, also_trains_on, pretrained, start_from
 from .plots import history_curves_figure, save_figure
 from .checkpoints import save_checkpoint
 from .search import markov_baseline
@@ -45,32 +45,55 @@ class BestConfiguration:
     epochs: int
     study_name: str | None = None       # None: the parameters came from a best_params file
     trial: int | None = None            # the study's best trial
+    # test_transpose, pretrain, pretrain_epochs, also_train_on: given, or the best_params file's
+    # (a crossval params file's), or none (TrainBestConfig.extras).
+    extras: dict[str, Any] = field(default_factory=lambda: dict(TrainBestConfig.FROM_FILE))
 
     def describe(self) -> str:
-        d = self.data
+        d, x = self.data, self.extras
         source = f"trial {self.trial} of study {self.study_name!r}" if self.study_name else "best_params file"
         melodies = f" ({d.n_sequences} melodies × {d.sequence_length} notes)" if d.dataset == "synthetic" else ""
+        more = (f"; first trained on {x['pretrain']} for at most {x['pretrain_epochs']} epochs"
+                if x["pretrain"] else "")
+        more += f"; also trains on {x['also_train_on']}" if x["also_train_on"] else ""
+        more += f"; scored over transpositions ±{x['test_transpose']}" if x["test_transpose"] else ""
         return (f"{self.params.get('model')} from {source}; data {d.dataset}{melodies}, {d.encoding} "
                 f"encoding, split val {d.val_fraction:g} / test {d.test_fraction:g} with seed "
-                f"{d.seed}; at most {self.epochs} epochs")
+                f"{d.seed}; at most {self.epochs} epochs{more}")
 
 
 def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
     """The parameters from ``best_params`` if given, else the study's best trial; with the data
-    and epochs that ``cfg`` gives or, for a study, the study was searched with."""
+    and epochs that ``cfg`` gives or, for a study, the study was searched with.
+
+    ``best_params`` is a search's ``best_hyperparameters.json`` or a crossval params file
+    (``params/crossval*.yaml``), whose ``epochs``, ``test_transpose``, ``pretrain``,
+    ``pretrain_epochs`` and ``also_train_on`` apply where ``cfg`` does not give them.
+    """
     if cfg.best_params:
-        params = json.loads(resolve(cfg.best_params).read_text())
-        if not isinstance(params, dict) or "model" not in params:
-            raise ConfigError(f"best_params: {cfg.best_params} must hold a JSON object with a "
-                              f"'model' key (as best_hyperparameters.json does)")
-        return BestConfiguration(params, *cfg.resolve_data(None))
+        params = check_param_file("best_params", cfg.best_params)
+        if "model" not in params:
+            raise ConfigError(f"best_params: {cfg.best_params} has no 'model' key (a search's "
+                              f"best_hyperparameters.json and params/crossval*.yaml name one)")
+        if "val_fraction" in params:
+            raise ConfigError(f"best_params: {cfg.best_params} sets val_fraction, the share of each "
+                              "crossval fold held out; train_best's split is its own val_fraction "
+                              "parameter: take the key out of the file and give that instead")
+        settings = {k: params.pop(k) for k in (*TrainBestConfig.FROM_FILE, "epochs") if k in params}
+        data, epochs = cfg.resolve_data(None)
+        if "epochs" in settings and "epochs" not in cfg.given():
+            epochs = check_int("best_params: epochs", settings["epochs"])
+        return BestConfiguration(params, data, epochs,
+                                 extras=cfg.extras(settings, data.dataset, params["model"]))
     study = load_existing_study(cfg.storage, cfg.study_name)
     try:
         trial = study.best_trial
     except ValueError:
         raise ConfigError(f"study_name {cfg.study_name!r} has no completed trial yet") from None
     data, epochs = cfg.resolve_data(stored_settings(study), study.study_name)
-    return BestConfiguration(trial_config(trial), data, epochs, study.study_name, trial.number)
+    params = trial_config(trial)
+    return BestConfiguration(params, data, epochs, study.study_name, trial.number,
+                             cfg.extras({}, data.dataset, params.get("model")))
 
 
 @dataclass
@@ -100,7 +123,12 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     plus the trial's training parameters), on the same split, so the test melodies are ones
     the search never saw. With ``cfg.ensemble`` N, N models are trained with seeds seed,
     seed+1, … and scored (and sampled) as the average of their probabilities; with
-    ``cfg.test_transpose`` K, as the average over the melody moved by -K..K semitones.
+    ``test_transpose`` K (``best.extras``), as the average over the melody moved by -K..K
+    semitones. With ``pretrain`` the model starts from weights learned on another collection;
+    with ``also_train_on`` it trains on another collection's melodies beside the training
+    split's; of either, every melody that is a copy of a tune of the data set (test melodies
+    included) is left out first, as crossval does (``pretraining``). Early stopping and the
+    scores stay on the data set's own splits; the markov baseline counts its training split.
     """
     params = dict(best.params)
     family = params.pop("model", None)
@@ -118,13 +146,20 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     data = prepare(load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed),
                    d.val_fraction, d.test_fraction, d.seed, device)
     log.info(data.describe())
+    extras = best.extras
+    state, pretraining = pretrained(extras["pretrain"], extras["pretrain_epochs"], family,
+                                    (hparams, training), data.data, device, d.seed)
+    pool, extra, also = also_train_on(extras["also_train_on"], data.data)
+    if also:
+        log.info(also_trains_on(also, data.data))
+    fit = pool.tensor(data.splits.index["train"] + extra, device) if extra else data.train
     # The search's recipe: run_search's TrainConfig(epochs, seed) plus the trial's training params.
     train_cfg = TrainConfig(epochs=best.epochs, seed=d.seed, **training)
     model, histories = train_ensemble(
-        lambda j: build_model(family, hparams, data.vocab_size, seed=train_cfg.seed + j),
-        data.train, data.val, train_cfg, cfg.ensemble)
-    if cfg.test_transpose:
-        model = TranspositionAverage(model, cfg.test_transpose)
+        lambda j: start_from(build_model(family, hparams, data.vocab_size, seed=train_cfg.seed + j), state),
+        fit, data.val, train_cfg, cfg.ensemble)
+    if extras["test_transpose"]:
+        model = TranspositionAverage(model, extras["test_transpose"])
     history = histories[0]
     test = evaluate(model, data.test)
     baseline = evaluate(markov_baseline(data)[2], data.test)
@@ -140,7 +175,8 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         "sequence_length": d.sequence_length if synthetic else None, "encoding": d.encoding,
         "seed": d.seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
         "n_test_melodies": len(data.splits.test), "epochs": best.epochs, "ensemble": cfg.ensemble,
-        "test_transpose": cfg.test_transpose,
+        "test_transpose": extras["test_transpose"], "pretrain": pretraining or None,
+        "also_train_on": also or None,
         "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
         # Of each model of an ensemble.
         "epochs_trained": history.epochs_trained if cfg.ensemble == 1 else [h.epochs_trained for h in histories],

@@ -419,10 +419,20 @@ class TrainBestConfig(_StudyAndData):
     top_k: int = 0
     primer: str = ""
     ensemble: int = 1                 # models (seeds seed, seed+1, …) whose probabilities are averaged
-    test_transpose: int = 0           # score and sample as the average over the melody moved ±this
+    # Score and sample as the average over the melody moved ±this; -1: the best_params file's (or 0).
+    test_transpose: int = -1
+    # Another collection the model first trains on, and one it also trains on, less every copy of
+    # a tune of ``dataset`` (as crossval's params files say); "": the best_params file's (or none).
+    pretrain: str = ""
+    pretrain_epochs: int = 0          # 0: the best_params file's (or 5)
+    also_train_on: str = ""
 
-    FILE_EPOCHS: ClassVar[int] = 30   # epochs for a best_params file, which records none
+    FILE_EPOCHS: ClassVar[int] = 30   # epochs for a best_params file that gives none
     FROM_STUDY: ClassVar[tuple[str, ...]] = DATA_FIELDS + ("epochs",)
+    # What a crossval params file (params/crossval*.yaml) says beside the model's and training's
+    # parameters that train_best takes too, each with its value when neither side gives it.
+    FROM_FILE: ClassVar[dict[str, Any]] = {"test_transpose": 0, "pretrain": "", "pretrain_epochs": 5,
+                                           "also_train_on": ""}
 
     def __post_init__(self) -> None:
         self._check_study()
@@ -439,8 +449,31 @@ class TrainBestConfig(_StudyAndData):
         self.temperature = check_float("temperature", self.temperature, 0, 10, low_open=True)
         self.top_k = check_int("top_k", self.top_k, 0)
         self.ensemble = check_int("ensemble", self.ensemble)
-        self.test_transpose = check_test_transpose(self.test_transpose)
+        if self.test_transpose != -1:
+            self.test_transpose = check_test_transpose(self.test_transpose)
+        for name in ("pretrain", "also_train_on"):
+            if check_str(name, getattr(self, name), allow_empty=True):
+                check_dataset(name, getattr(self, name))
+        self.pretrain_epochs = check_int("pretrain_epochs", self.pretrain_epochs, 0)
         self.primer_notes = parse_primer("primer", self.primer)
+
+    def extras(self, settings: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
+        """test_transpose, pretrain, pretrain_epochs and also_train_on: each given here, else the
+        best_params file's (``settings``), else none; checked against the ``dataset`` trained on
+        and the ``model`` family."""
+        unset = {"test_transpose": -1, "pretrain": "", "pretrain_epochs": 0, "also_train_on": ""}
+        out = {name: settings.get(name, default) if getattr(self, name) == unset[name] else getattr(self, name)
+               for name, default in self.FROM_FILE.items()}
+        out["test_transpose"] = check_test_transpose(out["test_transpose"])
+        out["pretrain_epochs"] = check_int("pretrain_epochs", out["pretrain_epochs"])
+        for name in ("pretrain", "also_train_on"):
+            if out[name] and check_dataset(name, out[name]) == dataset:
+                raise ConfigError(f"{name} must be another collection than the one trained and tested "
+                                  f"on, got {out[name]!r} for both")
+        if out["pretrain"] and model == "markov":
+            raise ConfigError("pretrain needs a neural model: the markov model counts its training "
+                              "melodies afresh, so pretrained counts would be lost")
+        return out
 
     def given(self) -> dict[str, Any]:
         """The data parameters and epochs given explicitly (not left to the study)."""

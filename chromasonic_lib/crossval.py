@@ -34,10 +34,10 @@ import torch
 from scipy import stats
 
 from .config import CrossvalConfig, TrainConfig
-from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups, not_copies
-from .errors import ChromasonicError, DataError
+from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups
+from .errors import ChromasonicError
 from .models import build_model, split_params
-from .pretraining import pretrained, start_from
+from .pretraining import also_train_on, also_trains_on, pretrained, start_from
 from .training import evaluate, pick_device, train_ensemble
 from .transposition import TranspositionAverage
 
@@ -70,7 +70,8 @@ def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict
 
 
 def _pretrained(cfg: CrossvalConfig, data: MelodySet, report: dict | None) -> dict | None:
-    state, done = pretrained(cfg, _params(cfg), data, pick_device(cfg.device))
+    state, done = pretrained(cfg.pretrain, cfg.pretrain_epochs, cfg.model, _params(cfg), data,
+                             pick_device(cfg.device), cfg.seed, cfg.limit)
     if report is not None:
         report.update(done)
     return state
@@ -79,18 +80,11 @@ def _pretrained(cfg: CrossvalConfig, data: MelodySet, report: dict | None) -> di
 def _also_train_on(cfg: CrossvalConfig, data: MelodySet, report: dict) -> tuple[MelodySet, list[int]]:
     """``data`` followed by ``cfg.also_train_on``'s melodies less every copy of one of its tunes
     (identical, transposed or a variant), and where those are: every fold trains on them too."""
-    if not cfg.also_train_on:
-        return data, []
-    other = load_dataset(cfg.also_train_on, cfg.encoding, limit=cfg.limit or None)
-    keep = not_copies(data.melodies, other.melodies)
-    if not keep:
-        raise DataError(f"also_train_on: every melody of {cfg.also_train_on} is a copy of a tune of "
-                        f"{cfg.dataset} (the same collection?): nothing is left to train on")
-    report.update(dataset=cfg.also_train_on, melodies=len(keep), left_out=len(other.melodies) - len(keep))
-    print(f"every fold also trains on {len(keep)} melodies of {cfg.also_train_on} "
-          f"({report['left_out']} left out as copies of {cfg.dataset}'s tunes)", flush=True)
-    n = len(data.melodies)
-    return data.joined(other, keep), list(range(n, n + len(keep)))
+    pool, extra, done = also_train_on(cfg.also_train_on, data, cfg.limit)
+    if done:
+        report.update(done)
+        print(f"every fold {also_trains_on(done, data)}", flush=True)
+    return pool, extra
 
 
 def _train_fold(cfg: CrossvalConfig, pool: MelodySet, extra: list[int], state: dict | None, i: int,

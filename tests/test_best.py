@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import optuna
 import pytest
+import torch
 
 import chromasonic_lib as cl
 from chromasonic_lib import best, generate
@@ -125,3 +126,65 @@ def test_an_ensemble_is_trained_tested_saved_and_sampled(tmp_path):
     assert evaluate(loaded, run.data.test).nats_per_note == pytest.approx(run.test.nats_per_note, rel=1e-5)
     [sample] = best.generate_samples(run, cfg, n=1, length=8)
     assert len(sample.tokens) == 8
+
+
+def test_a_crossval_params_file_brings_its_pretraining_other_melodies_and_averages(tmp_path, monkeypatch):
+    from test_crossval import _two_collections
+    from chromasonic_lib.pretraining import pretrained
+    tested, other = _two_collections(tmp_path)
+    monkeypatch.setenv("CHROMASONIC_CACHE", str(tmp_path / "cache"))
+    params = tmp_path / "crossval.yaml"
+    params.write_text("model: gru\nhidden_size: 8\nembedding_dim: 4\nepochs: 2\nmin_epoch_tokens: 0\n"
+                      f"test_transpose: 1\npretrain: {other}\npretrain_epochs: 2\nalso_train_on: {other}\n")
+    cfg = cl.TrainBestConfig(best_params=str(params), dataset=tested, val_fraction=0.25, test_fraction=0.25,
+                             output_dir=str(tmp_path / "best"), device="cpu")
+    chosen = best.best_configuration(cfg)
+    assert chosen.epochs == 2 and chosen.params == {"model": "gru", "hidden_size": 8, "embedding_dim": 4,
+                                                    "min_epoch_tokens": 0}
+    assert chosen.extras == {"test_transpose": 1, "pretrain": other, "pretrain_epochs": 2, "also_train_on": other}
+    assert f"first trained on {other} for at most 2 epochs; also trains on {other}" in chosen.describe()
+    seen = {}
+
+    def spy(make_model, train_data, val_data, train_cfg, n=1):
+        seen.update(lengths=sorted(train_data.host_lengths.tolist()), start=make_model(0).state_dict())
+        return real(make_model, train_data, val_data, train_cfg, n)
+    real = best.train_ensemble
+    monkeypatch.setattr(best, "train_ensemble", spy)
+    run = best.train_best(cfg, chosen)
+    # The training split's two melodies and the three other tunes (the fourth is a copy of a
+    # tested one, so left out), starting from the weights pretrained on those three.
+    own = sorted(len(m) for m in run.data.splits.train)
+    assert len(seen["lengths"]) == len(own) + 3 and sum(seen["lengths"]) == sum(own) + 3 * 20
+    metrics = json.loads((tmp_path / "best" / "test_metrics.json").read_text())
+    assert metrics["also_train_on"] == {"dataset": other, "melodies": 3, "left_out": 1}
+    assert (metrics["pretrain"]["melodies"], metrics["pretrain"]["left_out"], metrics["pretrain"]["epochs"]) \
+        == (3, 1, 2)
+    assert metrics["test_transpose"] == 1 and metrics["epochs"] == 2
+    state, report = pretrained(other, 2, "gru", ({"hidden_size": 8, "embedding_dim": 4}, {"min_epoch_tokens": 0}),
+                               run.data.data, cl.pick_device("cpu"), chosen.data.seed)
+    assert report["cached"] and all(torch.equal(state[k], seen["start"][k]) for k in state)
+    # A value given wins over the file's.
+    assert best.best_configuration(cl.TrainBestConfig(best_params=str(params), dataset=tested,
+                                                      test_transpose=0)).extras["test_transpose"] == 0
+
+
+def test_the_shipped_crossval_files_train_as_they_cross_validate_and_bad_ones_are_named(tmp_path):
+    more = best.best_configuration(cl.TrainBestConfig(best_params="params/crossval_context_more_data.yaml",
+                                                      dataset="chorales-185"))
+    assert more.extras == {"test_transpose": 3, "pretrain": "essen", "pretrain_epochs": 5,
+                           "also_train_on": "chorales"}
+    assert more.epochs == 30 and more.params["context"] == ["duration", "metre", "phrase", "key"]
+    with pytest.raises(cl.ConfigError, match="also_train_on must be another collection than the one trained"):
+        best.best_configuration(cl.TrainBestConfig(best_params="params/crossval_more_data.yaml"))  # chorales
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: gru\nval_fraction: 0\n")
+    with pytest.raises(cl.ConfigError, match="sets val_fraction, the share of each crossval fold held out"):
+        best.best_configuration(cl.TrainBestConfig(best_params=str(bad)))
+    bad.write_text("model: markov\npretrain: essen\n")
+    with pytest.raises(cl.ConfigError, match="pretrain needs a neural model"):
+        best.best_configuration(cl.TrainBestConfig(best_params=str(bad)))
+    bad.write_text("hidden_size: 8\n")
+    with pytest.raises(cl.ConfigError, match="has no 'model' key"):
+        best.best_configuration(cl.TrainBestConfig(best_params=str(bad)))
+    with pytest.raises(cl.ConfigError, match="pretrain"):
+        cl.TrainBestConfig(best_params=str(bad), pretrain="no-such-collection")
