@@ -467,12 +467,8 @@ class TrainBestConfig(_StudyAndData):
         out["test_transpose"] = check_test_transpose(out["test_transpose"])
         out["pretrain_epochs"] = check_int("pretrain_epochs", out["pretrain_epochs"])
         for name in ("pretrain", "also_train_on"):
-            if out[name] and check_dataset(name, out[name]) == dataset:
-                raise ConfigError(f"{name} must be another collection than the one trained and tested "
-                                  f"on, got {out[name]!r} for both")
-        if out["pretrain"] and model == "markov":
-            raise ConfigError("pretrain needs a neural model: the markov model counts its training "
-                              "melodies afresh, so pretrained counts would be lost")
+            out[name] = check_other_collection(name, out[name], dataset, "trained and tested on")
+        check_pretrain_model(out["pretrain"], model)
         return out
 
     def given(self) -> dict[str, Any]:
@@ -583,6 +579,20 @@ def parse_primer(name: str, value: Any) -> list[int]:
     return notes
 
 
+def check_other_collection(name: str, value: str, dataset: str, role: str) -> str:
+    """``pretrain`` or ``also_train_on``: empty (none) or a collection other than ``dataset``,
+    the one ``role`` (cross-validated, trained and tested on)."""
+    if value and check_dataset(name, value) == dataset:
+        raise ConfigError(f"{name} must be another collection than the one {role}, got {value!r} for both")
+    return value
+
+
+def check_pretrain_model(pretrain: str, model: str) -> None:
+    if pretrain and model == "markov":
+        raise ConfigError("pretrain needs a neural model: the markov model counts its training "
+                          "melodies afresh, so pretrained counts would be lost")
+
+
 def check_param_file(name: str, value: Any) -> dict[str, Any]:
     """A YAML/JSON file holding one flat mapping (safe loader: nothing is unpickled)."""
     import yaml
@@ -650,9 +660,7 @@ class CrossvalConfig:
         self.val_fraction = check_float("val_fraction", self._own("val_fraction", self.val_fraction, 0.1, -1),
                                         0, 0.5)
         self.pretrain = self._other_collection("pretrain", self.pretrain)
-        if self.pretrain and self.model == "markov":
-            raise ConfigError("pretrain needs a neural model: the markov model counts each "
-                              "fold's melodies afresh, so pretrained counts would be lost")
+        check_pretrain_model(self.pretrain, self.model)
         self.also_train_on = self._other_collection("also_train_on", self.also_train_on)
         self.pretrain_epochs = check_int("pretrain_epochs", self._own("pretrain_epochs", None, 5, None))
         self.seed = check_int("seed", self.seed, 0)
@@ -678,13 +686,7 @@ class CrossvalConfig:
     def _other_collection(self, key: str, given: str) -> str:
         """The collection crossval's own ``key`` names (``given``, else the params file's, else
         none): another one than ``dataset``."""
-        name = self._own(key, given, "", "")
-        if name:
-            name = check_dataset(key, name)
-            if name == self.dataset:
-                raise ConfigError(f"{key} must be another collection than the one cross-validated, "
-                                  f"got {name!r} for both")
-        return name
+        return check_other_collection(key, self._own(key, given, "", ""), self.dataset, "cross-validated")
 
     def _own(self, key: str, given: Any, default: Any, unset: Any) -> Any:
         """A crossval setting (not a training one, so taken out of ``settings``): ``given`` (the
