@@ -17,12 +17,12 @@ import torch
 from . import generate
 from .atomic import write_json
 from .config import (DataConfig, TrainBestConfig, TrainConfig, check_context, check_int,
-                     check_param_file, check_writable_dir)
+                     check_param_file, check_settings_keys, check_writable_dir)
 from .data import Prepared, load_dataset, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
 from .models import MODEL_DEFAULTS, build_model, split_params
-from .pretraining import also_train_on, also_trains_on, pretrained, start_from
+from .pretraining import also_train_on, describe_also_train_on, pretrained, start_from
 from .plots import history_curves_figure, save_figure
 from .checkpoints import save_checkpoint
 from .search import markov_baseline
@@ -72,13 +72,16 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
     """
     if cfg.best_params:
         params = check_param_file("best_params", cfg.best_params)
-        if "model" not in params:
-            raise ConfigError(f"best_params: {cfg.best_params} has no 'model' key (a search's "
-                              f"best_hyperparameters.json and params/crossval*.yaml name one)")
+        if params.get("model") not in MODEL_DEFAULTS:
+            raise ConfigError(f"best_params: {cfg.best_params} must name a model ({', '.join(MODEL_DEFAULTS)}) "
+                              f"under 'model', as a search's best_hyperparameters.json and "
+                              f"params/crossval*.yaml do; got {params.get('model')!r}")
         if "val_fraction" in params:
-            raise ConfigError(f"best_params: {cfg.best_params} sets val_fraction, the share of each "
-                              "crossval fold held out; train_best's split is its own val_fraction "
+            raise ConfigError(f"best_params: {cfg.best_params} sets val_fraction (crossval's share of "
+                              "each fold held out); train_best's split is its own val_fraction "
                               "parameter: take the key out of the file and give that instead")
+        check_settings_keys("best_params", cfg.best_params, params, params["model"], "train_best",
+                            TrainBestConfig.FROM_FILE)
         settings = {k: params.pop(k) for k in (*TrainBestConfig.FROM_FILE, "epochs") if k in params}
         data, epochs = cfg.resolve_data(None)
         if "epochs" in settings and "epochs" not in cfg.given():
@@ -127,8 +130,10 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     semitones. With ``pretrain`` the model starts from weights learned on another collection;
     with ``also_train_on`` it trains on another collection's melodies beside the training
     split's; of either, every melody that is a copy of a tune of the data set (test melodies
-    included) is left out first, as crossval does (``pretraining``). Early stopping and the
-    scores stay on the data set's own splits; the markov baseline counts its training split.
+    included) is left out first, as crossval does (``pretraining``). With both ``pretrain``
+    and an ensemble, every member starts from the same pretrained weights and differs by its
+    training seed (order of the batches, dropout) only. Early stopping and the scores stay on
+    the data set's own splits; the markov baseline counts its training split.
     """
     params = dict(best.params)
     family = params.pop("model", None)
@@ -146,20 +151,20 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     data = prepare(load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed),
                    d.val_fraction, d.test_fraction, d.seed, device)
     log.info(data.describe())
-    extras = best.extras
-    state, pretraining = pretrained(extras["pretrain"], extras["pretrain_epochs"], family,
+    settings = best.extras
+    state, pretraining = pretrained(settings["pretrain"], settings["pretrain_epochs"], family,
                                     (hparams, training), data.data, device, d.seed)
-    pool, extra, also = also_train_on(extras["also_train_on"], data.data)
+    pool, extra_idx, also = also_train_on(settings["also_train_on"], data.data)
     if also:
-        log.info(also_trains_on(also, data.data))
-    fit = pool.tensor(data.splits.index["train"] + extra, device) if extra else data.train
+        log.info(describe_also_train_on(also, data.data))
+    fit = pool.tensor(data.splits.index["train"] + extra_idx, device) if extra_idx else data.train
     # The search's recipe: run_search's TrainConfig(epochs, seed) plus the trial's training params.
     train_cfg = TrainConfig(epochs=best.epochs, seed=d.seed, **training)
     model, histories = train_ensemble(
         lambda j: start_from(build_model(family, hparams, data.vocab_size, seed=train_cfg.seed + j), state),
         fit, data.val, train_cfg, cfg.ensemble)
-    if extras["test_transpose"]:
-        model = TranspositionAverage(model, extras["test_transpose"])
+    if settings["test_transpose"]:
+        model = TranspositionAverage(model, settings["test_transpose"])
     history = histories[0]
     test = evaluate(model, data.test)
     baseline = evaluate(markov_baseline(data)[2], data.test)
@@ -175,7 +180,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         "sequence_length": d.sequence_length if synthetic else None, "encoding": d.encoding,
         "seed": d.seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
         "n_test_melodies": len(data.splits.test), "epochs": best.epochs, "ensemble": cfg.ensemble,
-        "test_transpose": extras["test_transpose"], "pretrain": pretraining or None,
+        "test_transpose": settings["test_transpose"], "pretrain": pretraining or None,
         "also_train_on": also or None,
         "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
         # Of each model of an ensemble.

@@ -422,15 +422,17 @@ class TrainBestConfig(_StudyAndData):
     # Score and sample as the average over the melody moved ±this; -1: the best_params file's (or 0).
     test_transpose: int = -1
     # Another collection the model first trains on, and one it also trains on, less every copy of
-    # a tune of ``dataset`` (as crossval's params files say); "": the best_params file's (or none).
+    # a tune of ``dataset`` (as crossval's params files say); "": the best_params file's (or none);
+    # "none": none, whatever the file says.
     pretrain: str = ""
     pretrain_epochs: int = 0          # 0: the best_params file's (or 5)
     also_train_on: str = ""
 
     FILE_EPOCHS: ClassVar[int] = 30   # epochs for a best_params file that gives none
     FROM_STUDY: ClassVar[tuple[str, ...]] = DATA_FIELDS + ("epochs",)
-    # What a crossval params file (params/crossval*.yaml) says beside the model's and training's
-    # parameters that train_best takes too, each with its value when neither side gives it.
+    # The settings of a crossval params file (params/crossval*.yaml), beside the model's and
+    # training's parameters, that train_best takes too, each with its value when neither the
+    # file nor a parameter gives it.
     FROM_FILE: ClassVar[dict[str, Any]] = {"test_transpose": 0, "pretrain": "", "pretrain_epochs": 5,
                                            "also_train_on": ""}
 
@@ -452,7 +454,7 @@ class TrainBestConfig(_StudyAndData):
         if self.test_transpose != -1:
             self.test_transpose = check_test_transpose(self.test_transpose)
         for name in ("pretrain", "also_train_on"):
-            if check_str(name, getattr(self, name), allow_empty=True):
+            if check_str(name, getattr(self, name), allow_empty=True) not in ("", "none"):
                 check_dataset(name, getattr(self, name))
         self.pretrain_epochs = check_int("pretrain_epochs", self.pretrain_epochs, 0)
         self.primer_notes = parse_primer("primer", self.primer)
@@ -461,14 +463,17 @@ class TrainBestConfig(_StudyAndData):
         """test_transpose, pretrain, pretrain_epochs and also_train_on: each given here, else the
         best_params file's (``settings``), else none; checked against the ``dataset`` trained on
         and the ``model`` family."""
-        unset = {"test_transpose": -1, "pretrain": "", "pretrain_epochs": 0, "also_train_on": ""}
+        unset = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.FROM_FILE}
         out = {name: settings.get(name, default) if getattr(self, name) == unset[name] else getattr(self, name)
                for name, default in self.FROM_FILE.items()}
         out["test_transpose"] = check_test_transpose(out["test_transpose"])
         out["pretrain_epochs"] = check_int("pretrain_epochs", out["pretrain_epochs"])
         for name in ("pretrain", "also_train_on"):
-            out[name] = check_other_collection(name, out[name], dataset, "trained and tested on")
+            out[name] = check_other_collection(name, out[name], dataset,
+                                               "trained and tested on (the dataset parameter)")
         check_pretrain_model(out["pretrain"], model)
+        if self.pretrain_epochs and not out["pretrain"]:
+            log.warning("pretrain_epochs %d is ignored: nothing is pretrained (no pretrain)", self.pretrain_epochs)
         return out
 
     def given(self) -> dict[str, Any]:
@@ -518,7 +523,9 @@ class TrainBestConfig(_StudyAndData):
 
     @property
     def output_path(self) -> Path:
-        return resolve(self.output_dir or f"runs/{self.study_name}/best")
+        # A best_params file's model goes beside the file's name, not over the study's.
+        default = f"runs/{Path(self.best_params).stem}/best" if self.best_params else f"runs/{self.study_name}/best"
+        return resolve(self.output_dir or default)
 
 
 def _what_it_changes(name: str, ours: Any, theirs: Any) -> str:
@@ -580,11 +587,30 @@ def parse_primer(name: str, value: Any) -> list[int]:
 
 
 def check_other_collection(name: str, value: str, dataset: str, role: str) -> str:
-    """``pretrain`` or ``also_train_on``: empty (none) or a collection other than ``dataset``,
-    the one ``role`` (cross-validated, trained and tested on)."""
+    """``pretrain`` or ``also_train_on``: empty or ``none`` (none: "") or a collection other
+    than ``dataset``, the one ``role`` (cross-validated, trained and tested on)."""
+    if value == "none":
+        return ""
     if value and check_dataset(name, value) == dataset:
         raise ConfigError(f"{name} must be another collection than the one {role}, got {value!r} for both")
     return value
+
+
+def check_settings_keys(name: str, path: str, settings: Mapping[str, Any], model: str, tool: str,
+                        own: Iterable[str] = ()) -> None:
+    """Every key of the params file ``path`` is one of the ``model``'s or its training's
+    parameters, or one of ``own`` (``tool``'s own settings the file may give)."""
+    from .models import MODEL_DEFAULTS      # torch: only once a file is read
+    takes = {*MODEL_DEFAULTS[model], *(f.name for f in dataclasses.fields(TrainConfig)),
+             "model", "epochs", "context", *own} - {"seed"}
+    unknown = sorted(set(settings) - takes)
+    if unknown:
+        raise ConfigError(
+            f"{name}: {path} has settings {tool} does not take: {', '.join(unknown)}. It takes a "
+            "model's parameters and their training's (params/crossval.yaml, a search's "
+            "best_hyperparameters.json); a search's own settings (dataset, study_name, n_trials, "
+            f"seed, ...) are for the search notebook, and {tool}'s own are its "
+            f"{'command-line options' if tool == 'crossval' else 'parameters'}")
 
 
 def check_pretrain_model(pretrain: str, model: str) -> None:
@@ -595,11 +621,15 @@ def check_pretrain_model(pretrain: str, model: str) -> None:
 
 def check_param_file(name: str, value: Any) -> dict[str, Any]:
     """A YAML/JSON file holding one flat mapping (safe loader: nothing is unpickled)."""
+    import json
+
     import yaml
     path = check_existing_file(name, value)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        # JSON as JSON: YAML 1.1 reads a number such as 1e-05 (json.dumps writes small learning
+        # rates so) as a string.
+        data = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise ConfigError(f"{name}: {value} is not valid YAML/JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: {value} must hold a mapping of parameter names to values")
@@ -672,16 +702,7 @@ class CrossvalConfig:
 
     def _check_settings(self) -> None:
         """Every key left in the params file is one of the model's or its training's parameters."""
-        from .models import MODEL_DEFAULTS      # torch: only once a crossval is configured
-        takes = {*MODEL_DEFAULTS[self.model], *(f.name for f in dataclasses.fields(TrainConfig)),
-                 "model", "epochs", "context"} - {"seed"}
-        unknown = sorted(set(self.settings) - takes)
-        if unknown:
-            raise ConfigError(
-                f"params: {self.params} has settings crossval does not take: {', '.join(unknown)}. "
-                "It takes a model's parameters and their training's (params/crossval.yaml, a search's "
-                "best_hyperparameters.json); a search's own settings (dataset, study_name, n_trials, "
-                "seed, ...) are for the search notebook, and crossval's are its command-line options")
+        check_settings_keys("params", self.params, self.settings, self.model, "crossval")
 
     def _other_collection(self, key: str, given: str) -> str:
         """The collection crossval's own ``key`` names (``given``, else the params file's, else

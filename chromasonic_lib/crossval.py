@@ -37,7 +37,7 @@ from .config import CrossvalConfig, TrainConfig
 from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups
 from .errors import ChromasonicError
 from .models import build_model, split_params
-from .pretraining import also_train_on, also_trains_on, pretrained, start_from
+from .pretraining import also_train_on, describe_also_train_on, pretrained, start_from
 from .training import evaluate, pick_device, train_ensemble
 from .transposition import TranspositionAverage
 
@@ -83,7 +83,7 @@ def _also_train_on(cfg: CrossvalConfig, data: MelodySet, report: dict) -> tuple[
     pool, extra, done = also_train_on(cfg.also_train_on, data, cfg.limit)
     if done:
         report.update(done)
-        print(f"every fold {also_trains_on(done, data)}", flush=True)
+        print(f"every fold {describe_also_train_on(done, data)}", flush=True)
     return pool, extra
 
 

@@ -133,7 +133,7 @@ def also_train_on(source: str, data: MelodySet, limit: int = 0) -> tuple[MelodyS
         {"dataset": source, "melodies": len(keep), "left_out": len(other.melodies) - len(keep)}
 
 
-def also_trains_on(report: dict, data: MelodySet) -> str:
+def describe_also_train_on(report: dict, data: MelodySet) -> str:
     """What :func:`also_train_on` added, in words."""
     return (f"also trains on {report['melodies']} melodies of {report['dataset']} "
             f"({report['left_out']} left out as copies of {data.source}'s tunes)")

@@ -12,6 +12,7 @@ import torch
 
 import chromasonic_lib as cl
 from chromasonic_lib import best, generate
+from chromasonic_lib.paths import resolve
 from test_search import tiny_cfg
 
 # The study's settings: none of them train_best's own defaults.
@@ -178,13 +179,38 @@ def test_the_shipped_crossval_files_train_as_they_cross_validate_and_bad_ones_ar
         best.best_configuration(cl.TrainBestConfig(best_params="params/crossval_more_data.yaml"))  # chorales
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: gru\nval_fraction: 0\n")
-    with pytest.raises(cl.ConfigError, match="sets val_fraction, the share of each crossval fold held out"):
+    with pytest.raises(cl.ConfigError, match=r"sets val_fraction \(crossval.s share of each fold held out\); train_best.s split is its own"):
         best.best_configuration(cl.TrainBestConfig(best_params=str(bad)))
     bad.write_text("model: markov\npretrain: essen\n")
     with pytest.raises(cl.ConfigError, match="pretrain needs a neural model"):
         best.best_configuration(cl.TrainBestConfig(best_params=str(bad)))
     bad.write_text("hidden_size: 8\n")
-    with pytest.raises(cl.ConfigError, match="has no 'model' key"):
+    with pytest.raises(cl.ConfigError, match="must name a model .* under 'model'"):
         best.best_configuration(cl.TrainBestConfig(best_params=str(bad)))
-    with pytest.raises(cl.ConfigError, match="pretrain"):
+    with pytest.raises(cl.ConfigError, match=r"pretrain must be synthetic, one of chorales, .* got .no-such-collection. \(not found\)"):
         cl.TrainBestConfig(best_params=str(bad), pretrain="no-such-collection")
+    # A search's params file: its settings are named before anything trains.
+    with pytest.raises(cl.ConfigError, match="params/quick.yaml has settings train_best does not take: "
+                                             "dataset, n_trials, study_name"):
+        best.best_configuration(cl.TrainBestConfig(best_params="params/quick.yaml"))
+
+
+def test_a_crossval_file_s_settings_give_way_to_parameters_and_its_model_goes_beside_its_name(tmp_path):
+    def chosen(**kw):
+        cfg = cl.TrainBestConfig(best_params="params/crossval_context_more_data.yaml", dataset="chorales-185", **kw)
+        return cfg, best.best_configuration(cfg)
+    cfg, default = chosen()
+    assert cfg.output_path == resolve("runs/crossval_context_more_data/best")   # not the study's
+    _, given = chosen(epochs=3, test_transpose=0, also_train_on="none", pretrain_epochs=2)
+    assert given.epochs == 3 and given.extras == {"test_transpose": 0, "pretrain": "essen", "pretrain_epochs": 2,
+                                                  "also_train_on": ""}
+    _, none = chosen(pretrain="none")
+    assert none.extras["pretrain"] == "" and none.extras["also_train_on"] == "chorales"
+
+
+def test_a_json_best_params_file_keeps_its_small_learning_rate_a_number(tmp_path):
+    params = tmp_path / "best_hyperparameters.json"
+    params.write_text(json.dumps({"model": "gru", "learning_rate": 1e-05, "hidden_size": 8}))
+    assert '"learning_rate": 1e-05' in params.read_text()      # YAML 1.1 would read it as a string
+    chosen = best.best_configuration(cl.TrainBestConfig(best_params=str(params)))
+    assert chosen.params["learning_rate"] == 1e-05 and isinstance(chosen.params["learning_rate"], float)
