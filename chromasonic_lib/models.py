@@ -40,7 +40,9 @@ PROTOCOL = 2
 
 # Every family can add a short-term memory of the melody it is predicting (MelodyMemory);
 # memory_order 0 means none.
-MEMORY_DEFAULTS: dict[str, Any] = {"memory_order": 0, "memory_alpha": 1.0}
+MEMORY_DEFAULTS: dict[str, Any] = {"memory_order": 0, "memory_alpha": 1.0, "memory_rhythm": 0.0}
+# What the rhythm-linked memory (memory_rhythm) matches besides the notes, of those a model reads.
+RHYTHM = ("duration", "metre", "phrase")
 
 # Each family's hyperparameters and defaults: the names a search space may tune. The model
 # classes take their constructor defaults from here, so building a model directly or through
@@ -387,12 +389,15 @@ def _step(model: nn.Module, state: Any, tokens: torch.Tensor, context: dict | No
     return model.step(state, tokens) if context is None else model.step(state, tokens, context)
 
 
-def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> torch.Tensor:
+def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float,
+             linked: torch.Tensor | None = None) -> torch.Tensor:
     """The melody memory (see :class:`MelodyMemory`) applied to next-note log-probabilities.
 
     ``log_p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (a start token,
     then notes; right-padded). The start token never recurs, so no context holding it ever
-    matches: the memory counts notes only.
+    matches: the memory counts notes only. ``linked`` [B, T, T], where given, also has to hold
+    for position s to count at t (the rhythm-linked memory: the note predicted at t and the one
+    after s have the same duration, place in the bar and phrase end).
     """
     B, T, V = log_p.shape
     counts = []
@@ -406,7 +411,7 @@ def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float) -> 
                 back = torch.zeros_like(same)
                 back[:, k - 1:, k - 1:] = same[:, :T - k + 1, :T - k + 1]
                 match = match & back
-            counts.append(torch.bmm(match.to(log_p.dtype), after))       # [B, T, V]
+            counts.append(torch.bmm((match if linked is None else match & linked).to(log_p.dtype), after))
     return _mix(log_p, counts, [alpha * 2.0 ** (order - k) for k in range(1, len(counts) + 1)])
 
 
@@ -464,6 +469,10 @@ class MemoryState:
     # per melody, per order k: each context of k notes heard so far -> counts of the notes after it
     counts: list[list[dict[tuple[int, ...], torch.Tensor]]]
     position: int = -1                 # of the last token read (0: the start token)
+    # The rhythm-linked memory's counts, keyed by (context, rhythm of the note after it), and
+    # per melody the rhythm of the note the last step predicted (the next token read).
+    rhythm_counts: list[list[dict[tuple, torch.Tensor]]] | None = None
+    last_rhythm: list[tuple] | None = None
 
 
 class MelodyMemory(Wrapper):
@@ -482,11 +491,19 @@ class MelodyMemory(Wrapper):
     prediction unchanged; at the first note nothing has been heard, so the base model's
     prediction stands. Differentiable: a neural base trains through it. ``forward`` returns
     log-probabilities, which the loss and sampling take as logits.
+
+    With ``rhythm`` > 0 (a model that reads some of the context ``RHYTHM``), a second memory of
+    the same order, with alpha ``rhythm``, then moves that prediction toward what followed a
+    context only where the note after it had the same duration, place in the bar and phrase end
+    (those the model reads) as the note being predicted: a phrase sung again repeats its
+    rhythm too, so the notes that recur with their rhythm count again. As IDyOM's short-term
+    model links pitch with duration and metre (Pearce 2005, System D).
     """
 
-    def __init__(self, base: nn.Module, order: int, alpha: float):
+    def __init__(self, base: nn.Module, order: int, alpha: float, rhythm: float = 0.0):
         super().__init__(base)
-        self.order, self.alpha = order, alpha
+        self.order, self.alpha, self.rhythm = order, alpha, rhythm
+        self.rhythm_features = tuple(n for n in RHYTHM if n in self.context) if rhythm else ()
 
     def fit(self, x: torch.Tensor, lengths: torch.Tensor) -> "MelodyMemory":
         self.base.fit(x, lengths)
@@ -497,12 +514,22 @@ class MelodyMemory(Wrapper):
         log_p = torch.log_softmax(_forward(self.base, x, context).float(), -1)
         # A few melodies at a time: the T×T comparisons of long melodies stay near 64 MB.
         step = max(1, 2 ** 24 // max(1, x.shape[1]) ** 2)
-        return torch.cat([remember(log_p[i:i + step], x[i:i + step], self.order, self.alpha)
-                          for i in range(0, len(x), step)])
+        out = []
+        for i in range(0, len(x), step):
+            q = remember(log_p[i:i + step], x[i:i + step], self.order, self.alpha)
+            if self.rhythm:
+                # The context at step t is the predicted note's; at s, the note's after s.
+                r = torch.stack([context[n][i:i + step] for n in self.rhythm_features], -1)   # [b, T, F]
+                linked = (r[:, :, None] == r[:, None, :]).all(-1)                            # [b, T, T]
+                q = remember(q, x[i:i + step], self.order, self.rhythm, linked)
+            out.append(q)
+        return torch.cat(out)
 
     def start(self, batch_size: int) -> MemoryState:
         return MemoryState(self.base.start(batch_size), [[] for _ in range(batch_size)],
-                           [[{} for _ in range(self.order)] for _ in range(batch_size)])
+                           [[{} for _ in range(self.order)] for _ in range(batch_size)],
+                           rhythm_counts=[[{} for _ in range(self.order)] for _ in range(batch_size)],
+                           last_rhythm=[() for _ in range(batch_size)])
 
     def step(self, state: MemoryState, tokens: torch.Tensor,
              context: dict | None = None) -> tuple[torch.Tensor, MemoryState]:
@@ -511,23 +538,37 @@ class MelodyMemory(Wrapper):
         out, state.base = _step(self.base, state.base, tokens, context)
         log_p = torch.log_softmax(out.float(), -1)
         t = state.position = state.position + 1
-        for recent, tables, token in zip(state.recent, state.counts, tokens.tolist()):
+        rhythm = list(zip(*(context[n].tolist() for n in self.rhythm_features))) if self.rhythm else []
+        for b, (recent, tables, token) in enumerate(zip(state.recent, state.counts, tokens.tolist())):
             # The new token follows each context of k notes that ends at the previous position
             # (k < t: a context holding the start token never recurs, so it is never counted).
             for k in range(1, min(self.order, t - 1) + 1):
-                context = tuple(recent[-k:])
-                if context not in tables[k - 1]:
-                    tables[k - 1][context] = log_p.new_zeros(log_p.shape[-1])
-                tables[k - 1][context][token] += 1
+                keys = [(tables[k - 1], tuple(recent[-k:]))]
+                if self.rhythm:     # the new token's rhythm: the last step's predicted note's
+                    keys.append((state.rhythm_counts[b][k - 1], (tuple(recent[-k:]), state.last_rhythm[b])))
+                for table, key in keys:
+                    if key not in table:
+                        table[key] = log_p.new_zeros(log_p.shape[-1])
+                    table[key][token] += 1
             recent.append(token)
             del recent[:-self.order]
-        counts = []     # a context never heard counts nothing: it leaves the prediction as it is
-        for k in range(1, min(self.order, t) + 1):
-            seen = [tables[k - 1].get(tuple(recent[-k:]))
-                    for recent, tables in zip(state.recent, state.counts)]
-            counts.append(torch.stack([torch.zeros_like(log_p[0]) if c is None else c for c in seen]))
-        return _mix(log_p, counts, [self.alpha * 2.0 ** (self.order - k)
-                                    for k in range(1, len(counts) + 1)]), state
+            if self.rhythm:
+                state.last_rhythm[b] = rhythm[b]
+        orders = range(1, min(self.order, t) + 1)
+        mixed = _mix(log_p, self._counts(state.counts, lambda b, k: tuple(state.recent[b][-k:]), orders, log_p),
+                     [self.alpha * 2.0 ** (self.order - k) for k in orders])
+        if self.rhythm:
+            mixed = _mix(mixed, self._counts(state.rhythm_counts,
+                                             lambda b, k: (tuple(state.recent[b][-k:]), rhythm[b]), orders, log_p),
+                         [self.rhythm * 2.0 ** (self.order - k) for k in orders])
+        return mixed, state
+
+    @staticmethod
+    def _counts(tables: list, key, orders: range, log_p: torch.Tensor) -> list[torch.Tensor]:
+        """Per order k, each melody b's counts after its context ``key(b, k)``; a context never
+        heard counts nothing: it leaves the prediction as it is."""
+        return [torch.stack([tables[b][k - 1].get(key(b, k), torch.zeros_like(log_p[0]))
+                             for b in range(len(tables))]) for k in orders]
 
 
 
@@ -598,6 +639,9 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
         if key == "dropout":
             ok = isinstance(value, (int, float)) and 0 <= value < 1
             what = "a number in [0, 1)"
+        elif key == "memory_rhythm":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            what = "a number ≥ 0 (0: no rhythm-linked memory)"
         elif key in ("alpha", "memory_alpha"):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
             what = "a positive number"
@@ -632,14 +676,17 @@ def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: in
     hp = _check_hparams(name, dict(hparams or {}))
     if seed is not None:
         torch.manual_seed(seed)
-    memory_order, memory_alpha = hp.pop("memory_order"), hp.pop("memory_alpha")
+    memory_order, memory_alpha, rhythm = hp.pop("memory_order"), hp.pop("memory_alpha"), hp.pop("memory_rhythm")
     if name == "markov":
         model = MarkovModel(vocab_size, **hp)
     elif name == "transformer":
         model = TransformerModel(vocab_size, **hp)
     else:
         model = RecurrentModel(vocab_size, cell=name, **hp)
-    return MelodyMemory(model, memory_order, memory_alpha) if memory_order else model
+    if rhythm and not (memory_order and set(RHYTHM) & set(getattr(model, "context", ()))):
+        raise ConfigError(f"memory_rhythm needs the melody memory (memory_order ≥ 1) and a model that "
+                          f"reads at least one of the context features {', '.join(RHYTHM)}")
+    return MelodyMemory(model, memory_order, memory_alpha, rhythm) if memory_order else model
 
 
 def split_params(name: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

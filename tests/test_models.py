@@ -325,3 +325,52 @@ def test_an_ensemble_averages_probabilities_and_round_trips(name, tmp_path):
     loaded, meta = load_checkpoint(tmp_path / "e.pt")
     assert meta["ensemble"] == 2 and isinstance(loaded, Ensemble)
     assert torch.allclose(loaded(x), ensemble(x), atol=1e-6)
+
+
+def _rhythm_model(rhythm: float, **hp):
+    return build_model("lstm", {**SMALL["lstm"], "memory_order": 1, "memory_alpha": 1.0, "memory_rhythm": rhythm,
+                                "context": ["duration"], **hp}, 6, seed=0).eval()
+
+
+def test_the_rhythm_linked_memory_counts_what_followed_with_the_predicted_note_s_rhythm():
+    x = torch.tensor([[6, 0, 1, 0, 2, 0]])                   # the start token, then notes
+    # The duration of the note each step predicts (0, 1, 0, 2, 0, then one more).
+    context = {"duration": torch.tensor([[1, 1, 1, 2, 1, 2]])}
+    plain, linked = _rhythm_model(0.0)(x, context).exp()[0], _rhythm_model(0.5)(x, context).exp()[0]
+    # Step 5 predicts a note of duration 2 after a 0: the 0 was followed by a 1 of duration 1
+    # (step 1) and by a 2 of duration 2 (step 3): only the 2 counts again, with alpha 0.5.
+    expected = (torch.nn.functional.one_hot(torch.tensor(2), 6) + 0.5 * plain[5]) / 1.5
+    assert torch.allclose(linked[5], expected, atol=1e-6)
+    # Step 3 predicts a duration 2 after a 0 that was followed only with duration 1: as plain.
+    assert torch.allclose(linked[3], plain[3], atol=1e-6)
+
+
+def test_the_rhythm_linked_memory_steps_as_it_reads_whole_melodies():
+    torch.manual_seed(0)
+    model = _rhythm_model(0.7, memory_order=4, context=["duration", "metre", "phrase"])
+    x = torch.randint(0, 4, (3, 30))
+    x[:, 0] = 6
+    context = {"duration": torch.randint(0, 3, (3, 30)), "metre": torch.randint(0, 4, (3, 30)),
+               "phrase": torch.randint(0, 2, (3, 30))}
+    state, steps = model.start(3), []
+    for t in range(30):
+        out, state = model.step(state, x[:, t], {k: v[:, t] for k, v in context.items()})
+        steps.append(out)
+    assert torch.allclose(torch.stack(steps, 1), model(x, context), atol=1e-5)
+    # Causal: changing the notes and rhythm after step 20 leaves the predictions up to it.
+    later = {k: v.clone() for k, v in context.items()}
+    later["duration"][:, 21:] = (later["duration"][:, 21:] + 1) % 3
+    y = x.clone()
+    y[:, 21:] = (y[:, 21:] + 1) % 4
+    assert torch.allclose(model(y, later)[:, :21], model(x, context)[:, :21], atol=1e-6)
+
+
+@pytest.mark.parametrize("hp,match", [({"memory_rhythm": -1, "memory_order": 2, "context": ["duration"]},
+                                       "memory_rhythm of lstm must be a number ≥ 0"),
+                                      ({"memory_rhythm": 1, "memory_order": 2},
+                                       "memory_rhythm needs the melody memory .* and a model that reads"),
+                                      ({"memory_rhythm": 1, "context": ["duration"]},
+                                       "memory_rhythm needs the melody memory")])
+def test_bad_rhythm_memory_settings_name_themselves(hp, match):
+    with pytest.raises(ConfigError, match=match):
+        build_model("lstm", hp)
