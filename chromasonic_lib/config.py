@@ -698,10 +698,7 @@ class CrossvalConfig:
         self.limit = check_int("limit", self.limit, 0)
         self.ensemble = check_int("ensemble", self.ensemble)
         self.jobs = check_int("jobs", self.jobs, 0)
-        self._check_settings()
-
-    def _check_settings(self) -> None:
-        """Every key left in the params file is one of the model's or its training's parameters."""
+        # Every key left in the params file is one of the model's or its training's parameters.
         check_settings_keys("params", self.params, self.settings, self.model, "crossval")
 
     def _other_collection(self, key: str, given: str) -> str:

@@ -390,17 +390,18 @@ def _step(model: nn.Module, state: Any, tokens: torch.Tensor, context: dict | No
 
 
 def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float,
-             linked: torch.Tensor | None = None) -> torch.Tensor:
+             linked: torch.Tensor | None = None, linked_alpha: float = 0.0) -> torch.Tensor:
     """The melody memory (see :class:`MelodyMemory`) applied to next-note log-probabilities.
 
     ``log_p`` [B, T, V] predicts the token after each position of ``x`` [B, T] (a start token,
     then notes; right-padded). The start token never recurs, so no context holding it ever
-    matches: the memory counts notes only. ``linked`` [B, T, T], where given, also has to hold
-    for position s to count at t (the rhythm-linked memory: the note predicted at t and the one
-    after s have the same duration, place in the bar and phrase end).
+    matches: the memory counts notes only. With ``linked`` [B, T, T] (the note predicted at t
+    and the one after s have the same duration, place in the bar and phrase end), the
+    rhythm-linked memory, alpha ``linked_alpha``, then counts the matches where it holds too:
+    the same comparisons serve both.
     """
     B, T, V = log_p.shape
-    counts = []
+    counts, linked_counts = [], []
     with torch.no_grad():       # the counts are the melody's, not the model's: no gradient
         same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
         match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
@@ -411,8 +412,16 @@ def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float,
                 back = torch.zeros_like(same)
                 back[:, k - 1:, k - 1:] = same[:, :T - k + 1, :T - k + 1]
                 match = match & back
-            counts.append(torch.bmm((match if linked is None else match & linked).to(log_p.dtype), after))
-    return _mix(log_p, counts, [alpha * 2.0 ** (order - k) for k in range(1, len(counts) + 1)])
+            counts.append(torch.bmm(match.to(log_p.dtype), after))       # [B, T, V]
+            if linked is not None:
+                linked_counts.append(torch.bmm((match & linked).to(log_p.dtype), after))
+    out = _mix(log_p, counts, _alphas(alpha, order, len(counts)))
+    return out if linked is None else _mix(out, linked_counts, _alphas(linked_alpha, order, len(counts)))
+
+
+def _alphas(alpha: float, order: int, n: int) -> list[float]:
+    """a_k = alpha · 2^(order - k) for the orders k = 1..n: a long context heard before counts most."""
+    return [alpha * 2.0 ** (order - k) for k in range(1, n + 1)]
 
 
 def _mix(log_p: torch.Tensor, counts: list[torch.Tensor], alphas: list[float]) -> torch.Tensor:
@@ -468,11 +477,11 @@ class MemoryState:
     recent: list[list[int]]            # per melody, its last ``order`` tokens
     # per melody, per order k: each context of k notes heard so far -> counts of the notes after it
     counts: list[list[dict[tuple[int, ...], torch.Tensor]]]
-    position: int = -1                 # of the last token read (0: the start token)
     # The rhythm-linked memory's counts, keyed by (context, rhythm of the note after it), and
     # per melody the rhythm of the note the last step predicted (the next token read).
     rhythm_counts: list[list[dict[tuple, torch.Tensor]]] | None = None
     last_rhythm: list[tuple] | None = None
+    position: int = -1                 # of the last token read (0: the start token)
 
 
 class MelodyMemory(Wrapper):
@@ -514,22 +523,23 @@ class MelodyMemory(Wrapper):
         log_p = torch.log_softmax(_forward(self.base, x, context).float(), -1)
         # A few melodies at a time: the T×T comparisons of long melodies stay near 64 MB.
         step = max(1, 2 ** 24 // max(1, x.shape[1]) ** 2)
-        out = []
-        for i in range(0, len(x), step):
-            q = remember(log_p[i:i + step], x[i:i + step], self.order, self.alpha)
-            if self.rhythm:
-                # The context at step t is the predicted note's; at s, the note's after s.
-                r = torch.stack([context[n][i:i + step] for n in self.rhythm_features], -1)   # [b, T, F]
-                linked = (r[:, :, None] == r[:, None, :]).all(-1)                            # [b, T, T]
-                q = remember(q, x[i:i + step], self.order, self.rhythm, linked)
-            out.append(q)
-        return torch.cat(out)
+        return torch.cat([remember(log_p[i:i + step], x[i:i + step], self.order, self.alpha,
+                                   self._linked(context, slice(i, i + step)), self.rhythm)
+                          for i in range(0, len(x), step)])
+
+    def _linked(self, context: dict | None, rows: slice) -> torch.Tensor | None:
+        """[b, T, T]: the note predicted at step t has the rhythm of the one predicted at step s
+        (the context at a step is the predicted note's); None without the rhythm-linked memory."""
+        if not self.rhythm:
+            return None
+        r = torch.stack([context[n][rows] for n in self.rhythm_features], -1)     # [b, T, F]
+        return (r[:, :, None] == r[:, None, :]).all(-1)
 
     def start(self, batch_size: int) -> MemoryState:
         return MemoryState(self.base.start(batch_size), [[] for _ in range(batch_size)],
                            [[{} for _ in range(self.order)] for _ in range(batch_size)],
-                           rhythm_counts=[[{} for _ in range(self.order)] for _ in range(batch_size)],
-                           last_rhythm=[() for _ in range(batch_size)])
+                           *(([[{} for _ in range(self.order)] for _ in range(batch_size)],
+                               [() for _ in range(batch_size)]) if self.rhythm else ()))
 
     def step(self, state: MemoryState, tokens: torch.Tensor,
              context: dict | None = None) -> tuple[torch.Tensor, MemoryState]:
@@ -556,11 +566,11 @@ class MelodyMemory(Wrapper):
                 state.last_rhythm[b] = rhythm[b]
         orders = range(1, min(self.order, t) + 1)
         mixed = _mix(log_p, self._counts(state.counts, lambda b, k: tuple(state.recent[b][-k:]), orders, log_p),
-                     [self.alpha * 2.0 ** (self.order - k) for k in orders])
+                     _alphas(self.alpha, self.order, len(orders)))
         if self.rhythm:
             mixed = _mix(mixed, self._counts(state.rhythm_counts,
                                              lambda b, k: (tuple(state.recent[b][-k:]), rhythm[b]), orders, log_p),
-                         [self.rhythm * 2.0 ** (self.order - k) for k in orders])
+                         _alphas(self.rhythm, self.order, len(orders)))
         return mixed, state
 
     @staticmethod
