@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
-from .data.context import bar_length, in_key, transpose_keys
+from .data.context import MINOR, bar_length, in_key, transpose_keys
 from .data.encodings import REST, Encoding, Notes, midi_name
 from .errors import ConfigError
 
@@ -151,27 +151,64 @@ def repeat_rhythm(notes: Notes, copies: int) -> Notes:
     return Notes(np.tile(notes.pitches, copies), np.tile(notes.durations, copies), context)
 
 
+# How MIDI key signatures (mido's names) spell each tonic pitch class, major and minor.
+MAJOR_KEYS = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MINOR_KEYS = ("Cm", "C#m", "Dm", "Ebm", "Em", "Fm", "F#m", "Gm", "G#m", "Am", "Bbm", "Bm")
+
+
 def notes_to_midi_bytes(notes: Notes, bpm: float = 100.0, program: int = 0) -> bytes:
-    """A one-track MIDI file (480 ticks per quarter note)."""
+    """A one-track MIDI file (480 ticks per quarter note); where the notes carry their score's
+    context (a parsed melody, or a sample written in one's rhythm), its time and key signatures
+    too, so that a notation program shows the bars and the key."""
     import mido
     tpq = 480
+    onsets = np.concatenate([[0.0], np.cumsum(notes.durations, dtype=np.float64)[:-1]])
+    events = [(0, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))),
+              (0, 0, mido.Message("program_change", program=program))]
+    events += [(int(round(at * tpq)), 1, msg) for at, msg in _signatures(notes, onsets)]
+    for pitch, start, dur in zip(notes.pitches.tolist(), onsets.tolist(), notes.durations.tolist()):
+        if pitch != REST:     # at one tick: the note that ends, the signatures, the next note
+            on = int(round(start * tpq))
+            events += [(on, 2, mido.Message("note_on", note=int(pitch), velocity=80)),
+                       (on + int(round(dur * tpq)), 0, mido.Message("note_off", note=int(pitch), velocity=0))]
+    track, now = mido.MidiTrack(), 0
+    for tick, _, msg in sorted(events, key=lambda e: e[:2]):
+        track.append(msg.copy(time=tick - now))
+        now = tick
     mid = mido.MidiFile(ticks_per_beat=tpq)
-    track = mido.MidiTrack()
     mid.tracks.append(track)
-    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
-    track.append(mido.Message("program_change", program=program, time=0))
-    wait = 0
-    for pitch, dur in zip(notes.pitches.tolist(), notes.durations.tolist()):
-        ticks = int(round(dur * tpq))
-        if pitch == REST:
-            wait += ticks
-            continue
-        track.append(mido.Message("note_on", note=int(pitch), velocity=80, time=wait))
-        track.append(mido.Message("note_off", note=int(pitch), velocity=0, time=ticks))
-        wait = 0
     buf = io.BytesIO()
     mid.save(file=buf)
     return buf.getvalue()
+
+
+def _signatures(notes: Notes, onsets: np.ndarray) -> list:
+    """(quarter notes from the start, MIDI meta message): a time signature where one is given
+    and where it changes, the key where it changes. A melody that starts inside a bar (a
+    pickup) opens with a bar of the pickup's length, as notation programs write one."""
+    import mido
+    c = notes.context
+    if c is None or not len(notes):
+        return []
+    out, metre, key = [], None, None
+    for i, at in enumerate(onsets.tolist()):
+        if tuple(c.metres[i]) != metre and c.metres[i][0] > 0:
+            metre = tuple(int(v) for v in c.metres[i])
+            bar_at = at
+            pickup = float(bar_length(c.metres[i])[0]) - float(c.bar_offsets[i]) if i == 0 else 0.0
+            if 0 < float(c.bar_offsets[i]) and pickup > 0:
+                # The shortest of /4, /8, /16 bars that holds the pickup exactly (else none).
+                den = next((d for d in (4, 8, 16) if float(pickup * d / 4).is_integer()), 0)
+                if den:
+                    out.append((at, mido.MetaMessage("time_signature", numerator=int(pickup * den / 4),
+                                                     denominator=den)))
+                    bar_at += pickup
+            out.append((bar_at, mido.MetaMessage("time_signature", numerator=metre[0], denominator=metre[1])))
+        if int(c.keys[i]) != key:
+            key = int(c.keys[i])
+            name = MINOR_KEYS[key % 12] if key >= MINOR else MAJOR_KEYS[key]
+            out.append((at, mido.MetaMessage("key_signature", key=name)))
+    return out
 
 
 def read_midi_pitches(path: str | Path) -> list[int]:

@@ -170,3 +170,28 @@ def test_a_melody_of_rests_is_silence_as_long_as_the_rests(monkeypatch):
             monkeypatch.setitem(sys.modules, "fluidsynth", None)
         audio = generate.render(rests, BPM)
         assert not audio.any() and len(audio) == int(generate.SAMPLE_RATE * 1.2) + generate.SAMPLE_RATE // 4
+
+
+def test_a_melody_with_its_score_s_context_writes_its_bars_and_key_into_the_midi_file(tmp_path):
+    """A 3/4 melody in G major with a one-beat pickup that ends in A minor: a notation program
+    reading the file shows a 1/4 bar, then 3/4 bars, and the two keys where they start."""
+    import music21
+    from chromasonic_lib.data.context import NoteContext
+    context = NoteContext(np.array([2, 0, 1, 2, 0], np.float32), np.tile(np.array([3, 4], np.int16), (5, 1)),
+                          np.array([0, 0, 0, 0, 1], bool), np.array([7, 7, 7, 7, 12 + 9], np.int8))
+    notes = Notes(np.array([62, 67, REST, 71, 69], np.int16), np.array([1, 1, 1, 1, 3], np.float32), context)
+    path = generate.write_midi(tmp_path / "m.mid", notes)
+    meta, now = [], 0
+    for msg in mido.MidiFile(str(path)).tracks[0]:
+        now += msg.time
+        if msg.type == "time_signature":
+            meta.append((now, f"{msg.numerator}/{msg.denominator}"))
+        elif msg.type == "key_signature":
+            meta.append((now, msg.key))
+    assert meta == [(0, "1/4"), (0, "G"), (480, "3/4"), (4 * 480, "Am")]
+    assert generate.read_midi_pitches(path) == [62, 67, 71, 69]       # the notes as before
+    bars = music21.converter.parse(str(path)).parts[0].getElementsByClass("Measure")
+    assert [b.barDuration.quarterLength for b in bars] == [1, 3, 3]
+    # Without a score's context (a pitch-only sample): no signatures, as before.
+    plain = generate.write_midi(tmp_path / "p.mid", Notes(notes.pitches, notes.durations))
+    assert not [m for m in mido.MidiFile(str(plain)).tracks[0] if m.type in ("time_signature", "key_signature")]
