@@ -192,23 +192,29 @@ def _signatures(notes: Notes, onsets: np.ndarray) -> list:
         return []
     out, metre, key = [], None, None
     for i, at in enumerate(onsets.tolist()):
-        if tuple(c.metres[i]) != metre and c.metres[i][0] > 0:
+        if c.metres[i][0] > 0 and tuple(c.metres[i]) != metre:
             metre = tuple(int(v) for v in c.metres[i])
-            bar_at = at
-            pickup = float(bar_length(c.metres[i])[0]) - float(c.bar_offsets[i]) if i == 0 else 0.0
-            if 0 < float(c.bar_offsets[i]) and pickup > 0:
-                # The shortest of /4, /8, /16 bars that holds the pickup exactly (else none).
-                den = next((d for d in (4, 8, 16) if float(pickup * d / 4).is_integer()), 0)
-                if den:
-                    out.append((at, mido.MetaMessage("time_signature", numerator=int(pickup * den / 4),
-                                                     denominator=den)))
-                    bar_at += pickup
-            out.append((bar_at, mido.MetaMessage("time_signature", numerator=metre[0], denominator=metre[1])))
+            pickup = _pickup_bar(c) if i == 0 else None
+            if pickup:
+                out.append((at, mido.MetaMessage("time_signature", numerator=pickup[1], denominator=pickup[2])))
+                at += pickup[0]
+            out.append((at, mido.MetaMessage("time_signature", numerator=metre[0], denominator=metre[1])))
         if int(c.keys[i]) != key:
             key = int(c.keys[i])
             name = MINOR_KEYS[key % 12] if key >= MINOR else MAJOR_KEYS[key]
-            out.append((at, mido.MetaMessage("key_signature", key=name)))
+            out.append((onsets[i], mido.MetaMessage("key_signature", key=name)))
     return out
+
+
+def _pickup_bar(c) -> tuple[float, int, int] | None:
+    """(quarter notes, numerator, denominator) of the bar a melody that starts inside its first
+    bar opens with: the shortest /4, /8 or /16 bar that holds the pickup exactly; else None."""
+    offset = float(c.bar_offsets[0])
+    pickup = float(bar_length(c.metres[0])[0]) - offset
+    if offset <= 0 or pickup <= 0:
+        return None
+    den = next((d for d in (4, 8, 16) if float(pickup * d / 4).is_integer()), 0)
+    return (pickup, int(pickup * den / 4), den) if den else None
 
 
 def read_midi_pitches(path: str | Path) -> list[int]:
