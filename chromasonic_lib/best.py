@@ -210,8 +210,8 @@ class Sample:
         return (f"{self.name}: {len(keys)} notes, range {span}{rhythm}; {self.midi.name}, "
                 f"{self.wav.name} rendered by {self.audio}")
 
-    def piano_roll(self):
-        return generate.piano_roll_figure(self.notes, self.name)
+    def piano_roll(self, ax=None):
+        return generate.piano_roll_figure(self.notes, self.name, ax)
 
 
 def generate_samples(run: TrainedRun, cfg: TrainBestConfig, n: int | None = None, length: int | None = None,

@@ -2,12 +2,26 @@
 from __future__ import annotations
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import optuna
 from IPython.display import Audio, display
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from .plots import plain_numbers, whole_numbers_on_x
 from .search.results import trial_config
+
+
+def _axes(figsize: tuple[float, float]) -> Axes:
+    """Axes on a figure of a callback's own, which it shows with ``display(ax.figure)``.
+
+    Not a pyplot figure: a callback runs as the kernel handles a widget's comm message, and
+    after every comm message the inline backend shows and closes every figure pyplot holds.
+    JupyterLab sends widget messages over a kernel subshell, which ipykernel runs in a thread
+    of its own, so that flush could draw the callback's figure while the callback draws it too
+    (the bars came out shifted against the axes, left of 0) or close it before the callback
+    shows it (no figure at all).
+    """
+    return Figure(figsize=figsize).subplots()
 
 
 def trial_explorer(study: optuna.Study) -> W.Widget:
@@ -29,7 +43,7 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
             return
         t = study.trials[pick.value]
         with out:
-            fig, ax = plt.subplots(figsize=(6, 3))
+            ax = _axes((6, 3))
             steps = sorted(t.intermediate_values)
             ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o")
             ax.set_xlabel("epoch")
@@ -37,7 +51,7 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
             ax.set_title(f"trial {t.number}: {t.state.name.lower()}")
             plain_numbers(ax)
             whole_numbers_on_x(ax)
-            plt.show()
+            display(ax.figure)
             print("\n".join(f"{k} = {v}" for k, v in trial_config(t).items()))
             if "fail_reason" in t.user_attrs:
                 print("failed:", t.user_attrs["fail_reason"])
@@ -72,8 +86,7 @@ def generator_panel(run, cfg) -> W.Widget:
                                       primer=notes, seed=run.configuration.data.seed + counter["n"])[0]
             print(sample.describe())
             display(Audio(filename=str(sample.wav)))
-            sample.piano_roll()
-            plt.show()
+            display(sample.piano_roll(ax=_axes((9, 2.8))))
 
     button.on_click(on_click)
     return W.VBox([W.HBox([temperature, length]), W.HBox([primer, button]), out])

@@ -4,14 +4,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 import chromasonic_lib as cl
-from chromasonic_lib import best, generate
+from chromasonic_lib import best, generate, widgets
+from chromasonic_lib.data.encodings import REST, Notes
 from chromasonic_lib.paths import resolve
 from test_search import tiny_cfg
 
@@ -214,3 +218,25 @@ def test_a_json_best_params_file_keeps_its_small_learning_rate_a_number(tmp_path
     assert '"learning_rate": 1e-05' in params.read_text()      # YAML 1.1 would read it as a string
     chosen = best.best_configuration(cl.TrainBestConfig(best_params=str(params)))
     assert chosen.params["learning_rate"] == 1e-05 and isinstance(chosen.params["learning_rate"], float)
+
+
+def test_the_generator_panel_shows_its_piano_roll_from_0_on_a_figure_pyplot_does_not_hold(tmp_path, monkeypatch):
+    """In JupyterLab the inline backend shows and closes every figure pyplot holds after each widget
+    message, from the thread of a kernel subshell: the panel's own figure must not be one of them,
+    or it is drawn twice at once (bars shifted left of 0) or closed before the panel shows it."""
+    notes = Notes(np.array([60, 62, REST, 64], dtype=np.int16), np.full(4, 0.5, dtype=np.float32))
+    sample = best.Sample([], notes, tmp_path / "s.mid", generate.write_wav(tmp_path / "s.wav", notes),
+                         "sample_1", "test")
+    monkeypatch.setattr(best, "generate_samples", lambda *args, **kw: [sample])
+    shown = []          # (what the panel displayed, the figures pyplot held then)
+    monkeypatch.setattr(widgets, "display", lambda obj, **kw: shown.append((obj, plt.get_fignums())))
+    run = SimpleNamespace(configuration=SimpleNamespace(data=SimpleNamespace(seed=0)))
+    panel = widgets.generator_panel(run, cl.TrainBestConfig(primer="C4 D4 E4"))
+    plt.close("all")
+    panel.children[1].children[1].click()                  # Generate
+    figures = [(obj, held) for obj, held in shown if isinstance(obj, Figure)]
+    assert len(figures) == 1, f"the panel displayed {[type(obj).__name__ for obj, _ in shown]}"
+    fig, held = figures[0]
+    assert held == [] and plt.get_fignums() == []
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] == 0 and min(bar.get_x() for bar in ax.patches) == 0
