@@ -227,17 +227,20 @@ def test_generate_button_plays_a_new_melody_and_a_new_primer_changes_it(page_of,
     panel = nb.code_cells.last
     out = panel.locator(".widget-output")
     audio = out.locator("audio")
+    roll = out.locator("img")
     generate = panel.get_by_role("button", name="Generate")
 
-    def melody() -> tuple[str, str | None]:
-        """The printed description and the audio's source."""
+    def melody() -> tuple[str, str | None, str | None]:
+        """The printed description, the audio's source and the piano roll's."""
         src = audio.first.locator("source").first.get_attribute("src") if audio.count() else None
-        return out.inner_text(), src
+        return out.inner_text(), src, roll.first.get_attribute("src") if roll.count() else None
 
-    def press_generate(what: str) -> tuple[str, str | None]:
+    def press_generate(what: str) -> tuple[str, str | None, str | None]:
         before = melody()
         generate.click()
-        nb.until(lambda: melody() != before and melody()[1], what=what)
+        # The piano roll is the panel's last output: a new one, loaded, means the whole melody is shown.
+        nb.until(lambda: melody()[1] and melody()[2] not in (None, before[2])
+                 and roll.first.evaluate("img => img.complete && img.naturalWidth > 0"), what=what)
         nb.wait_until_idle()
         assert_ran_cleanly(nb)
         nb.until(lambda: audio.first.evaluate("a => a.readyState >= 1 || a.error !== null"), what="audio metadata")
@@ -245,17 +248,17 @@ def test_generate_button_plays_a_new_melody_and_a_new_primer_changes_it(page_of,
         return melody()
 
     audios_before = nb.panel.locator("audio").count()
-    first = press_generate("a melody after Generate")
+    first = press_generate("a melody and its piano roll after Generate")
     assert nb.panel.locator("audio").count() == audios_before + 1
-    nb.screenshot(SHOTS / "train_best-generate.png", show=panel)
+    nb.screenshot(SHOTS / "train_best-generate.png", show=roll.first)
 
     primer = panel.get_by_label("primer", exact=True)
     assert primer.input_value() == "C4 D4 E4"
     primer.fill("G4 A4 B4")
-    second = press_generate("a melody from the new primer")
+    second = press_generate("a melody and its piano roll from the new primer")
     assert second != first
     assert nb.panel.locator("audio").count() == audios_before + 1      # replaced, not added
-    nb.screenshot(SHOTS / "train_best-primer.png", show=panel)
+    nb.screenshot(SHOTS / "train_best-primer.png", show=roll.first)
 
 
 def test_optuna_dashboard_extension_opens_the_study(chromium, lab, searched):
