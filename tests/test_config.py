@@ -8,7 +8,7 @@ import pytest
 
 import chromasonic_lib as cl
 from chromasonic_lib import search as search_mod
-from conftest import run_notebook
+from conftest import ROOT, run_notebook
 
 # (parameters, text the error must contain): at least 25 bad inputs.
 BAD = [
@@ -156,26 +156,57 @@ def test_train_best_needs_a_test_split_the_study_may_not_have():
 NOTEBOOK_CASES = BAD
 
 
+def _config_cells(params: dict) -> list[str]:
+    """The search notebook's code up to its config cell, with ``params`` injected by papermill
+    (as ``papermill -p`` does): the parameters cell, papermill's injected cell, the imports
+    and the config check."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = load_notebook_node(str(ROOT / "notebooks" / "search.ipynb"))
+    nb = parameterize_notebook(nb, params, kernel_name="python3")
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    return code[:next(i for i, src in enumerate(code) if "SearchConfig.from_namespace" in src) + 1]
+
+
 @pytest.mark.slow
 def test_search_notebook_stops_at_the_config_cell_with_the_parameter_named(tmp_path):
-    def run(i_case):
-        i, (params, message) = i_case
+    """Every case of the table in one kernel, each from a cleared namespace, through the
+    notebook's own cells with papermill's injection (one kernel start instead of one per case);
+    two cases run whole through papermill, as a researcher's run does."""
+    from jupyter_client.manager import start_new_kernel
+
+    cases = []
+    for i, (params, message) in enumerate(NOTEBOOK_CASES):
         case = tmp_path / f"case{i}"
         case.mkdir()
-        params = {**_base(case), **_materialize(params, case)}
-        try:
-            run_notebook("search", case / "run.ipynb", **params)
-        except pm.PapermillExecutionError as e:
-            return params, message, e.ename, e.evalue, (case / "out" / "optimization_results.json").exists()
-        return params, message, None, None, False
+        cases.append(({**_base(case), **_materialize(params, case)}, message, case))
+    assert len(cases) >= 25
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(ROOT))
+    try:
+        for params, message, case in cases:
+            kc.execute_interactive("%reset -f", timeout=60)
+            for source in _config_cells(params):
+                reply = kc.execute_interactive(source, timeout=120)["content"]
+                if reply["status"] == "error":
+                    break
+            assert reply["status"] == "error", (params, "the config cell passed")
+            assert reply["ename"] == "ConfigError" and message in reply["evalue"], (params, reply["evalue"])
+            assert not (case / "out").exists()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(run, enumerate(NOTEBOOK_CASES)))
-    assert len(results) >= 25
-    for params, message, ename, evalue, wrote in results:
-        assert ename == "ConfigError", (params, ename, evalue)
-        assert message in evalue, (params, evalue)
-        assert not wrote
+    def papermill(i):
+        params, message, case = cases[i]
+        with pytest.raises(pm.PapermillExecutionError) as err:
+            run_notebook("search", case / "run.ipynb", **params)
+        assert err.value.ename == "ConfigError" and message in err.value.evalue
+        assert not (case / "out" / "optimization_results.json").exists()
+
+    with ThreadPoolExecutor(2) as pool:     # a number and a file, the whole notebook each
+        list(pool.map(papermill, [0, next(i for i, (p, _) in enumerate(NOTEBOOK_CASES)
+                                          if p.get("search_space") == "BAD:low_high")]))
 
 
 def test_the_search_starts_from_trainconfigs_defaults():
