@@ -197,12 +197,12 @@ def _signatures(notes: Notes, onsets: np.ndarray) -> list:
             pickup = _pickup_bar(c) if i == 0 else None
             if pickup:
                 out.append((at, mido.MetaMessage("time_signature", numerator=pickup[1], denominator=pickup[2])))
-                at += pickup[0]
-            out.append((at, mido.MetaMessage("time_signature", numerator=metre[0], denominator=metre[1])))
+            out.append((at + (pickup[0] if pickup else 0), mido.MetaMessage(
+                "time_signature", numerator=metre[0], denominator=metre[1])))
         if int(c.keys[i]) != key:
             key = int(c.keys[i])
             name = MINOR_KEYS[key % 12] if key >= MINOR else MAJOR_KEYS[key]
-            out.append((onsets[i], mido.MetaMessage("key_signature", key=name)))
+            out.append((at, mido.MetaMessage("key_signature", key=name)))
     return out
 
 
@@ -302,9 +302,13 @@ def write_wav(path: str | Path, notes: Notes, bpm: float = 100.0) -> Path:
     return atomic_write(path, wav_bytes(render(notes, bpm)))
 
 
+PIANO_ROLL_SIZE = (9, 2.8)       # inches
+
+
 def piano_roll_figure(notes: Notes, title: str = "", ax=None):
-    """Notes as horizontal bars: time in quarter notes across, pitch up."""
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(9, 2.8))
+    """Notes as horizontal bars: time in quarter notes across, pitch up; on ``ax`` if given,
+    else on a new pyplot figure of ``PIANO_ROLL_SIZE``."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=PIANO_ROLL_SIZE)
     starts = np.concatenate([[0], np.cumsum(notes.durations)[:-1]])
     keep = notes.pitches != REST
     ax.barh(notes.pitches[keep], notes.durations[keep] * 0.95, left=starts[keep], height=0.8,

@@ -7,6 +7,7 @@ from IPython.display import Audio, display
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .generate import PIANO_ROLL_SIZE
 from .plots import plain_numbers, whole_numbers_on_x
 from .search.results import trial_config
 
@@ -86,7 +87,7 @@ def generator_panel(run, cfg) -> W.Widget:
                                       primer=notes, seed=run.configuration.data.seed + counter["n"])[0]
             print(sample.describe())
             display(Audio(filename=str(sample.wav)))
-            display(sample.piano_roll(ax=_axes((9, 2.8))))
+            display(sample.piano_roll(ax=_axes(PIANO_ROLL_SIZE)))
 
     button.on_click(on_click)
     return W.VBox([W.HBox([temperature, length]), W.HBox([primer, button]), out])

@@ -1,6 +1,7 @@
 """Every bad input stops the run before any data is loaded, with a message naming the parameter."""
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 
 import papermill as pm
@@ -156,15 +157,13 @@ def test_train_best_needs_a_test_split_the_study_may_not_have():
 NOTEBOOK_CASES = BAD
 
 
-def _config_cells(params: dict) -> list[str]:
-    """The search notebook's code up to its config cell, with ``params`` injected by papermill
-    (as ``papermill -p`` does): the parameters cell, papermill's injected cell, the imports
-    and the config check."""
-    from papermill.iorw import load_notebook_node
+def _config_cells(notebook, params: dict) -> list[str]:
+    """The code of ``notebook`` (the search notebook, as papermill loads it) up to its config
+    cell, with ``params`` injected by papermill (as ``papermill -p`` does): the parameters cell,
+    papermill's injected cell, the imports and the config check."""
     from papermill.parameterize import parameterize_notebook
 
-    nb = load_notebook_node(str(ROOT / "notebooks" / "search.ipynb"))
-    nb = parameterize_notebook(nb, params, kernel_name="python3")
+    nb = parameterize_notebook(copy.deepcopy(notebook), params, kernel_name="python3")  # it edits nb
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     return code[:next(i for i, src in enumerate(code) if "SearchConfig.from_namespace" in src) + 1]
 
@@ -175,7 +174,9 @@ def test_search_notebook_stops_at_the_config_cell_with_the_parameter_named(tmp_p
     notebook's own cells with papermill's injection (one kernel start instead of one per case);
     two cases run whole through papermill, as a researcher's run does."""
     from jupyter_client.manager import start_new_kernel
+    from papermill.iorw import load_notebook_node
 
+    notebook = load_notebook_node(str(ROOT / "notebooks" / "search.ipynb"))
     cases = []
     for i, (params, message) in enumerate(NOTEBOOK_CASES):
         case = tmp_path / f"case{i}"
@@ -186,7 +187,7 @@ def test_search_notebook_stops_at_the_config_cell_with_the_parameter_named(tmp_p
     try:
         for params, message, case in cases:
             kc.execute_interactive("%reset -f", timeout=60)
-            for source in _config_cells(params):
+            for source in _config_cells(notebook, params):
                 reply = kc.execute_interactive(source, timeout=120)["content"]
                 if reply["status"] == "error":
                     break
