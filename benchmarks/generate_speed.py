@@ -15,7 +15,7 @@ import time
 import torch
 
 from chromasonic_lib.config import CrossvalConfig
-from chromasonic_lib.crossval import _params
+from chromasonic_lib.crossval import recipe
 from chromasonic_lib.data.encodings import get_encoding
 from chromasonic_lib.generate import sample
 from chromasonic_lib.models import build_model
@@ -27,7 +27,7 @@ p.add_argument("--full-prefix", action="store_true")
 args = p.parse_args()
 
 cfg = CrossvalConfig(device="cpu")
-hparams, _ = _params(cfg)
+hparams = recipe(cfg).hparams
 model = build_model(cfg.model, hparams, get_encoding(cfg.encoding).vocab_size, seed=cfg.seed)
 extra = {"incremental": False} if args.full_prefix else {}
 times = []

@@ -22,56 +22,54 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
-import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing
 
 import numpy as np
-import torch
 from scipy import stats
 
-from .config import CrossvalConfig, TrainConfig
-from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups
+from .config import CrossvalConfig
+from .data import MelodySet, kfold, load_dataset, melody_groups
 from .errors import ChromasonicError
-from .models import build_model, split_params
-from .pretraining import also_train_on, describe_also_train_on, pretrained, start_from
-from .training import evaluate, pick_device, train_ensemble
-from .transposition import TranspositionAverage
+from .folds import Recipe, jobs_and_threads, pooled, scored_folds, train_fold
+from .models import split_params
+from .pretraining import also_train_on, describe_also_train_on, pretrained
+from .training import pick_device
 
 log = logging.getLogger(__name__)
 
 
-def _params(cfg: CrossvalConfig) -> tuple[dict, dict]:
-    """(model hyperparameters, training settings) of the params file."""
-    return split_params(cfg.model, {k: v for k, v in cfg.settings.items() if k not in ("model", "epochs")})
+def recipe(cfg: CrossvalConfig) -> Recipe:
+    """The configuration ``cfg`` cross-validates, as the fold loop (and a search trial) runs it."""
+    hparams, training = split_params(cfg.model, {k: v for k, v in cfg.settings.items()
+                                                 if k not in ("model", "epochs")})
+    return Recipe(cfg.model, hparams, training, cfg.epochs, cfg.seed, cfg.val_fraction,
+                  cfg.test_transpose, cfg.ensemble, cfg.device)
 
 
 def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict | None = None):
     """Train one model (or ensemble) per fold, one fold after another; yields (fold, model, test
     melodies, histories).
 
-    Member j of fold i starts from seed ``seed + i + j`` (or, with ``pretrain``, from the
-    pretrained weights) and trains with seed ``seed + j``. ``data``: the loaded ``cfg.dataset``
-    (loaded here when not given); the folds depend only on it, ``cfg.folds`` and ``cfg.seed``,
-    so two configurations given one data set share them. ``report``, where given, receives
-    what the pretraining did (``pretrained``). With ``also_train_on`` each fold trains on that
-    collection's melodies too (``_also_train_on``).
+    ``data``: the loaded ``cfg.dataset`` (loaded here when not given); the folds depend only on
+    it, ``cfg.folds`` and ``cfg.seed``, so two configurations given one data set share them.
+    ``report``, where given, receives what the pretraining did (``pretrained``). With
+    ``also_train_on`` each fold trains on that collection's melodies too (``_also_train_on``).
     """
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     state = _pretrained(cfg, data, report)
     pool, extra = _also_train_on(cfg, data, {})
     device = pick_device(cfg.device)
     for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
-        model, histories = _train_fold(cfg, pool, extra, state, i, train_idx)
+        model, histories = train_fold(recipe(cfg), pool, extra, state, i, train_idx)
         yield i, model, data.tensor(test_idx, device), histories
 
 
 def _pretrained(cfg: CrossvalConfig, data: MelodySet, report: dict | None) -> dict | None:
-    state, done = pretrained(cfg.pretrain, cfg.pretrain_epochs, cfg.model, _params(cfg), data,
-                             pick_device(cfg.device), cfg.seed, cfg.limit)
+    r = recipe(cfg)
+    state, done = pretrained(cfg.pretrain, cfg.pretrain_epochs, cfg.model, (r.hparams, r.training),
+                             data, pick_device(cfg.device), cfg.seed, cfg.limit)
     if report is not None:
         report.update(done)
     return state
@@ -87,94 +85,6 @@ def _also_train_on(cfg: CrossvalConfig, data: MelodySet, report: dict) -> tuple[
     return pool, extra
 
 
-def _train_fold(cfg: CrossvalConfig, pool: MelodySet, extra: list[int], state: dict | None, i: int,
-                train_idx: list[int]):
-    """Fold ``i``'s model (or ensemble), trained on ``train_idx`` less its held-out share (both
-    in ``pool``) and on ``extra``, and each member's history."""
-    device = pick_device(cfg.device)
-    hparams, training = _params(cfg)
-    train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, **training)
-    fit, val = hold_out(pool.melodies, train_idx, cfg.val_fraction, cfg.seed + i)
-    model, histories = train_ensemble(
-        lambda j: start_from(build_model(cfg.model, hparams, pool.vocab_size, seed=cfg.seed + i + j), state),
-        pool.tensor(fit + extra, device), pool.tensor(val, device) if val else None, train_cfg, cfg.ensemble)
-    if cfg.test_transpose:
-        model = TranspositionAverage(model, cfg.test_transpose)
-    return model, histories
-
-
-def _score_fold(cfg: CrossvalConfig, pool: MelodySet, extra: list[int], state: dict | None, i: int,
-                train_idx: list[int], test_idx: list[int]) -> dict:
-    """Fold ``i`` trained and scored: its line of the report."""
-    model, histories = _train_fold(cfg, pool, extra, state, i, train_idx)
-    m = evaluate(model, pool.tensor(test_idx, pick_device(cfg.device)))
-    epochs = [h.epochs_trained for h in histories]      # one per ensemble member
-    return {"fold": i, "bits_per_note": m.bits_per_note, "n_notes": m.n_notes,
-            "n_melodies": len(test_idx), "epochs": epochs[0] if len(epochs) == 1 else epochs}
-
-
-def jobs_and_threads(cfg: CrossvalConfig) -> tuple[int, int]:
-    """How many folds train at once, and each one's torch threads: ``cfg.jobs`` (0: as many as
-    this process has threads, at most one per fold, on the CPU; 1 on a GPU), sharing those
-    threads (torch's own count: the physical cores, or ``OMP_NUM_THREADS``)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    budget = max(1, min(cores, torch.get_num_threads()))
-    on_cpu = pick_device(cfg.device).type == "cpu"
-    jobs = min(cfg.jobs or (budget if on_cpu else 1), cfg.folds)
-    return jobs, max(1, budget // jobs)
-
-
-_worker: tuple = ()     # in a worker process: the arguments every fold shares
-
-
-def _start_worker(threads: int, *shared) -> None:
-    global _worker
-    torch.set_num_threads(threads)
-    _worker = shared
-
-
-def _worker_fold(i: int, train_idx: list[int], test_idx: list[int]) -> dict:
-    return _score_fold(*_worker, i, train_idx, test_idx)
-
-
-def _scored_folds(cfg: CrossvalConfig, data: MelodySet, pool: MelodySet, extra: list[int],
-                  state: dict | None, jobs: int, threads: int):
-    """Every fold of ``data`` trained and scored (``jobs`` at once, each in a process of its own
-    with ``threads`` torch threads); yields each fold's line of the report as it finishes."""
-    folds = list(enumerate(kfold(data.melodies, cfg.folds, cfg.seed)))
-    shared = (cfg, pool, extra, state)
-    if jobs == 1:
-        for i, (train_idx, test_idx) in folds:
-            yield _score_fold(*shared, i, train_idx, test_idx)
-        return
-    # spawn: a forked copy of a process whose torch threads already ran can hang.
-    workers = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_start_worker, initargs=(threads, *shared))
-    running: set = set()
-    try:
-        while folds or running:
-            while folds and len(running) < jobs:    # one fold a worker: none waits in a queue
-                i, (train_idx, test_idx) = folds.pop(0)
-                running.add(workers.submit(_worker_fold, i, train_idx, test_idx))
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-    except BaseException:   # a fold failed, Ctrl-C, a notebook's stop: no fold goes on training
-        _stop(workers)
-        raise
-    workers.shutdown()
-
-
-def _stop(workers: ProcessPoolExecutor) -> None:
-    """End ``workers`` now, folds they are still training included."""
-    if hasattr(workers, "terminate_workers"):        # Python 3.14
-        workers.terminate_workers()
-        return
-    for process in list((getattr(workers, "_processes", None) or {}).values()):
-        process.terminate()
-    workers.shutdown(wait=False, cancel_futures=True)
-
-
 def _groups(data: MelodySet) -> dict:
     """How the folds keep copies of one tune together, for the report."""
     g = melody_groups(data.melodies)
@@ -184,33 +94,33 @@ def _groups(data: MelodySet) -> dict:
 
 def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str = "") -> dict:
     """Cross-validated bits/note of ``cfg`` (on ``data`` when given); ``label`` starts each fold's line."""
-    hparams, training = _params(cfg)
+    r = recipe(cfg)
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     results, pretraining, also = [], {}, {}
     start = time.perf_counter()
     state = _pretrained(cfg, data, pretraining)
     pool, extra = _also_train_on(cfg, data, also)
-    jobs, threads = jobs_and_threads(cfg)
-    with closing(_scored_folds(cfg, data, pool, extra, state, jobs, threads)) as folds:  # stopped, it stops its workers
-        for r in folds:
-            results.append(r)
-            epochs = r["epochs"] if isinstance(r["epochs"], list) else [r["epochs"]]
-            print(f"{label}fold {r['fold'] + 1:>2}/{cfg.folds}: {r['bits_per_note']:.3f} bits/note over "
-                  f"{r['n_notes']} notes ({', '.join(map(str, epochs))} epochs)", flush=True)
-    results.sort(key=lambda r: r["fold"])
-    n_notes = sum(r["n_notes"] for r in results)
-    bits = sum(r["bits_per_note"] * r["n_notes"] for r in results) / n_notes
-    per_fold = np.array([r["bits_per_note"] for r in results])
+    jobs, threads = jobs_and_threads(cfg.jobs, cfg.folds, cfg.device)
+    folds = kfold(data.melodies, cfg.folds, cfg.seed)
+    with closing(scored_folds(r, folds, pool, extra, state, jobs, threads)) as folds:  # stopped, it stops its workers
+        for f in folds:
+            results.append(f)
+            epochs = f["epochs"] if isinstance(f["epochs"], list) else [f["epochs"]]
+            print(f"{label}fold {f['fold'] + 1:>2}/{cfg.folds}: {f['bits_per_note']:.3f} bits/note over "
+                  f"{f['n_notes']} notes ({', '.join(map(str, epochs))} epochs)", flush=True)
+    results.sort(key=lambda f: f["fold"])
+    per_fold = np.array([f["bits_per_note"] for f in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
-            "params": {**hparams, **training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
+            "params": {**r.hparams, **r.training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
             "jobs": jobs, "threads_per_job": threads,
             "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
             "pretrain": pretraining or None, "also_train_on": also or None,
-            "bits_per_note": bits,
+            "bits_per_note": pooled(results, "bits_per_note"),
+            "fold_mean_bits_per_note": float(per_fold.mean()),   # Pearce (2005) averages the folds
             "fold_std": float(np.std(per_fold)),        # population std (ddof=0) of the folds' bits/note
             # the standard error of the folds' mean: sample std (ddof=1) / √k
             "fold_sem": float(np.std(per_fold, ddof=1) / np.sqrt(len(per_fold))),
-            "n_notes": n_notes, "n_melodies": sum(r["n_melodies"] for r in results),   # folds cover all
+            "n_notes": sum(f["n_notes"] for f in results), "n_melodies": sum(r["n_melodies"] for r in results),   # folds cover all
             "groups": _groups(data), "seconds": round(time.perf_counter() - start, 1), "per_fold": results}
 
 

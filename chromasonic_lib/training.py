@@ -274,15 +274,17 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
 
 
 def train_ensemble(make_model: Callable[[int], nn.Module], train_data: MelodyTensor,
-                   val_data: MelodyTensor | None, cfg: TrainConfig, n: int = 1
+                   val_data: MelodyTensor | None, cfg: TrainConfig, n: int = 1,
+                   on_epoch: Callable[[int, float], bool] | None = None
                    ) -> tuple[nn.Module, list[History]]:
     """Train ``n`` models, the j-th built by ``make_model(j)`` and trained with seed
     ``cfg.seed + j``; returns the model (``n`` = 1) or their :class:`Ensemble`, and each one's
     history. ``make_model(j)`` should seed the j-th model's initial weights with ``+ j`` too.
+    ``on_epoch``: each member's ``train`` callback.
     """
     models, histories = [], []
     for j in range(n):
         model = make_model(j)
-        histories.append(train(model, train_data, val_data, cfg.replace(seed=cfg.seed + j)))
+        histories.append(train(model, train_data, val_data, cfg.replace(seed=cfg.seed + j), on_epoch))
         models.append(model)
     return (models[0] if n == 1 else Ensemble(models)), histories

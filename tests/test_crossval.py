@@ -136,7 +136,7 @@ def test_pretraining_leaves_out_every_copy_of_a_tested_tune(tmp_path):
 
 
 def test_every_fold_also_trains_on_another_collection_less_copies_of_tested_tunes(tmp_path, monkeypatch):
-    from chromasonic_lib import crossval
+    from chromasonic_lib import crossval, folds
     from chromasonic_lib.config import CrossvalConfig
     tested, other = _two_collections(tmp_path)
     run = _run("--dataset", tested, "--folds", "2", "--model", "markov", "--val-fraction", "0",
@@ -150,11 +150,11 @@ def test_every_fold_also_trains_on_another_collection_less_copies_of_tested_tune
     # Each fold trains on its own training melodies and the 3 others; nothing else is scored.
     trained = []
 
-    def spy(make_model, train_data, val_data, cfg, n=1):
+    def spy(make_model, train_data, val_data, cfg, n=1, on_epoch=None):
         trained.append((sorted(train_data.host_lengths.tolist()), val_data))
-        return real(make_model, train_data, val_data, cfg, n)
-    real = crossval.train_ensemble
-    monkeypatch.setattr(crossval, "train_ensemble", spy)
+        return real(make_model, train_data, val_data, cfg, n, on_epoch)
+    real = folds.train_ensemble
+    monkeypatch.setattr(folds, "train_ensemble", spy)
     cfg = CrossvalConfig(dataset=tested, folds=2, model="markov", params="", val_fraction=0,
                          also_train_on=other, jobs=1)
     crossval.run_crossval(cfg)

@@ -1,0 +1,182 @@
+"""The cross-validation fold loop that crossval and a cross-validated search share.
+
+A :class:`Recipe` is one configuration as crossval's protocol runs it: the model, its training,
+the share of each fold's training melodies held out for early stopping, the test-time
+transposition average and the ensemble size. :func:`scored_folds` trains and scores it on every
+fold (side by side in worker processes on the CPU) and yields each fold's line as it finishes;
+``python -m chromasonic_lib.crossval`` and a search trial with ``folds: K`` both call it, so a
+one-trial cross-validated search and crossval give the same figure for the same seed.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .config import TrainConfig
+from .data import MelodySet, hold_out, kfold
+from .models import build_model, split_params
+from .pretraining import start_from
+from .training import evaluate, pick_device, train_ensemble
+from .transposition import TranspositionAverage
+
+# The settings of a recipe that are neither the model's nor TrainConfig's: how a configuration
+# is trained and scored on a fold. A search space may search them; a params file may give them.
+PROTOCOL_SETTINGS = {"epochs": 30, "val_fraction": 0.1, "test_transpose": 0, "ensemble": 1}
+
+
+@dataclass
+class Recipe:
+    """One configuration, trained and scored fold by fold as crossval does.
+
+    ``training``: TrainConfig's fields (not ``epochs`` or ``seed``, which are the recipe's own).
+    Member j of fold i starts from seed ``seed + i + j`` (or the pretrained weights) and trains
+    with seed ``seed + j``.
+    """
+
+    model: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    epochs: int = PROTOCOL_SETTINGS["epochs"]
+    seed: int = 42
+    val_fraction: float = PROTOCOL_SETTINGS["val_fraction"]
+    test_transpose: int = PROTOCOL_SETTINGS["test_transpose"]
+    ensemble: int = PROTOCOL_SETTINGS["ensemble"]
+    device: str = "auto"
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], **given: Any) -> "Recipe":
+        """The recipe of a flat parameter dict (a params file, a trial's config): ``model``, the
+        model's hyperparameters, training settings and protocol settings; ``given`` overrides."""
+        params = {**params, **given}
+        model = params.pop("model")
+        own = {k: params.pop(k) for k in (*PROTOCOL_SETTINGS, "seed", "device") if k in params}
+        hparams, training = split_params(model, params)
+        return cls(model, hparams, training, **own)
+
+    def as_params(self) -> dict[str, Any]:
+        """The flat parameter dict crossval's ``--params`` and train_best's ``best_params`` read."""
+        return {"model": self.model, **self.hparams, **self.training,
+                **{k: getattr(self, k) for k in PROTOCOL_SETTINGS}}
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, seed=self.seed, **self.training)
+
+
+def train_fold(recipe: Recipe, pool: MelodySet, extra: list[int], state: dict | None, i: int,
+               train_idx: list[int], on_epoch: Callable[[int, float], bool] | None = None):
+    """Fold ``i``'s model (or ensemble), trained on ``train_idx`` less its held-out share (both
+    in ``pool``) and on ``extra``, and each member's history."""
+    device = pick_device(recipe.device)
+    fit, val = hold_out(pool.melodies, train_idx, recipe.val_fraction, recipe.seed + i)
+    model, histories = train_ensemble(
+        lambda j: start_from(build_model(recipe.model, recipe.hparams, pool.vocab_size,
+                                         seed=recipe.seed + i + j), state),
+        pool.tensor(fit + extra, device), pool.tensor(val, device) if val else None,
+        recipe.train_config(), recipe.ensemble, on_epoch)
+    if recipe.test_transpose:
+        model = TranspositionAverage(model, recipe.test_transpose)
+    return model, histories
+
+
+def score_fold(recipe: Recipe, pool: MelodySet, extra: list[int], state: dict | None, i: int,
+               train_idx: list[int], test_idx: list[int],
+               on_epoch: Callable[[int, float], bool] | None = None) -> dict:
+    """Fold ``i`` trained and scored: its line of the report (bits and nats per note, notes)."""
+    model, histories = train_fold(recipe, pool, extra, state, i, train_idx, on_epoch)
+    m = evaluate(model, pool.tensor(test_idx, pick_device(recipe.device)))
+    epochs = [h.epochs_trained for h in histories]      # one per ensemble member
+    return {"fold": i, "bits_per_note": m.bits_per_note, "nats_per_note": m.nats_per_note,
+            "n_notes": m.n_notes, "n_melodies": len(test_idx),
+            "epochs": epochs[0] if len(epochs) == 1 else epochs}
+
+
+def pooled(results: list[dict], key: str = "nats_per_note") -> float:
+    """The notes-weighted mean of the folds' ``key``: every note counts once."""
+    return sum(r[key] * r["n_notes"] for r in results) / sum(r["n_notes"] for r in results)
+
+
+def jobs_and_threads(jobs: int, folds: int, device: str) -> tuple[int, int]:
+    """How many folds train at once, and each one's torch threads: ``jobs`` (0: as many as this
+    process has threads, at most one per fold, on the CPU; 1 on a GPU), sharing those threads
+    (torch's own count: the physical cores, or ``OMP_NUM_THREADS``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    budget = max(1, min(cores, torch.get_num_threads()))
+    on_cpu = pick_device(device).type == "cpu"
+    jobs = min(jobs or (budget if on_cpu else 1), folds)
+    return jobs, max(1, budget // jobs)
+
+
+_worker: tuple = ()     # in a worker process: the arguments every fold shares
+
+
+def _start_worker(threads: int, *shared) -> None:
+    global _worker
+    torch.set_num_threads(threads)
+    _worker = shared
+
+
+def _worker_fold(i: int, train_idx: list[int], test_idx: list[int]) -> dict:
+    return score_fold(*_worker, i, train_idx, test_idx)
+
+
+def scored_folds(recipe: Recipe, folds: list[tuple[list[int], list[int]]], pool: MelodySet,
+                 extra: list[int], state: dict | None, jobs: int, threads: int,
+                 on_epoch: Callable[[int, float], bool] | None = None) -> Iterator[dict]:
+    """Every fold trained and scored (``jobs`` at once, each in a process of its own with
+    ``threads`` torch threads); yields each fold's line as it finishes. Closing the generator
+    early (a pruned trial, Ctrl-C) ends the folds still training. ``on_epoch`` is called after
+    each epoch of folds trained in this process (``jobs`` 1), as ``train``'s callback."""
+    shared = (recipe, pool, extra, state)
+    todo = list(enumerate(folds))
+    if jobs == 1:
+        for i, (train_idx, test_idx) in todo:
+            yield score_fold(*shared, i, train_idx, test_idx, on_epoch)
+        return
+    # spawn: a forked copy of a process whose torch threads already ran can hang.
+    workers = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_start_worker, initargs=(threads, *shared))
+    running: set = set()
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:     # one fold a worker: none waits in a queue
+                i, (train_idx, test_idx) = todo.pop(0)
+                running.add(workers.submit(_worker_fold, i, train_idx, test_idx))
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    except BaseException:   # a fold failed, pruned, Ctrl-C, a notebook's stop: no fold goes on
+        _stop(workers)
+        raise
+    workers.shutdown()
+
+
+def in_order(lines: Iterator[dict]) -> Iterator[dict]:
+    """The folds' lines as they finish, put back in fold order: fold k's line comes once folds
+    0..k are all in. A pruner compares trials fold by fold, so a trial reports its running
+    mean after fold k only when it covers the same folds as every other trial's did."""
+    done: dict[int, dict] = {}
+    next_fold = 0
+    for line in lines:
+        done[line["fold"]] = line
+        while next_fold in done:
+            yield done.pop(next_fold)
+            next_fold += 1
+
+
+def _stop(workers: ProcessPoolExecutor) -> None:
+    """End ``workers`` now, folds they are still training included."""
+    if hasattr(workers, "terminate_workers"):        # Python 3.14
+        workers.terminate_workers()
+        return
+    for process in list((getattr(workers, "_processes", None) or {}).values()):
+        process.terminate()
+    workers.shutdown(wait=False, cancel_futures=True)
+
+
+__all__ = ["Recipe", "PROTOCOL_SETTINGS", "score_fold", "scored_folds", "train_fold", "pooled",
+           "jobs_and_threads", "in_order", "kfold"]
