@@ -57,6 +57,8 @@ class BestConfiguration:
                 if x["pretrain"] else "")
         more += f"; also trains on {x['also_train_on']}" if x["also_train_on"] else ""
         more += f"; scored over transpositions ±{x['test_transpose']}" if x["test_transpose"] else ""
+        more += f"; an ensemble of {x['ensemble']}" if x.get("ensemble", 1) > 1 else ""
+        more += "; exactly those epochs, none held out (val_fraction 0)" if x.get("val_fraction") == 0 else ""
         return (f"{self.params.get('model')} from {source}; data {d.dataset}{melodies}, {d.encoding} "
                 f"encoding, split val {d.val_fraction:g} / test {d.test_fraction:g} with seed "
                 f"{d.seed}; at most {self.epochs} epochs{more}")
@@ -76,13 +78,9 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
             raise ConfigError(f"best_params: {cfg.best_params} must name a model ({', '.join(MODEL_DEFAULTS)}) "
                               f"under 'model', as a search's best_hyperparameters.json and "
                               f"params/crossval*.yaml do; got {params.get('model')!r}")
-        if "val_fraction" in params:
-            raise ConfigError(f"best_params: {cfg.best_params} sets val_fraction (crossval's share of "
-                              "each fold held out); train_best's split is its own val_fraction "
-                              "parameter: take the key out of the file and give that instead")
         check_settings_keys("best_params", cfg.best_params, params, params["model"], "train_best",
-                            TrainBestConfig.FROM_FILE)
-        settings = {k: params.pop(k) for k in (*TrainBestConfig.FROM_FILE, "epochs") if k in params}
+                            FILE_SETTINGS)
+        settings = _file_settings(params)
         data, epochs = cfg.resolve_data(None)
         if "epochs" in settings and "epochs" not in cfg.given():
             epochs = check_int("best_params: epochs", settings["epochs"])
@@ -95,8 +93,22 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
         raise ConfigError(f"study_name {cfg.study_name!r} has no completed trial yet") from None
     data, epochs = cfg.resolve_data(stored_settings(study), study.study_name)
     params = trial_config(trial)
+    # A cross-validated trial's config also says how it trained (epochs, test_transpose, ...).
+    settings = _file_settings(params)
+    if "epochs" in settings and "epochs" not in cfg.given():
+        epochs = check_int("epochs", settings["epochs"])
     return BestConfiguration(params, data, epochs, study.study_name, trial.number,
-                             cfg.extras({}, data.dataset, params.get("model")))
+                             cfg.extras(settings, data.dataset, params.get("model")))
+
+
+# What a params file or a cross-validated trial's config may say beside the model's and its
+# training's parameters: how crossval trains and scores it.
+FILE_SETTINGS = (*TrainBestConfig.FROM_FILE, "epochs", "val_fraction")
+
+
+def _file_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``FILE_SETTINGS`` taken out of ``params``."""
+    return {k: params.pop(k) for k in FILE_SETTINGS if k in params}
 
 
 @dataclass
@@ -160,9 +172,10 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     fit = pool.tensor(data.splits.index["train"] + extra_idx, device) if extra_idx else data.train
     # The search's recipe: run_search's TrainConfig(epochs, seed) plus the trial's training params.
     train_cfg = TrainConfig(epochs=best.epochs, seed=d.seed, **training)
+    # val_fraction 0 (a crossval file's): exactly the epochs, the last weights, as its folds trained.
     model, histories = train_ensemble(
         lambda j: start_from(build_model(family, hparams, data.vocab_size, seed=train_cfg.seed + j), state),
-        fit, data.val, train_cfg, cfg.ensemble)
+        fit, None if settings["val_fraction"] == 0 else data.val, train_cfg, settings["ensemble"])
     if settings["test_transpose"]:
         model = TranspositionAverage(model, settings["test_transpose"])
     history = histories[0]
@@ -179,13 +192,13 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         "n_sequences": d.n_sequences if synthetic else None,
         "sequence_length": d.sequence_length if synthetic else None, "encoding": d.encoding,
         "seed": d.seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
-        "n_test_melodies": len(data.splits.test), "epochs": best.epochs, "ensemble": cfg.ensemble,
+        "n_test_melodies": len(data.splits.test), "epochs": best.epochs, "ensemble": settings["ensemble"],
         "test_transpose": settings["test_transpose"], "pretrain": pretraining or None,
         "also_train_on": also or None,
         "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
         # Of each model of an ensemble.
-        "epochs_trained": history.epochs_trained if cfg.ensemble == 1 else [h.epochs_trained for h in histories],
-        "best_epoch": history.best_epoch if cfg.ensemble == 1 else [h.best_epoch for h in histories],
+        "epochs_trained": history.epochs_trained if len(histories) == 1 else [h.epochs_trained for h in histories],
+        "best_epoch": history.best_epoch if len(histories) == 1 else [h.best_epoch for h in histories],
         "audio": generate.audio_source()})
     save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
                 out / "learning_curves.png")

@@ -265,7 +265,7 @@ class TrainConfig:
 
 # Training settings a search space may tune (everything else in TrainConfig is fixed per run).
 SEARCHABLE_TRAINING = ("optimizer", "learning_rate", "batch_size", "weight_decay", "grad_clip",
-                       "transpose")
+                       "transpose", "weight_average")
 
 
 @dataclass
@@ -357,6 +357,13 @@ class SearchConfig(_StudyAndData):
     total_trials: int = 0             # stop when the study holds this many finished trials; 0 = no cap
     artifact_store: str = ""          # where trials' checkpoints go: a folder or s3://bucket/prefix
     keep_checkpoints: int = 10        # the best trials whose checkpoints stay in the artifact store
+    # Cross-validated trials: each trial trains and scores its configuration on every one of
+    # this many folds of the dataset, as crossval does (0: the single split val_fraction / test_fraction).
+    folds: int = 0
+    fold_jobs: int = 0                # folds of a trial trained at once on the CPU; 0: one per core
+    pretrain: str = ""                # folds only: every model first trains on this other collection
+    pretrain_epochs: int = 5
+    also_train_on: str = ""           # folds only: every fold also trains on this other collection
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -383,11 +390,32 @@ class SearchConfig(_StudyAndData):
         self.total_trials = check_int("total_trials", self.total_trials, 0)
         self.artifact_store = check_str("artifact_store", self.artifact_store, allow_empty=True)
         self.keep_checkpoints = check_int("keep_checkpoints", self.keep_checkpoints)
+        self.folds = check_int("folds", self.folds, 0)
+        if self.folds == 1:
+            raise ConfigError("folds must be 0 (a single validation split) or at least 2, got 1")
+        self.fold_jobs = check_int("fold_jobs", self.fold_jobs, 0)
+        self.pretrain_epochs = check_int("pretrain_epochs", self.pretrain_epochs)
+        for name in ("pretrain", "also_train_on"):
+            value = check_other_collection(name, check_str(name, getattr(self, name), allow_empty=True),
+                                           self.dataset, "searched")
+            if value and not self.folds:
+                raise ConfigError(f"{name} {value!r} needs a cross-validated search (folds ≥ 2): "
+                                  "the single split's losses are not comparable with another "
+                                  "collection's melodies in training")
+            setattr(self, name, value)
         # Imported here: the space module needs the model registry, which needs torch.
         from .search.space import load_space
         source = self.search_space if isinstance(self.search_space, dict) else \
             check_existing_file("search_space", self.search_space)
         self.space = load_space(source, self.model, self.encoding)
+        if not self.folds:
+            self.space.check_single_split()
+        if self.pretrain and "markov" in self.space.families:
+            check_pretrain_model(self.pretrain, "markov")
+        # The configurations a new study runs first, checked now: each must be one the space draws.
+        study = {"epochs": self.epochs, "val_fraction": self.val_fraction}
+        self.starts = [self.space.start_params(check_param_file("search_space: start_from", path), path, study)
+                       for path in self.space.start_from]
 
     @property
     def output_path(self) -> Path:
@@ -434,7 +462,7 @@ class TrainBestConfig(_StudyAndData):
     # training's parameters, that train_best takes too, each with its value when neither the
     # file nor a parameter gives it.
     FROM_FILE: ClassVar[dict[str, Any]] = {"test_transpose": 0, "pretrain": "", "pretrain_epochs": 5,
-                                           "also_train_on": ""}
+                                           "also_train_on": "", "ensemble": 1}
 
     def __post_init__(self) -> None:
         self._check_study()
@@ -460,13 +488,20 @@ class TrainBestConfig(_StudyAndData):
         self.primer_notes = parse_primer("primer", self.primer)
 
     def extras(self, settings: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
-        """test_transpose, pretrain, pretrain_epochs and also_train_on: each given here, else the
+        """test_transpose, pretrain, pretrain_epochs, also_train_on, ensemble (and the file's
+        val_fraction): each given here, else the
         best_params file's (``settings``), else none; checked against the ``dataset`` trained on
         and the ``model`` family."""
         unset = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.FROM_FILE}
         out = {name: settings.get(name, default) if getattr(self, name) == unset[name] else getattr(self, name)
                for name, default in self.FROM_FILE.items()}
         out["test_transpose"] = check_test_transpose(out["test_transpose"])
+        out["ensemble"] = check_int("ensemble", out["ensemble"])
+        # A crossval file's share of each fold held out for early stopping: train_best holds out
+        # its own split's validation melodies instead, except that 0 (train for exactly the
+        # file's epochs, keep the last weights) is kept. None: the file says nothing.
+        out["val_fraction"] = None if settings.get("val_fraction") is None else \
+            check_float("best_params: val_fraction", settings["val_fraction"], 0, 0.5)
         out["pretrain_epochs"] = check_int("pretrain_epochs", out["pretrain_epochs"])
         for name in ("pretrain", "also_train_on"):
             out[name] = check_other_collection(name, out[name], dataset,
@@ -649,7 +684,7 @@ class CrossvalConfig:
     seed: int = 42
     device: str = "auto"
     limit: int = 0                      # parse only the first files (a quick check); 0 = all
-    ensemble: int = 1                   # models per fold whose probabilities are averaged
+    ensemble: int | None = None         # models per fold whose probabilities are averaged; None: the params file's (or 1)
     test_transpose: int = -1            # -1: the params file's (or 0)
     # The share of each fold's training melodies held out for early stopping; 0: train on them
     # all for exactly ``epochs`` epochs and keep the last weights. -1: the params file's (or 0.1).
@@ -696,7 +731,7 @@ class CrossvalConfig:
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
         self.limit = check_int("limit", self.limit, 0)
-        self.ensemble = check_int("ensemble", self.ensemble)
+        self.ensemble = check_int("ensemble", self._own("ensemble", self.ensemble, 1, None))
         self.jobs = check_int("jobs", self.jobs, 0)
         # Every key left in the params file is one of the model's or its training's parameters.
         check_settings_keys("params", self.params, self.settings, self.model, "crossval")

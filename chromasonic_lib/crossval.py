@@ -27,14 +27,13 @@ import time
 from contextlib import closing
 
 import numpy as np
-from scipy import stats
 
 from .config import CrossvalConfig
-from .data import MelodySet, kfold, load_dataset, melody_groups
+from .data import MelodySet, load_dataset, melody_groups
 from .errors import ChromasonicError
-from .folds import Recipe, jobs_and_threads, pooled, scored_folds, train_fold
+from .folds import FoldSet, Recipe, paired_difference, pooled, train_fold
 from .models import split_params
-from .pretraining import also_train_on, describe_also_train_on, pretrained
+from .pretraining import describe_also_train_on
 from .training import pick_device
 
 log = logging.getLogger(__name__)
@@ -48,41 +47,32 @@ def recipe(cfg: CrossvalConfig) -> Recipe:
                   cfg.test_transpose, cfg.ensemble, cfg.device)
 
 
+def fold_set(cfg: CrossvalConfig, data: MelodySet) -> FoldSet:
+    """``cfg``'s folds of ``data`` (with what every fold also trains on), as a search's."""
+    folds = FoldSet(data, cfg.folds, cfg.seed, cfg.jobs, cfg.device, cfg.val_fraction, cfg.pretrain,
+                    cfg.pretrain_epochs, cfg.also_train_on, cfg.limit)
+    if folds.also_trained:
+        print(f"every fold {describe_also_train_on(folds.also_trained, data)}", flush=True)
+    return folds
+
+
 def fold_models(cfg: CrossvalConfig, data: MelodySet | None = None, report: dict | None = None):
     """Train one model (or ensemble) per fold, one fold after another; yields (fold, model, test
     melodies, histories).
 
     ``data``: the loaded ``cfg.dataset`` (loaded here when not given); the folds depend only on
     it, ``cfg.folds`` and ``cfg.seed``, so two configurations given one data set share them.
-    ``report``, where given, receives what the pretraining did (``pretrained``). With
-    ``also_train_on`` each fold trains on that collection's melodies too (``_also_train_on``).
+    ``report``, where given, receives what the pretraining did (``pretrained``).
     """
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
-    state = _pretrained(cfg, data, report)
-    pool, extra = _also_train_on(cfg, data, {})
-    device = pick_device(cfg.device)
-    for i, (train_idx, test_idx) in enumerate(kfold(data.melodies, cfg.folds, cfg.seed)):
-        model, histories = train_fold(recipe(cfg), pool, extra, state, i, train_idx)
-        yield i, model, data.tensor(test_idx, device), histories
-
-
-def _pretrained(cfg: CrossvalConfig, data: MelodySet, report: dict | None) -> dict | None:
-    r = recipe(cfg)
-    state, done = pretrained(cfg.pretrain, cfg.pretrain_epochs, cfg.model, (r.hparams, r.training),
-                             data, pick_device(cfg.device), cfg.seed, cfg.limit)
+    folds, r = fold_set(cfg, data), recipe(cfg)
+    state, done = folds.start(r)
     if report is not None:
         report.update(done)
-    return state
-
-
-def _also_train_on(cfg: CrossvalConfig, data: MelodySet, report: dict) -> tuple[MelodySet, list[int]]:
-    """``data`` followed by ``cfg.also_train_on``'s melodies less every copy of one of its tunes
-    (identical, transposed or a variant), and where those are: every fold trains on them too."""
-    pool, extra, done = also_train_on(cfg.also_train_on, data, cfg.limit)
-    if done:
-        report.update(done)
-        print(f"every fold {describe_also_train_on(done, data)}", flush=True)
-    return pool, extra
+    device = pick_device(cfg.device)
+    for i, (train_idx, test_idx) in enumerate(folds.folds):
+        model, histories = train_fold(r, folds.pool, folds.extra, state, i, train_idx)
+        yield i, model, data.tensor(test_idx, device), histories
 
 
 def _groups(data: MelodySet) -> dict:
@@ -96,14 +86,12 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     """Cross-validated bits/note of ``cfg`` (on ``data`` when given); ``label`` starts each fold's line."""
     r = recipe(cfg)
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
-    results, pretraining, also = [], {}, {}
+    results = []
     start = time.perf_counter()
-    state = _pretrained(cfg, data, pretraining)
-    pool, extra = _also_train_on(cfg, data, also)
-    jobs, threads = jobs_and_threads(cfg.jobs, cfg.folds, cfg.device)
-    folds = kfold(data.melodies, cfg.folds, cfg.seed)
-    with closing(scored_folds(r, folds, pool, extra, state, jobs, threads)) as folds:  # stopped, it stops its workers
-        for f in folds:
+    folds = fold_set(cfg, data)
+    state, pretraining = folds.start(r)
+    with closing(folds.lines(r, state)) as lines:  # stopped, it stops its workers
+        for f in lines:
             results.append(f)
             epochs = f["epochs"] if isinstance(f["epochs"], list) else [f["epochs"]]
             print(f"{label}fold {f['fold'] + 1:>2}/{cfg.folds}: {f['bits_per_note']:.3f} bits/note over "
@@ -112,41 +100,38 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     per_fold = np.array([f["bits_per_note"] for f in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**r.hparams, **r.training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
-            "jobs": jobs, "threads_per_job": threads,
+            "jobs": folds.jobs, "threads_per_job": folds.threads,
             "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
-            "pretrain": pretraining or None, "also_train_on": also or None,
+            "pretrain": pretraining or None, "also_train_on": folds.also_trained or None,
             "bits_per_note": pooled(results, "bits_per_note"),
             "fold_mean_bits_per_note": float(per_fold.mean()),   # Pearce (2005) averages the folds
             "fold_std": float(np.std(per_fold)),        # population std (ddof=0) of the folds' bits/note
             # the standard error of the folds' mean: sample std (ddof=1) / √k
             "fold_sem": float(np.std(per_fold, ddof=1) / np.sqrt(len(per_fold))),
-            "n_notes": sum(f["n_notes"] for f in results), "n_melodies": sum(r["n_melodies"] for r in results),   # folds cover all
+            "n_notes": sum(f["n_notes"] for f in results), "n_melodies": sum(f["n_melodies"] for f in results),   # folds cover all
             "groups": _groups(data), "seconds": round(time.perf_counter() - start, 1), "per_fold": results}
 
 
 def run_compare(cfg: CrossvalConfig) -> dict:
     """Both of ``cfg.compare``'s configurations on the same folds, and their paired difference B − A.
 
-    The interval is the t interval of the mean of the k per-fold differences (k − 1 degrees of
-    freedom). Folds share most of their training data, so it is somewhat too narrow (Nadeau &
-    Bengio 2003): read an interval that barely excludes 0 with care.
+    The interval is ``folds.paired_difference``'s: the t interval of the mean of the k per-fold
+    differences.
     """
     data = load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
     a, b = ({"params_file": side.params, **run_crossval(side, data, f"{name} ")}
             for side, name in zip(cfg.sides, "AB"))
     pairs = list(zip(a["per_fold"], b["per_fold"]))
-    diffs = np.array([fb["bits_per_note"] - fa["bits_per_note"] for fa, fb in pairs])
-    k = len(diffs)
-    mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
-    half = float(stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k))
-    return {"dataset": cfg.dataset, "encoding": cfg.encoding, "folds": k, "groups": a["groups"],
+    d = paired_difference([fa["bits_per_note"] for fa, _ in pairs], [fb["bits_per_note"] for _, fb in pairs])
+    mean = d["mean_difference"]
+    return {"dataset": cfg.dataset, "encoding": cfg.encoding, "folds": len(pairs), "groups": a["groups"],
             "a": a, "b": b,
             "per_fold": [{"fold": fa["fold"], "n_notes": fa["n_notes"], "a": fa["bits_per_note"],
-                          "b": fb["bits_per_note"], "difference": float(d)}
-                         for (fa, fb), d in zip(pairs, diffs)],
-            "mean_difference": mean, "sd_difference": sd, "ci95": [mean - half, mean + half],
+                          "b": fb["bits_per_note"], "difference": diff}
+                         for (fa, fb), diff in zip(pairs, d["differences"])],
+            "mean_difference": mean, "sd_difference": d["sd_difference"], "ci95": d["ci95"],
             "better": "B" if mean < 0 else "A" if mean > 0 else None,
-            "excludes_zero": bool(mean - half > 0 or mean + half < 0)}
+            "excludes_zero": d["excludes_zero"]}
 
 
 def summary(result: dict) -> str:
@@ -199,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, default=0, help="parse only the first N files (quick check)")
-    p.add_argument("--ensemble", type=int, default=1,
-                   help="average the probabilities of N models per fold, trained with seeds seed, seed+1, …")
+    p.add_argument("--ensemble", type=int, default=None,
+                   help="average the probabilities of N models per fold, trained with seeds seed, seed+1, … "
+                        "(default: the params file's ensemble, or 1)")
     p.add_argument("--test-transpose", type=int, default=-1, metavar="K",
                    help="score each test note as the average prediction over the melody moved by "
                         "-K..K semitones (default: the params file's test_transpose, or 0)")

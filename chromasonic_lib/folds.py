@@ -15,12 +15,14 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
+from scipy import stats
 
 from .config import TrainConfig
 from .data import MelodySet, hold_out, kfold
 from .models import build_model, split_params
-from .pretraining import start_from
+from .pretraining import also_train_on, pretrained, start_from
 from .training import evaluate, pick_device, train_ensemble
 from .transposition import TranspositionAverage
 
@@ -95,9 +97,61 @@ def score_fold(recipe: Recipe, pool: MelodySet, extra: list[int], state: dict | 
             "epochs": epochs[0] if len(epochs) == 1 else epochs}
 
 
+@dataclass
+class FoldSet:
+    """A collection cut into ``k`` folds by ``seed``, with what every fold's model also trains
+    on (``also_train_on``) or starts from (``pretrain``), and how many folds train at once."""
+
+    data: MelodySet
+    k: int
+    seed: int = 42
+    jobs: int = 1
+    device: str = "auto"
+    val_fraction: float = PROTOCOL_SETTINGS["val_fraction"]    # a trial's, unless it searches its own
+    pretrain: str = ""
+    pretrain_epochs: int = 5
+    also_train_on: str = ""
+    limit: int = 0                      # of the other collections' files: the first N (a quick check)
+
+    def __post_init__(self) -> None:
+        self.folds = kfold(self.data.melodies, self.k, self.seed)
+        self.pool, self.extra, self.also_trained = also_train_on(self.also_train_on, self.data, self.limit)
+        self.jobs, self.threads = jobs_and_threads(self.jobs, self.k, self.device)
+
+    def start(self, recipe: Recipe) -> tuple[dict | None, dict]:
+        """The weights every fold's model of ``recipe`` starts from (None: its own initial
+        weights), and what the pretraining did; pretrained once per configuration (cached)."""
+        return pretrained(self.pretrain, self.pretrain_epochs, recipe.model,
+                          (recipe.hparams, recipe.training), self.data, pick_device(self.device),
+                          self.seed, self.limit)
+
+    def lines(self, recipe: Recipe, state: dict | None,
+              on_epoch: Callable[[int, float], bool] | None = None) -> Iterator[dict]:
+        """Each fold's line (``score_fold``) as it finishes."""
+        return scored_folds(recipe, self.folds, self.pool, self.extra, state, self.jobs,
+                            self.threads, on_epoch)
+
+    def study_params(self) -> dict[str, Any]:
+        """The other collections a params file must name to train as these folds do."""
+        return {**({"pretrain": self.pretrain, "pretrain_epochs": self.pretrain_epochs} if self.pretrain else {}),
+                **({"also_train_on": self.also_train_on} if self.also_train_on else {})}
+
+
 def pooled(results: list[dict], key: str = "nats_per_note") -> float:
     """The notes-weighted mean of the folds' ``key``: every note counts once."""
     return sum(r[key] * r["n_notes"] for r in results) / sum(r["n_notes"] for r in results)
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict[str, Any]:
+    """The mean of the per-fold differences ``b - a`` with its 95 % t interval (k − 1 degrees of
+    freedom). Folds share most of their training data, so the interval is somewhat too narrow
+    (Nadeau & Bengio 2003): read one that barely excludes 0 with care."""
+    diffs = np.array(b, dtype=float) - np.array(a, dtype=float)
+    k = len(diffs)
+    mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
+    half = float(stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k))
+    return {"differences": diffs.tolist(), "mean_difference": mean, "sd_difference": sd,
+            "ci95": [mean - half, mean + half], "excludes_zero": bool(mean - half > 0 or mean + half < 0)}
 
 
 def jobs_and_threads(jobs: int, folds: int, device: str) -> tuple[int, int]:
@@ -178,5 +232,5 @@ def _stop(workers: ProcessPoolExecutor) -> None:
     workers.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["Recipe", "PROTOCOL_SETTINGS", "score_fold", "scored_folds", "train_fold", "pooled",
-           "jobs_and_threads", "in_order", "kfold"]
+__all__ = ["Recipe", "FoldSet", "PROTOCOL_SETTINGS", "score_fold", "scored_folds", "train_fold", "pooled",
+           "jobs_and_threads", "in_order", "kfold", "paired_difference"]

@@ -90,6 +90,11 @@ def _clip_y(ax, values) -> None:
         ax.set_ylim(lo - pad, hi + 3 * pad)
 
 
+def cross_validated(study: optuna.Study) -> bool:
+    """Its trials are cross-validations: their steps are folds, not epochs."""
+    return bool((study.user_attrs.get("config") or {}).get("folds"))
+
+
 def learning_curves_figure(study: optuna.Study):
     """Validation loss per epoch of every trial: complete in colour, pruned in grey dashes."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -114,9 +119,14 @@ def learning_curves_figure(study: optuna.Study):
     ax.plot([], [], color="tab:gray", ls="--", label="pruned (× = stopped)")
     _reference_lines(ax, study)
     _clip_y(ax, values)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss (nats/note)")
-    ax.set_title("Learning curves of all trials")
+    if cross_validated(study):
+        ax.set_xlabel("fold (0 = the first)")
+        ax.set_ylabel("mean loss over the folds so far (nats/note)")
+        ax.set_title("Cross-validated trials, fold by fold")
+    else:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation loss (nats/note)")
+        ax.set_title("Learning curves of all trials")
     plain_numbers(ax)
     whole_numbers_on_x(ax)
     ax.legend(fontsize=8)
@@ -133,14 +143,36 @@ def pruning_savings_figure(study: optuna.Study, max_epochs: int):
     nums = [t.number for t in trials]
     trained = [len(t.intermediate_values) for t in trials]
     saved = [max_epochs - n if t.state == TrialState.PRUNED else 0 for t, n in zip(trials, trained)]
-    ax.bar(nums, trained, color="tab:blue", label="epochs trained")
+    unit = "folds" if cross_validated(study) else "epochs"
+    ax.bar(nums, trained, color="tab:blue", label=f"{unit} trained")
     ax.bar(nums, saved, bottom=trained, color="tab:green", alpha=0.4, label="saved by pruning")
     total = sum(trained) + sum(saved)
     pct = 100 * sum(saved) / total if total else 0
-    ax.set_title(f"Pruning saved {sum(saved)} of {total} epochs ({pct:.0f} %)")
+    ax.set_title(f"Pruning saved {sum(saved)} of {total} {unit} ({pct:.0f} %)")
     ax.set_xlabel("trial")
-    ax.set_ylabel("epochs")
+    ax.set_ylabel(unit)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fold_differences_figure(table):
+    """Each top trial's paired difference from the best, fold by fold, with its 95 % interval
+    (``analysis.fold_differences``): an interval that includes 0 is no clear difference."""
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(len(table), 1)))
+    rows = table.iloc[1:][::-1]             # the best itself is the reference line at 0
+    y = np.arange(len(rows))
+    lo = rows["difference"] - rows["ci95_low"]
+    hi = rows["ci95_high"] - rows["difference"]
+    colours = ["tab:red" if clear else "tab:gray" for clear in rows["clearly_worse"]]
+    ax.errorbar(rows["difference"], y, xerr=[lo, hi], fmt="none", ecolor=colours, capsize=3)
+    ax.scatter(rows["difference"], y, color=colours, zorder=3)
+    ax.axvline(0, color="tab:orange", lw=2, label=f"best: trial {table.iloc[0]['trial']}")
+    ax.set_yticks(y, [f"#{r} trial {t}" for r, t in zip(rows["rank"], rows["trial"])])
+    ax.set_xlabel("bits/note worse than the best, paired over the same folds (95 % interval)")
+    ax.set_title("How much of the lead is luck? (grey: the interval includes 0)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
 

@@ -146,7 +146,8 @@ def test_a_crossval_params_file_brings_its_pretraining_other_melodies_and_averag
     chosen = best.best_configuration(cfg)
     assert chosen.epochs == 2 and chosen.params == {"model": "gru", "hidden_size": 8, "embedding_dim": 4,
                                                     "min_epoch_tokens": 0}
-    assert chosen.extras == {"test_transpose": 1, "pretrain": other, "pretrain_epochs": 2, "also_train_on": other}
+    assert chosen.extras == {"test_transpose": 1, "pretrain": other, "pretrain_epochs": 2, "also_train_on": other,
+                             "ensemble": 1, "val_fraction": None}
     assert f"first trained on {other} for at most 2 epochs; also trains on {other}" in chosen.describe()
     seen = {}
 
@@ -177,13 +178,13 @@ def test_the_shipped_crossval_files_train_as_they_cross_validate_and_bad_ones_ar
     more = best.best_configuration(cl.TrainBestConfig(best_params="params/crossval_context_more_data.yaml",
                                                       dataset="chorales-185"))
     assert more.extras == {"test_transpose": 3, "pretrain": "essen", "pretrain_epochs": 5,
-                           "also_train_on": "chorales"}
+                           "also_train_on": "chorales", "ensemble": 1, "val_fraction": None}
     assert more.epochs == 30 and more.params["context"] == ["duration", "metre", "phrase", "key"]
     with pytest.raises(cl.ConfigError, match="also_train_on must be another collection than the one trained"):
         best.best_configuration(cl.TrainBestConfig(best_params="params/crossval_more_data.yaml"))  # chorales
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: gru\nval_fraction: 0\n")
-    with pytest.raises(cl.ConfigError, match=r"sets val_fraction \(crossval.s share of each fold held out\); train_best.s split is its own"):
+    bad.write_text("model: gru\nval_fraction: 0.7\n")      # crossval's share of each fold held out
+    with pytest.raises(cl.ConfigError, match=r"best_params: val_fraction must be .*0\.5.*got 0\.7"):
         best.best_configuration(cl.TrainBestConfig(best_params=str(bad)))
     bad.write_text("model: markov\npretrain: essen\n")
     with pytest.raises(cl.ConfigError, match="pretrain needs a neural model"):
@@ -207,7 +208,7 @@ def test_a_crossval_file_s_settings_give_way_to_parameters_and_its_model_goes_be
     assert cfg.output_path == resolve("runs/crossval_context_more_data/best")   # not the study's
     _, given = chosen(epochs=3, test_transpose=0, also_train_on="none", pretrain_epochs=2)
     assert given.epochs == 3 and given.extras == {"test_transpose": 0, "pretrain": "essen", "pretrain_epochs": 2,
-                                                  "also_train_on": ""}
+                                                  "also_train_on": "", "ensemble": 1, "val_fraction": None}
     _, none = chosen(pretrain="none")
     assert none.extras["pretrain"] == "" and none.extras["also_train_on"] == "chorales"
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..config import SearchConfig, TrainConfig, check_writable_dir
 from ..data import Prepared, load_dataset, prepare
+from ..folds import FoldSet, Recipe, pooled
 from ..models import build_model
 from ..training import train
 from ..live import LiveView
@@ -86,6 +87,18 @@ class SearchResult:
         return out.assign(params=params).reset_index(drop=True)
 
 
+def cross_validated_baseline(folds: FoldSet, transpose: int = 6) -> tuple[float, int]:
+    """The markov model of order 1–3 with the best cross-validated loss on ``folds``, as the
+    trials of a cross-validated study are measured: (nats/note, order)."""
+    losses = {}
+    for order in (1, 2, 3):
+        recipe = Recipe("markov", {"order": order, "alpha": 1.0}, {"transpose": transpose},
+                        seed=folds.seed, val_fraction=0, device=folds.device)
+        losses[order] = pooled(list(folds.lines(recipe, None)))
+    order = min(losses, key=losses.get)
+    return losses[order], order
+
+
 def markov_baseline(data: Prepared, transpose: int = 6) -> tuple[float, int, torch.nn.Module]:
     """The markov model of order 1–3 with the best validation loss: what any model must beat.
 
@@ -117,7 +130,8 @@ class _Progress:
         self.bar.set_postfix_str(f"best {best:.4f}" if best is not None else "no result yet")
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
         if trial.state.name == "PRUNED":
-            value = f"at epoch {len(trial.intermediate_values) - 1}"
+            steps = len(trial.intermediate_values)
+            value = f"after fold {steps}" if "folds" in trial.user_attrs else f"at epoch {steps - 1}"
         reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
         best_txt = f"{best:.4f} (trial {summary['best_trial']})" if best is not None else "-"
         duration = trial.duration.total_seconds() if trial.duration else 0.0
@@ -147,8 +161,14 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     log.info(data.describe())
     settings = study_settings(cfg, data)
     study, created = create_study(cfg, storage)
+    folds = None
+    if cfg.folds:
+        folds = FoldSet(data.data, cfg.folds, cfg.seed, cfg.fold_jobs, str(devices[0]), cfg.val_fraction,
+                        cfg.pretrain, cfg.pretrain_epochs, cfg.also_train_on)
+        log.info("each trial is cross-validated on %d folds of %d melodies (%d at once)", cfg.folds,
+                 len(data.data.melodies), folds.jobs)
     if created:
-        _set_up(study, cfg, data, settings, artifacts)
+        _set_up(study, cfg, data, settings, artifacts, folds)
     else:
         _wait_for_set_up(study)
         check_resume(study, settings)
@@ -157,7 +177,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     floor = data.floor()
     baseline = study.user_attrs.get("markov_baseline")
     if baseline is None:                # the creator died before setting up: measure it here
-        baseline = markov_baseline(data)[0]
+        baseline = cross_validated_baseline(folds)[0] if folds else markov_baseline(data)[0]
         study.set_user_attr("markov_baseline", baseline)
     log.info("markov baseline %.4f nats/note%s", baseline,
              f"; floor (the generator's own loss) {floor:.4f}" if floor is not None else "")
@@ -174,7 +194,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     # Several trials at once: Optuna's threads, one per slot. Ctrl-C then stops each running
     # trial at its next epoch (alone, a trial is interrupted where it is).
     stop = threading.Event() if len(slots) > 1 else None
-    objective = Objective(slots, cfg.space, base, store, deadline, heartbeat, stop)
+    objective = Objective(slots, cfg.space, base, store, deadline, heartbeat, stop, folds)
     keeper = CheckpointKeeper(store, output_dir, cfg.keep_checkpoints)
     n_trials, callbacks = cfg.n_trials, [keeper] + ([heartbeat] if heartbeat else [])
     if cfg.total_trials:
@@ -254,7 +274,7 @@ def _wait_for_other_workers(study: optuna.Study, limit: float) -> None:
 
 
 def _set_up(study: optuna.Study, cfg: SearchConfig, data: Prepared, settings: dict,
-            artifacts: str) -> None:
+            artifacts: str, folds: FoldSet | None) -> None:
     """What only the worker that created the study does: record what its numbers mean, measure
     the baseline, and queue each family's defaults (once per study, however many workers)."""
     study.set_user_attr("settings", settings)
@@ -263,12 +283,14 @@ def _set_up(study: optuna.Study, cfg: SearchConfig, data: Prepared, settings: di
     study.set_user_attr("floor", data.floor())
     study.set_user_attr("config", {k: getattr(cfg, k) for k in (
         "dataset", "encoding", "model", "epochs", "sampler", "pruner", "seed",
-        "n_sequences", "sequence_length", "val_fraction", "test_fraction", "search_space")})
-    baseline, order, _ = markov_baseline(data)
+        "n_sequences", "sequence_length", "val_fraction", "test_fraction", "search_space", "folds")})
+    baseline, order = cross_validated_baseline(folds) if folds else markov_baseline(data)[:2]
     study.set_user_attr("markov_baseline_order", order)
     # Start where we know the ground is good: each family's defaults, markov at the baseline's
     # best order, so the study's best is never worse than the baseline.
-    for params in cfg.space.default_trials({"markov": {"order": order}}):
+    for path, params in zip(cfg.space.start_from, cfg.starts):
+        study.enqueue_trial(params, user_attrs={"enqueued": path})
+    for params in [] if cfg.starts else cfg.space.default_trials({"markov": {"order": order}}):
         study.enqueue_trial(params, user_attrs={"enqueued": "family defaults"})
     study.set_user_attr("markov_baseline", baseline)    # last: other workers wait for it
 

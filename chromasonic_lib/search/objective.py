@@ -6,6 +6,12 @@ trial that raises (NaN loss, out of memory, a bad combination of parameters, Ctr
 FAIL with its reason in the user attribute ``fail_reason``, and gives back the GPU memory it
 held, so the trials running beside it go on. Each trial runs on a slot of ``DeviceSlots``
 (user attribute ``device``).
+
+With ``folds`` (a :class:`~chromasonic_lib.folds.FoldSet`) each trial is a cross-validation of its
+configuration by crossval's own fold loop: the value is the notes-weighted mean over the folds,
+the running mean is reported after each fold (in fold order, so every trial is judged on the
+same folds), and a pruned trial stops between folds. User attribute ``folds`` holds each fold's
+notes and nats/note.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import logging
 import threading
 import time
 import traceback
+from contextlib import closing
 from typing import Any
 
 import optuna
@@ -22,8 +29,10 @@ import torch
 from ..checkpoints import upload_trial_checkpoint
 from ..config import TrainConfig
 from ..data import Prepared
+from ..folds import PROTOCOL_SETTINGS, FoldSet, Recipe, in_order, pooled
 from ..models import build_model, count_parameters
 from ..training import evaluate, train
+from ..transposition import TranspositionAverage
 from .devices import DeviceSlots, free_memory
 from .heartbeat import JournalHeartbeat
 from .space import SearchSpace
@@ -34,8 +43,10 @@ log = logging.getLogger(__name__)
 class Objective:
     def __init__(self, slots: DeviceSlots, space: SearchSpace, base: TrainConfig,
                  store: Any = None, deadline: float | None = None,
-                 heartbeat: JournalHeartbeat | None = None, stop: threading.Event | None = None):
+                 heartbeat: JournalHeartbeat | None = None, stop: threading.Event | None = None,
+                 folds: FoldSet | None = None):
         self.slots, self.space, self.base = slots, space, base
+        self.folds = folds              # cross-validated trials: the study's folds
         self.store = store              # an artifact store: each complete trial's weights go there
         self.deadline = deadline        # time.monotonic() after which a running trial stops
         self.heartbeat = heartbeat      # journal studies only: RDB storages have Optuna's own
@@ -54,17 +65,19 @@ class Objective:
 
     def run(self, trial: optuna.Trial, data: Prepared) -> float:
         family, hparams, training = self.space.suggest(trial)
+        if self.folds is not None:
+            return self.cross_validate(trial, family, hparams, training, data)
         trial.set_user_attr("config", {"model": family, **hparams, **training})
+        test_transpose = training.pop("test_transpose", 0)
+        model = None
         try:
             cfg = self.base.replace(**training)
             model = build_model(family, hparams, data.vocab_size, seed=cfg.seed)
 
             def on_epoch(epoch: int, val_loss: float) -> bool:
                 trial.report(val_loss, epoch)
-                if self.stop is not None and self.stop.is_set():
-                    raise KeyboardInterrupt     # as Ctrl-C does when the trial runs alone
-                if self.deadline is not None and time.monotonic() > self.deadline:
-                    trial.set_user_attr("stopped_by", "search timeout")
+                self._check_stop()
+                if self._past_deadline(trial):
                     return True
                 return trial.should_prune()
 
@@ -73,21 +86,14 @@ class Objective:
             # far is a real measurement of this configuration, so it counts (epochs_trained
             # says how short).
             pruned = history.stopped_by == "callback" and not trial.user_attrs.get("stopped_by")
-            metrics = None if pruned else evaluate(model, data.val)
+            scored = TranspositionAverage(model, test_transpose) if test_transpose else model
+            metrics = None if pruned else evaluate(scored, data.val)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user (KeyboardInterrupt)")
             raise
         except Exception as e:
-            reason = f"{type(e).__name__}: {e}"
-            if isinstance(e, torch.cuda.OutOfMemoryError):
-                reason = f"out of memory on {data.train.tokens.device}: {e}"
-            trial.set_user_attr("fail_reason", reason[:1000])
-            # The traceback's frames hold the model, its gradients and activations: let go of
-            # them before giving the memory back.
-            traceback.clear_frames(e.__traceback__)
             model = None
-            gc.collect()
-            free_memory(data.train.tokens.device)
+            self._failed(trial, e, data)
             raise
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("epochs_trained", history.epochs_trained)
@@ -97,9 +103,85 @@ class Objective:
                                      f"at {history.val_loss[-1]:.4f} nats/note")
         trial.set_user_attr("val_bits_per_note", metrics.bits_per_note)
         trial.set_user_attr("val_accuracy", metrics.accuracy)
-        value = history.best_val_loss
+        # Over transpositions the scored model is another one than the epochs' validation.
+        value = metrics.nats_per_note if test_transpose else history.best_val_loss
         if self.store is not None:
             upload_trial_checkpoint(trial, self.store, model, family, hparams,
                                     data.data.encoding.name,
                                     {"value": value, "training": training})
         return value
+
+    def cross_validate(self, trial: optuna.Trial, family: str, hparams: dict[str, Any],
+                       training: dict[str, Any], data: Prepared) -> float:
+        """The trial's configuration trained and scored on every fold, as crossval does."""
+        folds = self.folds
+        protocol = {k: training.pop(k) for k in PROTOCOL_SETTINGS if k in training}
+        recipe = Recipe(family, hparams, training, **{"epochs": self.base.epochs,
+                                                      "val_fraction": folds.val_fraction, **protocol},
+                        seed=self.base.seed, device=str(data.train.tokens.device))
+        trial.set_user_attr("config", {**recipe.as_params(), **folds.study_params()})
+        lines: list[dict] = []
+
+        def on_epoch(epoch: int, val_loss: float) -> bool:
+            self._check_stop()
+            if self._past_deadline(trial):
+                raise _Deadline
+            return False
+
+        try:
+            state, _ = folds.start(recipe)
+            with closing(folds.lines(recipe, state, on_epoch)) as running:
+                for line in in_order(running):
+                    lines.append(line)
+                    trial.set_user_attr("folds", [{"notes": f["n_notes"], "nats_per_note": f["nats_per_note"]}
+                                                  for f in lines])
+                    trial.report(pooled(lines), line["fold"])
+                    self._check_stop()
+                    if len(lines) < folds.k and (self._past_deadline(trial) or trial.should_prune()):
+                        raise _Deadline if trial.user_attrs.get("stopped_by") else optuna.TrialPruned(
+                            f"pruned after fold {len(lines)} of {folds.k} at {pooled(lines):.4f} nats/note")
+        except _Deadline:
+            # An unfinished cross-validation does not compare with finished ones: not a value.
+            raise optuna.TrialPruned(f"stopped by the search's timeout after {len(lines)} of "
+                                     f"{folds.k} folds") from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user (KeyboardInterrupt)")
+            raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            self._failed(trial, e, data)
+            raise
+        finally:
+            trial.set_user_attr("epochs_trained", [f["epochs"] for f in lines])
+        per_fold = [f["bits_per_note"] for f in lines]
+        trial.set_user_attr("bits_per_note", pooled(lines, "bits_per_note"))
+        trial.set_user_attr("fold_mean_bits_per_note", sum(per_fold) / len(per_fold))
+        return pooled(lines)
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise KeyboardInterrupt     # as Ctrl-C does when the trial runs alone
+
+    def _past_deadline(self, trial: optuna.Trial) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            trial.set_user_attr("stopped_by", "search timeout")
+            return True
+        return False
+
+    @staticmethod
+    def _failed(trial: optuna.Trial, e: Exception, data: Prepared) -> None:
+        """Record why ``trial`` failed and give back the memory it held."""
+        reason = f"{type(e).__name__}: {e}"
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            reason = f"out of memory on {data.train.tokens.device}: {e}"
+        trial.set_user_attr("fail_reason", reason[:1000])
+        # The traceback's frames hold the model, its gradients and activations: let go of
+        # them before giving the memory back.
+        traceback.clear_frames(e.__traceback__)
+        gc.collect()
+        free_memory(data.train.tokens.device)
+
+
+class _Deadline(Exception):
+    """The search's timeout came while a cross-validated trial was still training its folds."""

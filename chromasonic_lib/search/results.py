@@ -108,8 +108,13 @@ class Tally:
         }
 
 
+def max_steps(config: dict[str, Any]) -> int | None:
+    """The most steps a trial of a study reports: its epochs, or a cross-validated trial's folds."""
+    return config.get("folds") or config.get("epochs")
+
+
 def _tally(study: optuna.Study, max_epochs: int | None = None, top: int = 10) -> Tally:
-    max_epochs = max_epochs or study.user_attrs.get("config", {}).get("epochs")
+    max_epochs = max_epochs or max_steps(study.user_attrs.get("config", {}))
     return Tally(max_epochs, top).plus(study.get_trials(deepcopy=False))
 
 
@@ -131,13 +136,19 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
         lines.append(f"data: {attrs.get('data', cfg.get('dataset'))}")
         lines.append(f"model: {cfg.get('model')}, sampler: {cfg.get('sampler')}, pruner: "
                      f"{cfg.get('pruner')}, up to {cfg.get('epochs')} epochs per trial")
-        lines.append(f"measured on: seed {cfg.get('seed')}, {cfg.get('val_fraction')} of the melodies "
-                     f"validate, {cfg.get('test_fraction')} are held out for train_best's test")
+        if cfg.get("folds"):
+            lines.append(f"measured on: {cfg['folds']} folds of every melody (seed {cfg.get('seed')}), "
+                         "each trial cross-validated as crossval does; the value is nats/note over "
+                         "all notes")
+        else:
+            lines.append(f"measured on: seed {cfg.get('seed')}, {cfg.get('val_fraction')} of the melodies "
+                         f"validate, {cfg.get('test_fraction')} are held out for train_best's test")
     s = summary["states"]
     lines.append(f"trials: {summary['n_trials']} ({s['complete']} complete, {s['pruned']} pruned, "
                  f"{s['fail']} failed, {s['running']} running) in {summary['total_time']:.0f} s")
     if summary["epochs_saved_by_pruning"] is not None:
-        lines.append(f"epochs trained: {summary['epochs_trained']}; saved by pruning: "
+        unit = "folds" if cfg.get("folds") else "epochs"
+        lines.append(f"{unit} trained: {summary['epochs_trained']}; saved by pruning: "
                      f"{summary['epochs_saved_by_pruning']}")
     lines.append("")
     if summary["best_value"] is None:
@@ -244,7 +255,7 @@ class ResultFiles:
         """Rewrite the files (the PNG when due, or ``final``); returns the summary."""
         trials = study.get_trials(deepcopy=False)
         attrs = study.user_attrs
-        max_epochs = attrs.get("config", {}).get("epochs")
+        max_epochs = max_steps(attrs.get("config", {}))
         if max_epochs != self._done.max_epochs:         # the study was set up since: start over
             self._start(max_epochs)
         n = self._done.n

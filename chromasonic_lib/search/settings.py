@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 # else (n_trials, timeout, sampler, pruner, device, plot, heartbeats, threads) may change freely.
 MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "model", "seed",
             "val_fraction", "test_fraction", "n_sequences", "sequence_length", "epochs",
-            "search_space")
+            "folds", "pretrain", "pretrain_epochs", "also_train_on", "search_space")
+# What a study created before a setting existed measured: the value that setting has now.
+BEFORE = {"folds": 0, "pretrain": "", "pretrain_epochs": 5, "also_train_on": ""}
 SYNTHETIC_ONLY = ("n_sequences", "sequence_length")
 
 
@@ -66,7 +68,12 @@ def study_settings(cfg, data) -> dict[str, Any]:
         "n_sequences": cfg.n_sequences if synthetic else None,
         "sequence_length": cfg.sequence_length if synthetic else None,
         "epochs": cfg.epochs,
-        "search_space": dataclasses.asdict(cfg.space),
+        "folds": cfg.folds,
+        "pretrain": cfg.pretrain,
+        "pretrain_epochs": cfg.pretrain_epochs if cfg.pretrain else BEFORE["pretrain_epochs"],
+        "also_train_on": cfg.also_train_on,
+        # Where a study starts is not what its trials measure: start_from is left out.
+        "search_space": {k: v for k, v in dataclasses.asdict(cfg.space).items() if k != "start_from"},
         "library_version": library_version(),
     }))
 
@@ -76,7 +83,7 @@ def stored_settings(study: optuna.Study) -> dict[str, Any]:
     attrs = study.user_attrs
     if "settings" in attrs:
         # Studies from before the start token record no protocol: theirs left first notes out.
-        return {"protocol": 1, **attrs["settings"]}
+        return {"protocol": 1, **BEFORE, **attrs["settings"]}
     # ``config`` named the space's file, not its content, and kept the synthetic-only sizes
     # for every dataset: those can't be compared.
     legacy = {k: v for k, v in (attrs.get("config") or {}).items()
@@ -98,7 +105,7 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
 
 def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
     """Stop a resume whose settings would make its trials incomparable with the study's."""
-    old = stored_settings(study)
+    old, settings = stored_settings(study), {**BEFORE, **settings}
     folder = _is_folder(settings["dataset"])
     for name in MEASURED:
         if name not in old or old[name] == settings.get(name):

@@ -10,17 +10,19 @@ each checked against the study's encoding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
 
-from ..config import MODELS, SEARCHABLE_TRAINING, TrainConfig, check_context
+from ..config import (MODELS, SEARCHABLE_TRAINING, TrainConfig, check_context, check_float,
+                      check_int, check_test_transpose)
 from ..data.context import context_label, context_names
 from ..errors import ConfigError
-from ..models import MODEL_DEFAULTS
+from ..folds import PROTOCOL_SETTINGS
+from ..models import MODEL_DEFAULTS, RHYTHM
 
 TYPES = ("float", "int", "categorical")
 
@@ -86,8 +88,50 @@ def _context_param(where: str, spec: ParamSpec, family: str, encoding: str | Non
     return ContextSpec(spec.name, "categorical", choices=labels)
 
 
-# Where a search starts: each family's defaults with TrainConfig's (known to train).
-TRAINING_DEFAULTS = {name: getattr(TrainConfig(), name) for name in SEARCHABLE_TRAINING}
+# Where a search starts: each family's defaults with TrainConfig's (known to train), and
+# crossval's protocol defaults.
+TRAINING_DEFAULTS = {**{name: getattr(TrainConfig(), name) for name in SEARCHABLE_TRAINING},
+                     **PROTOCOL_SETTINGS}
+# What a space's ``training`` section may search: TrainConfig's settings and how a configuration
+# is trained and scored (crossval's protocol: epochs, val_fraction, test_transpose, ensemble).
+SPACE_TRAINING = SEARCHABLE_TRAINING + tuple(PROTOCOL_SETTINGS)
+# The markov model is counted, not trained: of the training section it takes only these.
+MARKOV_TRAINING = ("transpose", "test_transpose")
+# Searchable only where each trial is cross-validated (the single split's are the study's).
+FOLDS_ONLY = ("val_fraction", "ensemble")
+
+
+def _check_protocol(label: str, name: str, value: Any) -> None:
+    if name == "epochs":
+        check_int(label, value)
+    elif name == "val_fraction":
+        check_float(label, value, 0, 0.5)
+    elif name == "test_transpose":
+        check_test_transpose(value)
+    elif name == "ensemble":
+        check_int(label, value)
+    else:
+        try:
+            TrainConfig(**{name: value})
+        except ConfigError as e:
+            raise ConfigError(f"{label}: {e}") from None
+
+
+def _check_values(where: str, spec: "ParamSpec", check) -> None:
+    """Every value ``spec`` can take passes ``check`` (its bounds for a range): a bad value is
+    refused when the space is read, not when a trial that drew it fails."""
+    values = spec.choices if spec.type == "categorical" else [spec.value] if spec.type == "fixed" \
+        else [spec.low, spec.high]
+    for value in values:
+        check(f"search_space: {where}.{spec.name}", spec.name, value)
+
+
+def _possible(spec: "ParamSpec | None", default: Any) -> list:
+    """The values a parameter can take that matter for a combination check (a range: its ends)."""
+    if spec is None:
+        return [default]
+    return spec.choices if spec.type == "categorical" else [spec.value] if spec.type == "fixed" \
+        else [spec.low, spec.high]
 
 
 def _param(where: str, name: str, raw: Any) -> ParamSpec:
@@ -133,6 +177,9 @@ class SearchSpace:
     families: list[str]
     training: dict[str, ParamSpec]
     models: dict[str, dict[str, ParamSpec]]
+    # Params files (crossval's, a best_hyperparameters.json) whose configurations a new study
+    # runs first, instead of the families' defaults: a search starts from the best known point.
+    start_from: list[str] = field(default_factory=list)
 
     def suggest(self, trial: optuna.Trial) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """(family, model hyperparameters, training settings) for one trial.
@@ -146,13 +193,69 @@ class SearchSpace:
         else:
             family = trial.suggest_categorical("model", self.families)
             prefix = f"{family}."
-        hparams = {n: p.suggest(trial, prefix + n) for n, p in self.models.get(family, {}).items()}
-        training = {}
-        if family != "markov":      # the markov model is counted, not trained
-            training = {n: p.suggest(trial, n) for n, p in self.training.items()}
-        elif "transpose" in self.training:
-            training["transpose"] = self.training["transpose"].suggest(trial, "transpose")
+        params = self.models.get(family, {})
+        hparams = {n: p.suggest(trial, prefix + n) for n, p in params.items() if n != "memory_rhythm"}
+        if "memory_rhythm" in params and _rhythm_applies(family, hparams):
+            # Conditional: only a model with the melody memory that reads the rhythm can link them.
+            hparams["memory_rhythm"] = params["memory_rhythm"].suggest(trial, prefix + "memory_rhythm")
+        training = {n: p.suggest(trial, n) for n, p in self.training.items()
+                    if (family != "markov" or n in MARKOV_TRAINING) and n != "epochs"}
+        if "epochs" in self.training and family != "markov" and training.get("val_fraction", 0) == 0:
+            # Conditional: with early stopping (val_fraction > 0) the epochs are the study's
+            # maximum; with none held out (0) they are how long the model trains, so drawn.
+            training["epochs"] = self.training["epochs"].suggest(trial, "epochs")
         return family, hparams, training
+
+    def start_params(self, params: dict[str, Any], where: str, study: dict[str, Any]) -> dict[str, Any]:
+        """Optuna's parameters for the configuration ``params`` (a params file's, ``where``): the
+        trial that draws them trains exactly that configuration, or a :class:`ConfigError` says
+        which setting this space can't give it. ``study``: the values a trial takes for the
+        protocol settings the space doesn't search (the study's epochs and val_fraction)."""
+        params = dict(params)
+        family = params.pop("model", None)
+        if family not in self.families:
+            raise ConfigError(f"search_space: start_from {where} is a {family!r}, which this space "
+                              f"does not search ({', '.join(self.families)})")
+        prefix = "" if len(self.families) == 1 else f"{family}."
+        out = {} if len(self.families) == 1 else {"model": family}
+        known = {**MODEL_DEFAULTS[family], **TRAINING_DEFAULTS, **study}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ConfigError(f"search_space: start_from {where} sets {', '.join(unknown)}, which a "
+                              f"search does not take")
+        hparams = {n: params.get(n, d) for n, d in MODEL_DEFAULTS[family].items()}
+        if "context" in hparams:
+            hparams["context"] = context_label(hparams["context"])
+        specs = {**{prefix + n: (p, hparams[n]) for n, p in self.models.get(family, {}).items()
+                    if n != "memory_rhythm" or _rhythm_applies(family, hparams)},
+                 **{n: (p, params.get(n, {**TRAINING_DEFAULTS, **study}[n])) for n, p in self.training.items()
+                    if (family != "markov" or n in MARKOV_TRAINING)}}
+        if "epochs" in specs and params.get("val_fraction", study.get("val_fraction")) != 0 and "val_fraction" in self.training:
+            del specs["epochs"]
+        for key, (spec, value) in specs.items():
+            if spec.type == "fixed" and spec.value == value or spec.type != "fixed" and spec.closest(value) == value:
+                if spec.type != "fixed":
+                    out[key] = value
+                continue
+            raise ConfigError(f"search_space: start_from {where} has {key} {value!r}, which this "
+                              f"space can't draw ({_describe(spec)})")
+        # What the space leaves out, a trial takes from the defaults (or the study): the file must too.
+        drawn = {n.removeprefix(prefix) for n in specs}
+        for name in set(params) - drawn:
+            expected = {**hparams, **TRAINING_DEFAULTS, **study}.get(name)
+            if params[name] != expected and not (name == "context" and hparams["context"] == expected):
+                raise ConfigError(f"search_space: start_from {where} has {name} {params[name]!r}, but "
+                                  f"this space's trials take {expected!r}: add {name} to the space")
+        return out
+
+    def check_single_split(self) -> None:
+        """Refuse what only a cross-validated search can search (folds 0: one split)."""
+        for name in FOLDS_ONLY:
+            if name in self.training:
+                raise ConfigError(
+                    f"search_space: training.{name} is searchable only in a cross-validated search "
+                    f"(folds ≥ 2): it is how each fold trains; a single-split search's "
+                    f"{'val_fraction is the study parameter of that name' if name == 'val_fraction' else 'trials train one model each'}")
 
 
     def default_trials(self, overrides: dict[str, dict[str, Any]] | None = None
@@ -173,10 +276,18 @@ class SearchSpace:
                 if spec.type != "fixed":
                     params[prefix + name] = spec.closest(defaults[name])
             for name, spec in self.training.items():
-                if spec.type != "fixed" and (family != "markov" or name == "transpose"):
+                if spec.type != "fixed" and (family != "markov" or name in MARKOV_TRAINING):
                     params[name] = spec.closest(TRAINING_DEFAULTS[name])
             trials.append(params)
         return trials
+
+
+def _describe(spec: ParamSpec) -> str:
+    if spec.type == "fixed":
+        return f"fixed at {spec.value!r}"
+    if spec.type == "categorical":
+        return f"choices {spec.choices}"
+    return f"{spec.low}..{spec.high}"
 
 
 def load_space(source: str | Path | dict, model: str, encoding: str | None = None) -> SearchSpace:
@@ -192,15 +303,20 @@ def load_space(source: str | Path | dict, model: str, encoding: str | None = Non
     if not isinstance(raw, dict) or not isinstance(raw.get("models", {}), dict):
         raise ConfigError(f"search_space: {source} must be a mapping with 'training' and "
                           f"'models' sections")
-    unknown = set(raw) - {"training", "models"}
+    unknown = set(raw) - {"training", "models", "start_from"}
     if unknown:
-        raise ConfigError(f"search_space: unknown sections {sorted(unknown)}; allowed: training, models")
+        raise ConfigError(f"search_space: unknown sections {sorted(unknown)}; allowed: training, "
+                          "models, start_from")
+    start_from = raw.get("start_from") or []
+    if not isinstance(start_from, list) or not all(isinstance(p, str) for p in start_from):
+        raise ConfigError(f"search_space: start_from must be a list of params files, got {start_from!r}")
     training = {}
     for name, spec in (raw.get("training") or {}).items():
-        if name not in SEARCHABLE_TRAINING:
+        if name not in SPACE_TRAINING:
             raise ConfigError(f"search_space: {name} is not a training setting that can be "
-                              f"searched; allowed: {', '.join(SEARCHABLE_TRAINING)}")
+                              f"searched; allowed: {', '.join(SPACE_TRAINING)}")
         training[name] = _param("training", name, spec)
+        _check_values("training", training[name], _check_protocol)
     models = {}
     for family, params in (raw.get("models") or {}).items():
         if family not in MODEL_DEFAULTS:
@@ -220,7 +336,33 @@ def load_space(source: str | Path | dict, model: str, encoding: str | None = Non
         raise ConfigError(f"search_space: {source} lists no model family, so model=any has "
                           f"nothing to search")
     _check_transformer_heads(models.get("transformer", {}))
-    return SearchSpace(families, training, models)
+    for family in families:
+        _check_rhythm(family, models.get(family, {}))
+    return SearchSpace(families, training, models, start_from)
+
+
+def _rhythm_applies(family: str, hparams: dict[str, Any]) -> bool:
+    """A trial's model can take memory_rhythm: it has the melody memory and reads the rhythm."""
+    defaults = MODEL_DEFAULTS[family]
+    return bool(hparams.get("memory_order", defaults["memory_order"])) and \
+        bool(set(RHYTHM) & set(context_names(hparams.get("context", defaults.get("context", ())))))
+
+
+def _check_rhythm(family: str, params: dict[str, ParamSpec]) -> None:
+    """memory_rhythm is drawn only where the trial's model can take it (the melody memory and a
+    context with a rhythm feature); a space where no trial's model can is refused by name."""
+    spec = params.get("memory_rhythm")
+    if spec is None or not any(_possible(spec, 0)):
+        return
+    defaults = MODEL_DEFAULTS[family]
+    orders = _possible(params.get("memory_order"), defaults["memory_order"])
+    contexts = _possible(params.get("context"), defaults.get("context", ()))
+    if not any(orders) or not any(set(RHYTHM) & set(context_names(c)) for c in contexts):
+        raise ConfigError(
+            f"search_space: models.{family}.memory_rhythm needs the melody memory (memory_order ≥ 1) "
+            f"and a context with one of {', '.join(RHYTHM)}, but this space's {family} can have "
+            f"{'no memory_order above 0' if not any(orders) else 'no such context'}: add them "
+            "to the space, or take memory_rhythm out")
 
 
 def _check_transformer_heads(params: dict[str, ParamSpec]) -> None:

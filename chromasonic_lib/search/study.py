@@ -168,7 +168,8 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """median: stop a trial whose loss is worse than the median of earlier trials at that epoch.
+    """median: stop a trial whose loss is worse than the median of earlier trials at that epoch
+    (``epochs``: the steps a trial reports; a cross-validated trial's are its folds).
 
     One finished trial is enough to compare against, because a new study starts with the
     families' defaults: a reasonable reference. The first tenth of the epochs (at least one)
@@ -189,7 +190,7 @@ def create_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage) -> tup
     storage's unique study name lets exactly one of them create it; only that one sets it up
     (stores its settings, queues the families' defaults).
     """
-    sampler, pruner = make_sampler(cfg.sampler, cfg.seed), make_pruner(cfg.pruner, cfg.epochs)
+    sampler, pruner = make_sampler(cfg.sampler, cfg.seed), make_pruner(cfg.pruner, cfg.folds or cfg.epochs)
     try:
         study = optuna.create_study(storage=storage, study_name=cfg.study_name,
                                     direction="minimize", sampler=sampler, pruner=pruner)
