@@ -38,7 +38,8 @@ from .data import MelodySet, hold_out, kfold, load_dataset, melody_groups
 from .errors import ChromasonicError
 from .models import build_model, split_params
 from .pretraining import also_train_on, describe_also_train_on, pretrained, start_from
-from .training import evaluate, pick_device, train_ensemble
+from .surprise import fold_notes, joined_notes, per_melody, write_notes
+from .training import pick_device, train_ensemble
 from .transposition import TranspositionAverage
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,14 @@ def _train_fold(cfg: CrossvalConfig, pool: MelodySet, extra: list[int], state: d
 
 def _score_fold(cfg: CrossvalConfig, pool: MelodySet, extra: list[int], state: dict | None, i: int,
                 train_idx: list[int], test_idx: list[int]) -> dict:
-    """Fold ``i`` trained and scored: its line of the report."""
+    """Fold ``i`` trained and scored: its line of the report, and under ``"notes"`` its test
+    notes' per-note records (``surprise.FoldNotes``), of which the line's figures are means."""
     model, histories = _train_fold(cfg, pool, extra, state, i, train_idx)
-    m = evaluate(model, pool.tensor(test_idx, pick_device(cfg.device)))
+    notes = fold_notes(model, pool, test_idx, i, pick_device(cfg.device), bool(cfg.distributions))
     epochs = [h.epochs_trained for h in histories]      # one per ensemble member
-    return {"fold": i, "bits_per_note": m.bits_per_note, "n_notes": m.n_notes,
-            "n_melodies": len(test_idx), "epochs": epochs[0] if len(epochs) == 1 else epochs}
+    return {"fold": i, "bits_per_note": notes.bits_per_note, "n_notes": len(notes.table),
+            "n_melodies": len(test_idx), "epochs": epochs[0] if len(epochs) == 1 else epochs,
+            "notes": notes}
 
 
 def jobs_and_threads(cfg: CrossvalConfig) -> tuple[int, int]:
@@ -191,15 +194,19 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     state = _pretrained(cfg, data, pretraining)
     pool, extra = _also_train_on(cfg, data, also)
     jobs, threads = jobs_and_threads(cfg)
+    notes = []
     with closing(_scored_folds(cfg, data, pool, extra, state, jobs, threads)) as folds:  # stopped, it stops its workers
         for r in folds:
+            notes.append(r.pop("notes"))
             results.append(r)
             epochs = r["epochs"] if isinstance(r["epochs"], list) else [r["epochs"]]
             print(f"{label}fold {r['fold'] + 1:>2}/{cfg.folds}: {r['bits_per_note']:.3f} bits/note over "
                   f"{r['n_notes']} notes ({', '.join(map(str, epochs))} epochs)", flush=True)
     results.sort(key=lambda r: r["fold"])
-    n_notes = sum(r["n_notes"] for r in results)
-    bits = sum(r["bits_per_note"] * r["n_notes"] for r in results) / n_notes
+    table = joined_notes(notes)         # every note of the collection, out of fold
+    n_notes = len(table)
+    bits = float(table["information.content"].mean())
+    write_notes(table, notes, cfg.per_note, cfg.distributions, pool)
     per_fold = np.array([r["bits_per_note"] for r in results])
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**hparams, **training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
@@ -211,7 +218,8 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
             # the standard error of the folds' mean: sample std (ddof=1) / √k
             "fold_sem": float(np.std(per_fold, ddof=1) / np.sqrt(len(per_fold))),
             "n_notes": n_notes, "n_melodies": sum(r["n_melodies"] for r in results),   # folds cover all
-            "groups": _groups(data), "seconds": round(time.perf_counter() - start, 1), "per_fold": results}
+            "groups": _groups(data), "seconds": round(time.perf_counter() - start, 1), "per_fold": results,
+            "per_melody": per_melody(table).to_dict("records"), "per_note": cfg.per_note or None}
 
 
 def run_compare(cfg: CrossvalConfig) -> dict:
@@ -308,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="folds trained at once, each in a process of its own with its share of the "
                         "threads (default: one per core on the CPU, 1 on a GPU)")
+    p.add_argument("--per-note", default="", metavar="FILE",
+                   help="write every note's probability, information content and entropy, each scored "
+                        "by the fold model that did not train on its melody (IDyOM's column names): "
+                        "FILE.csv or FILE.parquet; with --compare, FILE-A and FILE-B")
+    p.add_argument("--distributions", default="", metavar="FILE.npz",
+                   help="also write every note's whole predicted distribution (row for row with --per-note)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=(),
                    help="run two params files (each with its own model) on the same folds, instead of "
@@ -319,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                              args.epochs, args.seed, args.device, args.limit, args.ensemble,
                              args.test_transpose, args.val_fraction, args.pretrain,
                              args.also_train_on, compare=tuple(args.compare),
-                             jobs=args.jobs)
+                             jobs=args.jobs, per_note=args.per_note, distributions=args.distributions)
         result = run_compare(cfg) if cfg.compare else run_crossval(cfg)
     except ChromasonicError as e:
         print(f"error: {e}", file=sys.stderr)
