@@ -26,6 +26,7 @@ from .pretraining import also_train_on, describe_also_train_on, pretrained, star
 from .plots import history_curves_figure, save_figure
 from .checkpoints import save_checkpoint
 from .search import markov_baseline
+from .surprise import surprise, write_table
 from .search.results import trial_config
 from .search.settings import stored_settings
 from .search.study import load_existing_study
@@ -112,6 +113,8 @@ class TrainedRun:
     output_dir: Path
     configuration: BestConfiguration
     histories: list[History]            # one per model of the ensemble
+    # Every test note's probability, IC and entropy (surprise.note_table); test_notes.csv.
+    test_notes: pd.DataFrame | None = None
 
     def metrics_table(self) -> pd.DataFrame:
         rows = {f"{self.family} (best configuration)": self.test.as_dict(),
@@ -168,6 +171,8 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     history = histories[0]
     test = evaluate(model, data.test)
     baseline = evaluate(markov_baseline(data)[2], data.test)
+    test_notes = surprise(model, data.data, data.splits.index["test"], cfg.device)
+    write_table(test_notes, out / "test_notes.csv")
     log.info("test: %.4f nats/note (%.3f bits), accuracy %.3f; markov baseline %.4f",
              test.nats_per_note, test.bits_per_note, test.accuracy, baseline.nats_per_note)
     save_checkpoint(out / "model.pt", model, family, hparams, d.encoding,
@@ -190,7 +195,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
                 out / "learning_curves.png")
     return TrainedRun(family, hparams, training, model, history, data, test, baseline, out, best,
-                      histories)
+                      histories, test_notes)
 
 
 @dataclass
