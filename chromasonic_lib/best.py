@@ -18,7 +18,7 @@ from . import generate
 from .atomic import write_json
 from .config import (DataConfig, TrainBestConfig, TrainConfig, check_context, check_int,
                      check_param_file, check_settings_keys, check_writable_dir)
-from .data import Prepared, load_dataset, prepare
+from .data import MelodySet, Prepared, load_dataset, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
 from .models import MODEL_DEFAULTS, build_model, split_params
@@ -294,6 +294,16 @@ def sample_in_rhythm(run: TrainedRun, primer: list[int] | Notes, length: int, te
     tokens = generate.sample(run.model, start, max(length, len(start)), temperature, top_k, generator,
                              context=generate.rhythm_context(run.model, enc, rhythm))
     return tokens, enc.decode(tokens, rhythm), about
+
+
+def sample_notes(run: TrainedRun, samples: list[Sample]) -> pd.DataFrame:
+    """The per-note table (``surprise``) of generated melodies under the model that wrote them:
+    the IC profile of what it wrote, to set against ``run.test_notes``'. A context model's
+    melodies are scored with the rhythm they were written in (their notes carry it)."""
+    enc = run.data.data.encoding
+    melodies = MelodySet("generated", enc, [np.asarray(s.tokens, np.int64) for s in samples],
+                         notes=[s.notes for s in samples], ids=[s.name for s in samples])
+    return surprise(run.model, melodies, device=str(run.data.train.tokens.device))
 
 
 def _pitches_and_intervals(melodies: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -136,6 +136,8 @@ def test_an_ensemble_is_trained_tested_saved_and_sampled(tmp_path):
     assert evaluate(loaded, run.data.test).nats_per_note == pytest.approx(run.test.nats_per_note, rel=1e-5)
     [sample] = best.generate_samples(run, cfg, n=1, length=8)
     assert len(sample.tokens) == 8
+    generated = best.sample_notes(run, [sample])     # the IC of what it wrote, under itself
+    assert generated["note.id"].tolist() == list(range(1, 9)) and (generated["probability"] > 0).all()
 
 
 def test_a_crossval_params_file_brings_its_pretraining_other_melodies_and_averages(tmp_path, monkeypatch):
