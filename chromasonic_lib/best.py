@@ -115,6 +115,7 @@ class TrainedRun:
     histories: list[History]            # one per model of the ensemble
     # Every test note's probability, IC and entropy (surprise.note_table); test_notes.csv.
     test_notes: pd.DataFrame | None = None
+    baseline_notes: pd.DataFrame | None = None      # the same under the markov baseline
 
     def metrics_table(self) -> pd.DataFrame:
         rows = {f"{self.family} (best configuration)": self.test.as_dict(),
@@ -170,8 +171,10 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         model = TranspositionAverage(model, settings["test_transpose"])
     history = histories[0]
     test = evaluate(model, data.test)
-    baseline = evaluate(markov_baseline(data)[2], data.test)
+    markov = markov_baseline(data)[2]
+    baseline = evaluate(markov, data.test)
     test_notes = surprise(model, data.data, data.splits.index["test"], cfg.device)
+    baseline_notes = surprise(markov, data.data, data.splits.index["test"], cfg.device)
     write_table(test_notes, out / "test_notes.csv")
     log.info("test: %.4f nats/note (%.3f bits), accuracy %.3f; markov baseline %.4f",
              test.nats_per_note, test.bits_per_note, test.accuracy, baseline.nats_per_note)
@@ -195,7 +198,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
                 out / "learning_curves.png")
     return TrainedRun(family, hparams, training, model, history, data, test, baseline, out, best,
-                      histories, test_notes)
+                      histories, test_notes, baseline_notes)
 
 
 @dataclass

@@ -331,17 +331,24 @@ def melody_means_figure(means, label: int = 5):
     it: which melodies the model finds hardest. The ``label`` hardest and easiest are named."""
     m = means.sort_values("mean.information.content").reset_index(drop=True)
     x = np.arange(len(m))
+    named = np.array([*range(min(label, len(m))), *range(max(len(m) - label, label), len(m))], int)
+    colour = np.full(len(m), IC_COLOUR, object)
+    colour[named] = "darkred"
     fig, ax = plt.subplots(figsize=(11, 4.2))
-    ax.bar(x, m["mean.information.content"], width=0.85, color=IC_COLOUR, alpha=0.75, label="mean IC")
+    ax.bar(x, m["mean.information.content"], width=0.85, color=colour, alpha=0.75, label="mean IC")
     ax.plot(x, m["mean.entropy"], ".", color=ENTROPY_COLOUR, ms=4, label="mean entropy")
-    for k in [*range(min(label, len(m))), *range(max(len(m) - label, label), len(m))]:
-        ax.annotate(m["melody.name"].iloc[k], (k, m["mean.information.content"].iloc[k]), rotation=90,
-                    textcoords="offset points", xytext=(0, 3), fontsize=7, ha="center", va="bottom")
+    # Names in two lists rather than over the bars: with a hundred melodies they would overlap.
+    for side, rows, where in (("easiest", named[named < label], (0.01, 0.97)),
+                              ("hardest", named[named >= label][::-1], (0.99, 0.97))):
+        text = "\n".join([side] + [f"{m['melody.name'].iloc[k]}  {m['mean.information.content'].iloc[k]:.2f}"
+                                   for k in rows])
+        ax.text(*where, text, transform=ax.transAxes, fontsize=8, va="top",
+                ha="left" if side == "easiest" else "right", family="monospace")
     ax.set_xticks([])
     ax.set_xlabel(f"{len(m)} melodies, easiest to hardest")
     ax.set_ylabel("bits/note")
-    ax.set_ylim(0, m["mean.information.content"].max() * 1.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylim(0, m["mean.information.content"].max() * 1.45)
+    ax.legend(loc="upper center", fontsize=8)
     ax.set_title("Mean information content per melody")
     fig.tight_layout()
     return fig
