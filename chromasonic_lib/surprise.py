@@ -26,7 +26,7 @@ from .atomic import atomic_write
 from .config import check_npz_file, check_table_file
 from .data import MelodySet, load_dataset
 from .data.context import MINOR
-from .data.encodings import LOWEST_MIDI, N_KEYS, midi_name
+from .data.encodings import LOWEST_MIDI, N_KEYS
 from .errors import ChromasonicError, ConfigError
 from .paths import resolve
 from .training import pick_device, scoring_batches
@@ -97,14 +97,14 @@ def key_name(key_id: int) -> str:
 
 
 def note_table(scores: NoteScores, melodies: MelodySet, indices: list[int], *,
-               context: tuple[str, ...] = (), fold: int | None = None) -> pd.DataFrame:
+               context: tuple[str, ...] = ()) -> pd.DataFrame:
     """``scores`` of the melodies at ``indices`` of ``melodies`` as one row per note.
 
     Columns, IDyOM's names where IDyOM has one: ``dataset.id``, ``melody.id`` (the file, part
     and tune number; see ``data.melody_ids``), ``melody.name``, ``note.id`` (1-based, per
     melody), ``onset`` and ``dur`` (quarter notes from the melody's first note; NaN without a
     score), ``cpitch`` (MIDI) and ``note`` (its name), ``probability``,
-    ``information.content`` and ``entropy`` (bits); ``fold`` when given; where the score gives
+    ``information.content`` and ``entropy`` (bits) (crossval adds ``fold``); where the score gives
     them ``phrase`` (IDyOM's: 1 opens a phrase, −1 ends one), ``bar.offset`` (quarter notes
     into the bar), ``metre`` and ``key``; and ``model.context``, the features the model was
     told (``none`` for a pitch-only model).
@@ -138,8 +138,6 @@ def note_table(scores: NoteScores, melodies: MelodySet, indices: list[int], *,
     table["probability"] = np.exp(scores.log_prob)
     table["information.content"] = scores.information_content
     table["entropy"] = scores.entropy / LN2
-    if fold is not None:
-        table["fold"] = fold
     table.update(extra)
     table["model.context"] = "+".join(context) or "none"
     return pd.DataFrame(table)

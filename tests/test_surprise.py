@@ -9,7 +9,6 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import PYTHON, ROOT
 
 from chromasonic_lib.checkpoints import save_checkpoint
