@@ -158,3 +158,15 @@ def test_per_melody_means_and_parquet(tmp_path):
     assert means["mean.information.content"].tolist() == [2.0, 5.0] and means["n.notes"].tolist() == [2, 1]
     write_table(table, tmp_path / "t.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t.parquet"), table)
+
+
+def test_a_melody_memory_counts_only_the_melody_s_own_notes():
+    # Scored beside another melody or alone, a melody's notes get the same probabilities.
+    data = load_dataset("chorales-185", limit=3)
+    model = build_model("markov", {"memory_order": 3, "memory_alpha": 2.0}, 88)
+    t = data.tensor([0])
+    model.fit(t.tokens, t.lengths)
+    together = surprise(model, data, [1, 2], device="cpu")
+    alone = surprise(model, data, [2], device="cpu")
+    assert together[together["melody.name"] == "bwv255"]["probability"].tolist() == \
+        pytest.approx(alone["probability"].tolist(), rel=1e-6)
