@@ -318,10 +318,10 @@ def surprise_comparison_figure(a, b, melody: str | None = None, labels: tuple[st
     delta.bar(onset, diff, width=np.minimum(dur, 1) * 0.8, align="edge",
               color=np.where(diff < 0, "tab:green", "tab:orange"))
     delta.axhline(0, color="black", lw=0.6)
-    delta.set_ylabel(f"{labels[1]} − {labels[0]}")
+    delta.set_ylabel("difference (bits)")
     delta.set_xlabel(label)
     roll.set_title(f"{ra['melody.name'].iloc[0]}: {labels[1]} against {labels[0]}, note by note "
-                   f"(green: {labels[1]} less surprised)")
+                   f"\n(bars: {labels[1]} − {labels[0]}; green where {labels[1]} is less surprised)")
     fig.tight_layout()
     return fig
 
