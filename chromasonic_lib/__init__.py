@@ -16,6 +16,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .paths import mask_url
 from .search import SearchResult, run_search
 from .search.compat import HyperparameterOptimizer, HyperparameterSearchSpace
+from .surprise import per_melody, surprise
 from .training import History, Metrics, evaluate, pick_device, train
 
 __all__ = [
@@ -23,7 +24,7 @@ __all__ = [
     "load_dataset", "prepare", "MelodySet", "build_model", "train", "evaluate", "pick_device",
     "History", "Metrics", "run_search", "SearchResult", "save_checkpoint", "load_checkpoint",
     "HyperparameterSearchSpace", "HyperparameterOptimizer", "ChromasonicError", "ConfigError",
-    "DataError", "TrainingDiverged", "setup_logging", "mask_url",
+    "DataError", "TrainingDiverged", "setup_logging", "mask_url", "surprise", "per_melody",
 ]
 
 

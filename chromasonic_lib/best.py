@@ -18,7 +18,7 @@ from . import generate
 from .atomic import write_json
 from .config import (DataConfig, TrainBestConfig, TrainConfig, check_context, check_int,
                      check_param_file, check_settings_keys, check_writable_dir)
-from .data import Prepared, load_dataset, prepare
+from .data import MelodySet, Prepared, load_dataset, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
 from .models import MODEL_DEFAULTS, build_model, split_params
@@ -26,6 +26,7 @@ from .pretraining import also_train_on, describe_also_train_on, pretrained, star
 from .plots import history_curves_figure, save_figure
 from .checkpoints import save_checkpoint
 from .search import markov_baseline
+from .surprise import surprise, write_table
 from .search.results import trial_config
 from .search.settings import stored_settings
 from .search.study import load_existing_study
@@ -124,6 +125,9 @@ class TrainedRun:
     output_dir: Path
     configuration: BestConfiguration
     histories: list[History]            # one per model of the ensemble
+    # Every test note's probability, IC and entropy (surprise.note_table); test_notes.csv.
+    test_notes: pd.DataFrame | None = None
+    baseline_notes: pd.DataFrame | None = None      # the same under the markov baseline
 
     def metrics_table(self) -> pd.DataFrame:
         rows = {f"{self.family} (best configuration)": self.test.as_dict(),
@@ -180,7 +184,11 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         model = TranspositionAverage(model, settings["test_transpose"])
     history = histories[0]
     test = evaluate(model, data.test)
-    baseline = evaluate(markov_baseline(data)[2], data.test)
+    markov = markov_baseline(data)[2]
+    baseline = evaluate(markov, data.test)
+    test_notes = surprise(model, data.data, data.splits.index["test"], cfg.device)
+    baseline_notes = surprise(markov, data.data, data.splits.index["test"], cfg.device)
+    write_table(test_notes, out / "test_notes.csv")
     log.info("test: %.4f nats/note (%.3f bits), accuracy %.3f; markov baseline %.4f",
              test.nats_per_note, test.bits_per_note, test.accuracy, baseline.nats_per_note)
     save_checkpoint(out / "model.pt", model, family, hparams, d.encoding,
@@ -203,7 +211,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
                 out / "learning_curves.png")
     return TrainedRun(family, hparams, training, model, history, data, test, baseline, out, best,
-                      histories)
+                      histories, test_notes, baseline_notes)
 
 
 @dataclass
@@ -302,6 +310,16 @@ def sample_in_rhythm(run: TrainedRun, primer: list[int] | Notes, length: int, te
     tokens = generate.sample(run.model, start, max(length, len(start)), temperature, top_k, generator,
                              context=generate.rhythm_context(run.model, enc, rhythm))
     return tokens, enc.decode(tokens, rhythm), about
+
+
+def sample_notes(run: TrainedRun, samples: list[Sample]) -> pd.DataFrame:
+    """The per-note table (``surprise``) of generated melodies under the model that wrote them:
+    the IC profile of what it wrote, to set against ``run.test_notes``'. A context model's
+    melodies are scored with the rhythm they were written in (their notes carry it)."""
+    enc = run.data.data.encoding
+    melodies = MelodySet("generated", enc, [np.asarray(s.tokens, np.int64) for s in samples],
+                         notes=[s.notes for s in samples], ids=[s.name for s in samples])
+    return surprise(run.model, melodies, device=str(run.data.train.tokens.device))
 
 
 def _pitches_and_intervals(melodies: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

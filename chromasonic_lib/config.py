@@ -702,9 +702,14 @@ class CrossvalConfig:
     # fold), elsewhere 1. The command line's default is 0; here 1, since worker processes
     # re-import a script that has no ``if __name__ == "__main__":`` guard.
     jobs: int = 1
+    # Every note's probability, IC and entropy, out of fold: a .csv or .parquet file; "": none.
+    per_note: str = ""
+    # Every note's whole predicted distribution: a .npz file; "": none.
+    distributions: str = ""
 
     def __post_init__(self) -> None:
         self.dataset = check_dataset("dataset", self.dataset)
+        self._check_outputs()
         self.encoding = check_choice("encoding", self.encoding, ENCODINGS)
         self.folds = check_int("folds", self.folds, 2)
         # With compare, A and B are each a config of their own, built from the raw model and epochs.
@@ -736,6 +741,13 @@ class CrossvalConfig:
         # Every key left in the params file is one of the model's or its training's parameters.
         check_settings_keys("params", self.params, self.settings, self.model, "crossval")
 
+    def _check_outputs(self) -> None:
+        """``per_note`` and ``distributions`` name files of a kind that can be written."""
+        if self.per_note:
+            check_table_file("per_note", self.per_note)
+        if self.distributions:
+            check_npz_file("distributions", self.distributions)
+
     def _other_collection(self, key: str, given: str) -> str:
         """The collection crossval's own ``key`` names (``given``, else the params file's, else
         none): another one than ``dataset``."""
@@ -756,4 +768,38 @@ class CrossvalConfig:
         for path in self.compare:
             check_param_file("compare", path)
         self.compare = tuple(self.compare)
-        return tuple(dataclasses.replace(self, params=p, compare=()) for p in self.compare)
+        # Each side's per-note files get its letter: FILE-A.csv, FILE-B.csv.
+        return tuple(dataclasses.replace(self, params=p, compare=(), per_note=_side_file(self.per_note, side),
+                                         distributions=_side_file(self.distributions, side))
+                     for p, side in zip(self.compare, "AB"))
+
+
+def check_table_file(name: str, path: str) -> Path:
+    """``path`` (resolved) for a per-note table: a ``.csv`` file, or ``.parquet`` where pyarrow is
+    installed."""
+    p = resolve(str(path))
+    if p.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"{name} must be a .csv or .parquet file, got {path!r}")
+    if p.suffix.lower() == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"{name}: writing {path!r} needs pyarrow (pip install pyarrow), "
+                              "or name a .csv file") from None
+    return p
+
+
+def check_npz_file(name: str, path: str) -> Path:
+    """``path`` (resolved) for every note's distribution: a ``.npz`` file."""
+    p = resolve(str(path))
+    if p.suffix.lower() != ".npz":
+        raise ConfigError(f"{name} must be a .npz file, got {path!r}")
+    return p
+
+
+def _side_file(path: str, side: str) -> str:
+    """``path`` with ``-side`` before its suffix; "" stays ""."""
+    if not path:
+        return ""
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-{side}{p.suffix}"))

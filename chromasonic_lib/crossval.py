@@ -31,9 +31,10 @@ import numpy as np
 from .config import CrossvalConfig
 from .data import MelodySet, load_dataset, melody_groups
 from .errors import ChromasonicError
-from .folds import FoldSet, Recipe, paired_difference, pooled, train_fold
+from .folds import FoldSet, Recipe, paired_difference, train_fold
 from .models import split_params
 from .pretraining import describe_also_train_on
+from .surprise import joined_notes, per_melody, write_notes
 from .training import pick_device
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def recipe(cfg: CrossvalConfig) -> Recipe:
 def fold_set(cfg: CrossvalConfig, data: MelodySet) -> FoldSet:
     """``cfg``'s folds of ``data`` (with what every fold also trains on), as a search's."""
     folds = FoldSet(data, cfg.folds, cfg.seed, cfg.jobs, cfg.device, cfg.val_fraction, cfg.pretrain,
-                    cfg.pretrain_epochs, cfg.also_train_on, cfg.limit)
+                    cfg.pretrain_epochs, cfg.also_train_on, cfg.limit, bool(cfg.distributions))
     if folds.also_trained:
         print(f"every fold {describe_also_train_on(folds.also_trained, data)}", flush=True)
     return folds
@@ -90,26 +91,34 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     start = time.perf_counter()
     folds = fold_set(cfg, data)
     state, pretraining = folds.start(r)
+    notes = []
     with closing(folds.lines(r, state)) as lines:  # stopped, it stops its workers
         for f in lines:
+            notes.append(f.pop("notes"))
             results.append(f)
             epochs = f["epochs"] if isinstance(f["epochs"], list) else [f["epochs"]]
             print(f"{label}fold {f['fold'] + 1:>2}/{cfg.folds}: {f['bits_per_note']:.3f} bits/note over "
                   f"{f['n_notes']} notes ({', '.join(map(str, epochs))} epochs)", flush=True)
     results.sort(key=lambda f: f["fold"])
+    table = joined_notes(notes)         # every note of the collection, out of fold
+    write_notes(table, notes, cfg.per_note, cfg.distributions, folds.pool)
     per_fold = np.array([f["bits_per_note"] for f in results])
+    melodies = per_melody(table)
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**r.hparams, **r.training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
             "jobs": folds.jobs, "threads_per_job": folds.threads,
             "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
             "pretrain": pretraining or None, "also_train_on": folds.also_trained or None,
-            "bits_per_note": pooled(results, "bits_per_note"),
+            "bits_per_note": float(table["information.content"].mean()),    # pooled: every note once
             "fold_mean_bits_per_note": float(per_fold.mean()),   # Pearce (2005) averages the folds
             "fold_std": float(np.std(per_fold)),        # population std (ddof=0) of the folds' bits/note
             # the standard error of the folds' mean: sample std (ddof=1) / √k
             "fold_sem": float(np.std(per_fold, ddof=1) / np.sqrt(len(per_fold))),
-            "n_notes": sum(f["n_notes"] for f in results), "n_melodies": sum(f["n_melodies"] for f in results),   # folds cover all
-            "groups": _groups(data), "seconds": round(time.perf_counter() - start, 1), "per_fold": results}
+            "n_notes": len(table), "n_melodies": sum(f["n_melodies"] for f in results),   # folds cover all
+            # IDyOM's software averages the melodies' means (its :detail 2 output)
+            "melody_mean_bits_per_note": float(melodies["mean.information.content"].mean()),
+            "groups": _groups(data), "seconds": round(time.perf_counter() - start, 1), "per_fold": results,
+            "per_melody": melodies.to_dict("records"), "per_note": cfg.per_note or None}
 
 
 def run_compare(cfg: CrossvalConfig) -> dict:
@@ -204,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="folds trained at once, each in a process of its own with its share of the "
                         "threads (default: one per core on the CPU, 1 on a GPU)")
+    p.add_argument("--per-note", default="", metavar="FILE",
+                   help="write every note's probability, information content and entropy, each scored "
+                        "by the fold model that did not train on its melody (IDyOM's column names): "
+                        "FILE.csv or FILE.parquet; with --compare, FILE-A and FILE-B")
+    p.add_argument("--distributions", default="", metavar="FILE.npz",
+                   help="also write every note's whole predicted distribution (row for row with --per-note)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=(),
                    help="run two params files (each with its own model) on the same folds, instead of "
@@ -215,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                              args.epochs, args.seed, args.device, args.limit, args.ensemble,
                              args.test_transpose, args.val_fraction, args.pretrain,
                              args.also_train_on, compare=tuple(args.compare),
-                             jobs=args.jobs)
+                             jobs=args.jobs, per_note=args.per_note, distributions=args.distributions)
         result = run_compare(cfg) if cfg.compare else run_crossval(cfg)
     except ChromasonicError as e:
         print(f"error: {e}", file=sys.stderr)

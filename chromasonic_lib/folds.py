@@ -9,6 +9,7 @@ one-trial cross-validated search and crossval give the same figure for the same 
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -23,7 +24,8 @@ from .config import TrainConfig
 from .data import MelodySet, hold_out, kfold
 from .models import build_model, split_params
 from .pretraining import also_train_on, pretrained, start_from
-from .training import evaluate, pick_device, train_ensemble
+from .surprise import fold_notes
+from .training import pick_device, train_ensemble
 from .transposition import TranspositionAverage
 
 # The settings of a recipe that are neither the model's nor TrainConfig's: how a configuration
@@ -85,16 +87,18 @@ def train_fold(recipe: Recipe, pool: MelodySet, extra: list[int], state: dict | 
     return model, histories
 
 
-def score_fold(recipe: Recipe, pool: MelodySet, extra: list[int], state: dict | None, i: int,
-               train_idx: list[int], test_idx: list[int],
+def score_fold(recipe: Recipe, pool: MelodySet, extra: list[int], state: dict | None,
+               distributions: bool, i: int, train_idx: list[int], test_idx: list[int],
                on_epoch: Callable[[int, float], bool] | None = None) -> dict:
-    """Fold ``i`` trained and scored: its line of the report (bits and nats per note, notes)."""
+    """Fold ``i`` trained and scored: its line of the report (bits and nats per note, notes), and
+    under ``"notes"`` its test notes' per-note records (``surprise.FoldNotes``, with each note's
+    distribution if ``distributions``), of which the line's figures are means."""
     model, histories = train_fold(recipe, pool, extra, state, i, train_idx, on_epoch)
-    m = evaluate(model, pool.tensor(test_idx, pick_device(recipe.device)))
+    notes = fold_notes(model, pool, test_idx, i, pick_device(recipe.device), distributions)
     epochs = [h.epochs_trained for h in histories]      # one per ensemble member
-    return {"fold": i, "bits_per_note": m.bits_per_note, "nats_per_note": m.nats_per_note,
-            "n_notes": m.n_notes, "n_melodies": len(test_idx),
-            "epochs": epochs[0] if len(epochs) == 1 else epochs}
+    return {"fold": i, "bits_per_note": notes.bits_per_note, "nats_per_note": notes.bits_per_note * math.log(2),
+            "n_notes": len(notes.table), "n_melodies": len(test_idx),
+            "epochs": epochs[0] if len(epochs) == 1 else epochs, "notes": notes}
 
 
 @dataclass
@@ -112,6 +116,7 @@ class FoldSet:
     pretrain_epochs: int = 5
     also_train_on: str = ""
     limit: int = 0                      # of the other collections' files: the first N (a quick check)
+    distributions: bool = False         # keep every note's whole predicted distribution
 
     def __post_init__(self) -> None:
         self.folds = kfold(self.data.melodies, self.k, self.seed)
@@ -129,7 +134,7 @@ class FoldSet:
               on_epoch: Callable[[int, float], bool] | None = None) -> Iterator[dict]:
         """Each fold's line (``score_fold``) as it finishes."""
         return scored_folds(recipe, self.folds, self.pool, self.extra, state, self.jobs,
-                            self.threads, on_epoch)
+                            self.threads, on_epoch, self.distributions)
 
     def study_params(self) -> dict[str, Any]:
         """The other collections a params file must name to train as these folds do."""
@@ -180,12 +185,13 @@ def _worker_fold(i: int, train_idx: list[int], test_idx: list[int]) -> dict:
 
 def scored_folds(recipe: Recipe, folds: list[tuple[list[int], list[int]]], pool: MelodySet,
                  extra: list[int], state: dict | None, jobs: int, threads: int,
-                 on_epoch: Callable[[int, float], bool] | None = None) -> Iterator[dict]:
+                 on_epoch: Callable[[int, float], bool] | None = None,
+                 distributions: bool = False) -> Iterator[dict]:
     """Every fold trained and scored (``jobs`` at once, each in a process of its own with
     ``threads`` torch threads); yields each fold's line as it finishes. Closing the generator
     early (a pruned trial, Ctrl-C) ends the folds still training. ``on_epoch`` is called after
     each epoch of folds trained in this process (``jobs`` 1), as ``train``'s callback."""
-    shared = (recipe, pool, extra, state)
+    shared = (recipe, pool, extra, state, distributions)
     todo = list(enumerate(folds))
     if jobs == 1:
         for i, (train_idx, test_idx) in todo:

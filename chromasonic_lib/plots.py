@@ -253,3 +253,159 @@ def history_curves_figure(train_loss: list[float], val_loss: list[float], title:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- per-note surprise (surprise.py)
+IC_COLOUR, ENTROPY_COLOUR = "tab:red", "tab:blue"
+
+
+def _one_melody(table, melody: str | None):
+    """The rows of ``melody`` (a ``melody.id`` or ``melody.name``; default the table's first)."""
+    from .errors import ConfigError
+    if melody is None:
+        melody = table["melody.id"].iloc[0]
+    rows = table[(table["melody.id"] == melody) | (table["melody.name"] == melody)]
+    if rows.empty:
+        raise ConfigError(f"melody {melody!r} is not in the table; it has "
+                          f"{', '.join(map(str, table['melody.name'].unique()[:5]))}, …")
+    return rows.sort_values("note.id")
+
+
+def _times(rows) -> tuple[np.ndarray, np.ndarray, str]:
+    """Each note's onset and duration, and the time axis's label: quarter notes where the score
+    gives them, else the note's number."""
+    if rows["onset"].notna().all():
+        return rows["onset"].to_numpy(float), rows["dur"].to_numpy(float), "time (quarter notes)"
+    return rows["note.id"].to_numpy(float) - 1, np.ones(len(rows)), "note"
+
+
+def _score_marks(axes, rows, onset: np.ndarray, dur: np.ndarray) -> None:
+    """Bar lines (thin grey) and phrase ends (dashed, after the note a fermata ends) on every axis."""
+    bars = np.unique(np.round(onset - rows["bar.offset"].to_numpy(float), 3)) if "bar.offset" in rows else []
+    ends = (onset + dur)[rows["phrase"].to_numpy() == -1] if "phrase" in rows else []
+    for ax in axes:
+        for x in bars:
+            ax.axvline(x, color="0.8", lw=0.6, zorder=0)
+        for x in ends:
+            ax.axvline(x, color="0.3", lw=1, ls="--", zorder=0)
+
+
+def _piano_roll(ax, rows, onset: np.ndarray, dur: np.ndarray, marked: np.ndarray) -> None:
+    pitch = rows["cpitch"].to_numpy(float)
+    keys = ~np.isnan(pitch)
+    ax.barh(pitch[keys], dur[keys] * 0.95, left=onset[keys], height=0.8, color="tab:purple")
+    ax.barh(pitch[marked], dur[marked] * 0.95, left=onset[marked], height=0.8, color=IC_COLOUR)
+    lo, hi = int(np.nanmin(pitch)), int(np.nanmax(pitch))
+    ticks = [p for p in range(lo - 1, hi + 2) if p % 12 in (0, 4, 7)]    # every C, E and G
+    from .data.encodings import midi_name
+    ax.set_yticks(ticks, [midi_name(p) for p in ticks])
+    ax.set_ylim(lo - 1.5, hi + 1.5)
+
+
+def surprise_figure(table, melody: str | None = None, top: int = 5):
+    """One melody's notes as a piano roll, and beneath it on the same time axis the model's
+    information content at each note and its entropy before it (bits). The ``top`` most
+    surprising notes are red in the roll and circled on the IC line; bar lines (grey) and phrase
+    ends (dashed) where the score gives them. ``table``: ``surprise``'s or crossval's per-note table."""
+    rows = _one_melody(table, melody)
+    onset, dur, label = _times(rows)
+    ic, h = rows["information.content"].to_numpy(), rows["entropy"].to_numpy()
+    marked = np.zeros(len(rows), bool)
+    marked[np.argsort(-ic)[:top]] = True
+    fig, (roll, line) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True, height_ratios=[3, 2])
+    _piano_roll(roll, rows, onset, dur, marked)
+    _score_marks((roll, line), rows, onset, dur)
+    line.step(onset, ic, where="post", color=IC_COLOUR, label="information content")
+    line.step(onset, h, where="post", color=ENTROPY_COLOUR, alpha=0.8, label="entropy")
+    line.plot(onset[marked], ic[marked], "o", mfc="none", mec=IC_COLOUR, ms=9)
+    for x, y, n in zip(onset[marked], ic[marked], rows["note"].to_numpy()[marked]):
+        line.annotate(n, (x, y), textcoords="offset points", xytext=(3, 4), fontsize=8)
+    line.set_ylabel("bits")
+    line.set_xlabel(label)
+    line.set_ylim(0, max(ic.max(), h.max()) * 1.15)
+    line.legend(loc="upper right", fontsize=8, ncol=2)
+    roll.set_title(f"{rows['melody.name'].iloc[0]}: {ic.mean():.2f} bits/note "
+                   f"(mean IC), mean entropy {h.mean():.2f} bits")
+    fig.tight_layout()
+    return fig
+
+
+def surprise_comparison_figure(a, b, melody: str | None = None, labels: tuple[str, str] = ("A", "B")):
+    """Two models' information content note by note on one melody: the piano roll, both IC
+    lines, and B − A per note (below 0: B found the note less surprising)."""
+    ra, rb = _one_melody(a, melody), _one_melody(b, melody if melody is not None else a["melody.id"].iloc[0])
+    if len(ra) != len(rb):
+        from .errors import ConfigError
+        raise ConfigError(f"the two tables hold {len(ra)} and {len(rb)} notes of {melody!r}: not one melody")
+    onset, dur, label = _times(ra)
+    ia, ib = ra["information.content"].to_numpy(), rb["information.content"].to_numpy()
+    diff = ib - ia
+    fig, (roll, line, delta) = plt.subplots(3, 1, figsize=(11, 7), sharex=True, height_ratios=[3, 2, 1.6])
+    _piano_roll(roll, ra, onset, dur, np.zeros(len(ra), bool))
+    _score_marks((roll, line, delta), ra, onset, dur)
+    line.step(onset, ia, where="post", color="tab:gray", label=f"{labels[0]}: {ia.mean():.2f} bits/note")
+    line.step(onset, ib, where="post", color=IC_COLOUR, label=f"{labels[1]}: {ib.mean():.2f} bits/note")
+    line.set_ylabel("IC (bits)")
+    line.legend(loc="upper right", fontsize=8, ncol=2)
+    delta.bar(onset, diff, width=np.minimum(dur, 1) * 0.8, align="edge",
+              color=np.where(diff < 0, "tab:green", "tab:orange"))
+    delta.axhline(0, color="black", lw=0.6)
+    delta.set_ylabel("difference (bits)")
+    delta.set_xlabel(label)
+    roll.set_title(f"{ra['melody.name'].iloc[0]}: {labels[1]} against {labels[0]}, note by note "
+                   f"\n(bars: {labels[1]} − {labels[0]}; green where {labels[1]} is less surprised)")
+    fig.tight_layout()
+    return fig
+
+
+def melody_means_figure(means, label: int = 5):
+    """Each melody's mean IC (``surprise.per_melody``), sorted, as a strip with the entropy beside
+    it: which melodies the model finds hardest. The ``label`` hardest and easiest are named."""
+    m = means.sort_values("mean.information.content").reset_index(drop=True)
+    x = np.arange(len(m))
+    named = np.array([*range(min(label, len(m))), *range(max(len(m) - label, label), len(m))], int)
+    colour = np.full(len(m), IC_COLOUR, object)
+    colour[named] = "darkred"
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    ax.bar(x, m["mean.information.content"], width=0.85, color=colour, alpha=0.75, label="mean IC")
+    ax.plot(x, m["mean.entropy"], ".", color=ENTROPY_COLOUR, ms=4, label="mean entropy")
+    # Names in two lists rather than over the bars: with a hundred melodies they would overlap.
+    for side, rows, where in (("easiest", named[named < label], (0.01, 0.97)),
+                              ("hardest", named[named >= label][::-1], (0.99, 0.97))):
+        text = "\n".join([side] + [f"{m['melody.name'].iloc[k]}  {m['mean.information.content'].iloc[k]:.2f}"
+                                   for k in rows])
+        ax.text(*where, text, transform=ax.transAxes, fontsize=8, va="top",
+                ha="left" if side == "easiest" else "right", family="monospace")
+    ax.set_xticks([])
+    ax.set_xlabel(f"{len(m)} melodies, easiest to hardest")
+    ax.set_ylabel("bits/note")
+    ax.set_ylim(0, m["mean.information.content"].max() * 1.45)
+    ax.legend(loc="upper center", fontsize=8)
+    ax.set_title("Mean information content per melody")
+    fig.tight_layout()
+    return fig
+
+
+def ic_profile_figure(tables: dict):
+    """Information content of several sets of melodies (``name → per-note table``, e.g. real
+    test melodies against generated ones): its distribution, and its mean at each note position."""
+    fig, (dist, prof) = plt.subplots(1, 2, figsize=(11, 3.8))
+    top = max(float(t["information.content"].quantile(0.99)) for t in tables.values())
+    bins = np.linspace(0, max(top, 1), 40)
+    for name, t in tables.items():
+        ic = t["information.content"]
+        dist.hist(ic, bins=bins, density=True, alpha=0.5, label=f"{name}: {ic.mean():.2f} bits/note")
+        by = t.groupby("note.id")["information.content"]
+        mean, count = by.mean(), by.size()
+        keep = count >= max(2, 0.2 * count.max())       # positions most melodies reach
+        prof.plot(mean.index[keep], mean[keep], label=name)
+    dist.set_xlabel("information content (bits)")
+    dist.set_title("Distribution of IC")
+    dist.legend(fontsize=8)
+    prof.set_xlabel("note")
+    prof.set_ylabel("mean IC (bits)")
+    prof.set_title("Mean IC by position in the melody")
+    prof.legend(fontsize=8)
+    whole_numbers_on_x(prof)
+    fig.tight_layout()
+    return fig

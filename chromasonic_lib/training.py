@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -118,23 +118,34 @@ def evaluate(model: nn.Module, data: MelodyTensor, batch_size: int = 256) -> Met
     In float32 (TF32 matmuls on CUDA) even where training used bf16: this is the number a
     trial reports. The device is asked for the sums once, at the end.
     """
-    was_training = model.training
-    model.eval()
     host_lengths = data.host_lengths
     sums, hits = [], []
-    for start, length in zip(range(0, len(data), batch_size), batch_lengths(host_lengths, batch_size)):
-        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.tokens.device)
-        x, y = data.batch(idx, bos=model.vocab_size, length=length)
-        logits = model(x, **_context(model, data, idx, x))
+    for _, y, logits in scoring_batches(model, data, batch_size):
         sums.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                     ignore_index=IGNORE, reduction="sum"))
         hits.append(((logits.argmax(-1) == y) & (y != IGNORE)).sum())
-    model.train(was_training)
     total = torch.stack(sums).cpu().double().sum().item()      # MPS has no float64
     correct, count = int(torch.stack(hits).sum()), int(host_lengths.sum())
     nats = total / max(count, 1)
     return Metrics(nats, nats / math.log(2), correct / max(count, 1),
                    math.exp(min(nats, 700)), count)
+
+
+def scoring_batches(model: nn.Module, data: MelodyTensor, batch_size: int = 256
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(melody indices [B], targets [B, L], outputs [B, L, V]) of every batch of ``data``, in
+    order, the model in eval mode: the one forward pass that every score of a model is taken
+    from (``evaluate``'s means, ``surprise``'s per-note records), so they cannot disagree on
+    what the model was given."""
+    was_training = model.training
+    model.eval()
+    try:
+        for start, length in zip(range(0, len(data), batch_size), batch_lengths(data.host_lengths, batch_size)):
+            idx = torch.arange(start, min(start + batch_size, len(data)), device=data.tokens.device)
+            x, y = data.batch(idx, bos=model.vocab_size, length=length)
+            yield idx, y, model(x, **_context(model, data, idx, x))
+    finally:
+        model.train(was_training)
 
 
 def _context(model: nn.Module, data: MelodyTensor, idx: torch.Tensor, x: torch.Tensor,

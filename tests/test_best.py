@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import matplotlib.pyplot as plt
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -126,11 +127,17 @@ def test_an_ensemble_is_trained_tested_saved_and_sampled(tmp_path):
     assert run.test.n_notes == sum(len(m) for m in run.data.splits.test)     # every note
     metrics = json.loads((tmp_path / "best" / "test_metrics.json").read_text())
     assert metrics["ensemble"] == 2 and metrics["epochs_trained"] == [1, 1]
+    # Every test note's IC beside the metrics, averaging to the test figure.
+    notes = pd.read_csv(tmp_path / "best" / "test_notes.csv")
+    assert len(notes) == run.test.n_notes and notes["melody.id"].nunique() == len(run.data.splits.test)
+    assert notes["information.content"].mean() == pytest.approx(run.test.bits_per_note, rel=1e-5)
     loaded, meta = cl.load_checkpoint(tmp_path / "best" / "model.pt")
     assert meta["ensemble"] == 2
     assert evaluate(loaded, run.data.test).nats_per_note == pytest.approx(run.test.nats_per_note, rel=1e-5)
     [sample] = best.generate_samples(run, cfg, n=1, length=8)
     assert len(sample.tokens) == 8
+    generated = best.sample_notes(run, [sample])     # the IC of what it wrote, under itself
+    assert generated["note.id"].tolist() == list(range(1, 9)) and (generated["probability"] > 0).all()
 
 
 def test_a_crossval_params_file_brings_its_pretraining_other_melodies_and_averages(tmp_path, monkeypatch):

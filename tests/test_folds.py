@@ -44,6 +44,10 @@ def test_a_cross_validated_trial_is_the_notes_weighted_mean_of_the_same_folds_ev
         assert t.value == pytest.approx(mean)
         assert t.user_attrs["bits_per_note"] == pytest.approx(mean / 0.6931471805599453)
         assert t.intermediate_values[2] == pytest.approx(t.value)   # the running mean, fold by fold
+        # The per-fold mean (Pearce 2005) and the mean over melodies (IDyOM's software) beside it.
+        assert t.user_attrs["fold_mean_bits_per_note"] == pytest.approx(
+            sum(f["nats_per_note"] for f in folds) / 3 / 0.6931471805599453)
+        assert 0 < t.user_attrs["melody_mean_bits_per_note"] < 7
     report = (tmp_path / "out" / "optimization_report.txt").read_text()
     assert "3 folds of every melody" in report
     # The analysis compares the top trials with the best, fold by fold.

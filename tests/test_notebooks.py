@@ -8,6 +8,7 @@ import wave
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 
 import chromasonic_lib as cl
@@ -117,7 +118,10 @@ def test_train_best_notebook_trains_tests_and_makes_music(tiny_study):
         assert np.abs(audio).max() > 1000                          # not silent
     assert (out / "learning_curves.png").stat().st_size > 0
     assert any("audio/wav" in o.get("data", {}) or "text/html" in o.get("data", {}) for o in outputs_of(nb))
-    assert len(_pngs(nb)) >= 4
+    # The per-note table beside the metrics; its profile, per-melody and generated-IC figures too.
+    notes = pd.read_csv(out / "test_notes.csv")
+    assert len(notes) == metrics["test"]["n_notes"] and notes["melody.id"].nunique() == 8
+    assert len(_pngs(nb)) >= 8
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import logging
 import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +35,9 @@ class MelodySet:
     n_too_short: int = 0
     n_duplicates: int = 0
     notes: list[Notes] | None = None    # each melody's notes; None for tokens given as such
+    # Each melody's stable id: its file (relative to the corpus or folder), part and tune number
+    # (see ``melody_ids``); None: numbered in order (``names``).
+    ids: list[str] | None = None
 
     @cached_property
     def contexts(self) -> list[np.ndarray] | None:
@@ -42,6 +46,11 @@ class MelodySet:
         if self.notes is None or any(n.context is None for n in self.notes):
             return None
         return [self.encoding.encode_context(n) for n in self.notes]
+
+    @property
+    def names(self) -> list[str]:
+        """Each melody's id, ``ids`` or (without them) the source and its 1-based number."""
+        return self.ids if self.ids is not None else [f"{self.source}#{i + 1}" for i in range(len(self.melodies))]
 
     @property
     def context_features(self) -> tuple[str, ...]:
@@ -59,7 +68,8 @@ class MelodySet:
         notes = None if self.notes is None or other.notes is None else \
             self.notes + [other.notes[i] for i in indices]
         return MelodySet(f"{self.source}+{other.source}", self.encoding,
-                         self.melodies + [other.melodies[i] for i in indices], notes=notes)
+                         self.melodies + [other.melodies[i] for i in indices], notes=notes,
+                         ids=self.names + [f"{other.source}:{other.names[i]}" for i in indices])
 
     @property
     def n_notes(self) -> int:
@@ -101,15 +111,25 @@ def load_notes(source: str, n_sequences: int = 100, sequence_length: int = 64, s
                limit: int | None = None, use_cache: bool = True
                ) -> tuple[list[Notes], list[tuple[str, str]]]:
     """Raw melodies of a source, and the files skipped. Parsed sources go through the cache."""
+    notes, _, skipped = _load_notes(source, n_sequences, sequence_length, seed, limit, use_cache)
+    return notes, skipped
+
+
+def _load_notes(source: str, n_sequences: int, sequence_length: int, seed: int, limit: int | None,
+                use_cache: bool) -> tuple[list[Notes], list[str], list[tuple[str, str]]]:
+    """``load_notes``'s melodies, each one's id (``melody_ids``), and the files skipped."""
     if source == "synthetic":
-        return synthetic.generate(n_sequences, sequence_length, seed), []
+        walks = synthetic.generate(n_sequences, sequence_length, seed)
+        return walks, [f"walk {i + 1}" for i in range(len(walks))], []
+    root = None
     if source in corpora.CORPUS_FOLDERS or source.startswith("essen/"):
         files, part = corpora.corpus_files(source), corpora.part_for(source)
+        root = corpora.corpus_root()
     else:
         folder = resolve(source)
         if not folder.is_dir():
             raise DataError(f"dataset: no such folder {source!r}")
-        files, part = folder_files(folder), None
+        files, part, root = folder_files(folder), None, folder
         if not files:
             raise DataError(f"dataset: no score files ({', '.join(('.mid', '.abc', '.xml', '.mxl'))}"
                             f" ...) under {str(folder)!r}")
@@ -118,14 +138,33 @@ def load_notes(source: str, n_sequences: int = 100, sequence_length: int = 64, s
     path = cache.entry_path(source, files, f"-first{limit}" if limit else "")
     hit = cache.load(path) if use_cache else None
     if hit is not None:
-        melodies, _, skipped = hit
+        melodies, sources, skipped = hit
         log.info("%s: %d melodies from the cache %s", source, len(melodies), path)
-        return melodies, skipped
-    pairs, skipped = parse_files(files, part, desc=f"parsing {source}")
-    melodies = [m for _, m in pairs]
-    if use_cache:
-        cache.save(path, melodies, [f for f, _ in pairs], skipped)
-    return melodies, skipped
+    else:
+        pairs, skipped = parse_files(files, part, desc=f"parsing {source}")
+        melodies, sources = [m for _, m in pairs], [f for f, _ in pairs]
+        if use_cache:
+            cache.save(path, melodies, sources, skipped)
+    return melodies, melody_ids(sources, root, part), skipped
+
+
+def melody_ids(sources: list[str], root, part: str | None = None) -> list[str]:
+    """Stable ids of the melodies parsed from ``sources`` (each melody's file): the file relative
+    to ``root``, then ``:part`` where one part was taken, then ``#k`` for the k-th tune of a
+    file that holds several (a multi-tune ABC file)."""
+    counts: dict[str, int] = {}
+    for f in sources:
+        counts[f] = counts.get(f, 0) + 1
+    seen: dict[str, int] = {}
+    ids = []
+    for f in sources:
+        seen[f] = seen.get(f, 0) + 1
+        try:
+            rel = Path(f).relative_to(root).as_posix()
+        except (TypeError, ValueError):
+            rel = Path(f).as_posix()
+        ids.append(rel + (f":{part}" if part else "") + (f"#{seen[f]}" if counts[f] > 1 else ""))
+    return ids
 
 
 def load_dataset(source: str, encoding: str = "pitch", n_sequences: int = 100,
@@ -140,7 +179,7 @@ def load_dataset(source: str, encoding: str = "pitch", n_sequences: int = 100,
     (counted); an empty result is a ``DataError``.
     """
     enc = get_encoding(encoding)
-    notes, skipped = load_notes(source, n_sequences, sequence_length, seed, limit, use_cache)
+    notes, ids, skipped = _load_notes(source, n_sequences, sequence_length, seed, limit, use_cache)
     tokens = [enc.encode(n) for n in notes]
     kept = [i for i, t in enumerate(tokens) if len(t) >= 2]
     n_dupes = 0
@@ -156,7 +195,7 @@ def load_dataset(source: str, encoding: str = "pitch", n_sequences: int = 100,
         raise DataError(f"dataset {source!r} gave no melody with at least two notes{detail}")
     n_short = sum(len(t) < 2 for t in tokens)
     data = MelodySet(source, enc, [tokens[i] for i in kept], skipped, n_short, n_dupes,
-                     [notes[i] for i in kept])
+                     [notes[i] for i in kept], [ids[i] for i in kept])
     log.debug(data.describe())
     return data
 

@@ -57,6 +57,11 @@ class Encoding:
         """[T, len(context_features)] feature ids aligned with ``encode(notes)``."""
         raise NotImplementedError
 
+    def token_times(self, notes: Notes) -> tuple[np.ndarray, np.ndarray]:
+        """Onset (from the melody's first note) and duration of each token of ``encode(notes)``,
+        in quarter notes."""
+        raise NotImplementedError
+
     def decode(self, tokens, rhythm: Notes | None = None) -> Notes:
         """The notes of ``tokens``; with ``rhythm`` (the melody whose context a model sampled
         them with, see ``generate.rhythm_context``) in that melody's rhythm where the tokens
@@ -83,6 +88,11 @@ class PitchEncoding(Encoding):
         sounding = notes.pitches != REST
         return feature_columns(self.context_features, notes.context.take(sounding),
                                notes.durations[sounding])
+
+    def token_times(self, notes: Notes) -> tuple[np.ndarray, np.ndarray]:
+        onsets = np.cumsum(notes.durations, dtype=np.float64) - notes.durations     # rests take time too
+        sounding = notes.pitches != REST
+        return onsets[sounding], notes.durations[sounding].astype(np.float64)
 
     def decode(self, tokens, rhythm: Notes | None = None) -> Notes:
         """Eighth notes; with ``rhythm``, its sounding notes in order, each with the next
@@ -128,6 +138,10 @@ class GridEncoding(Encoding):
         first = starts[sounding[0]] if len(sounding) else len(owner)     # as encode: from the first note
         return feature_columns(self.context_features, ctx.take(slice(first, None)),
                                np.full(len(owner) - first, self.step))
+
+    def token_times(self, notes: Notes) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.encode(notes))     # one step each, from the first note on
+        return np.arange(n) * self.step, np.full(n, self.step)
 
     def encode(self, notes: Notes) -> np.ndarray:
         steps = self._steps(notes)
