@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -127,6 +129,27 @@ def open_artifact_store(location: str) -> Any:
         raise ConfigError(f"artifact_store: cannot create folder {str(path)!r}: "
                           f"{e.strerror or e}") from None
     return FileSystemArtifactStore(path)
+
+
+def probe_artifact_store(store: Any, location: str) -> None:
+    """Write a small object to the store, read it back and remove it: a store that can't take
+    one (a full disk, a missing or forbidden bucket) stops a search before any training, not
+    after every trial has trained."""
+    artifact = f"chromasonic-probe-{uuid.uuid4().hex}"
+    body = b"chromasonic-lab artifact store probe\n" * 64
+    step = "write"
+    try:
+        store.write(artifact, io.BytesIO(body))
+        step = "read back"
+        with store.open_reader(artifact) as reader:
+            if reader.read() != body:
+                raise OSError("the object read back differs from the one written")
+        step = "remove"
+        store.remove(artifact)
+    except Exception as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip() or type(e).__name__
+        raise ConfigError(f"artifact_store {location!r} can't keep checkpoints: a small test "
+                          f"object failed to {step}: {type(e).__name__}: {reason}") from None
 
 
 def study_artifact_store(study: optuna.Study, location: str = "") -> Any:

@@ -351,6 +351,7 @@ class SearchConfig(_StudyAndData):
     live: bool = True                 # in a notebook: one output area redrawn after each trial
     heartbeat_interval: int = 10
     grace_period: int = 30
+    storage_patience: float = 600     # seconds a storage outage is waited out before the worker stops
     threads: int = 0
     trials_per_device: int = 1        # trials that run at once on each device (threads, a CUDA stream each)
     devices: str = "auto"             # where trials run: "cuda:0,cuda:1"; auto: device's choice, every visible GPU for device auto
@@ -373,6 +374,7 @@ class SearchConfig(_StudyAndData):
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(f"grace_period must be longer than heartbeat_interval "
                               f"({self.heartbeat_interval} s), got {self.grace_period}")
+        self.storage_patience = check_float("storage_patience", self.storage_patience, 0)
         self.threads = check_int("threads", self.threads, 0)
         self.trials_per_device = check_int("trials_per_device", self.trials_per_device)
         self.devices = check_devices("devices", self.devices)

@@ -19,9 +19,12 @@ from ..data import Prepared, load_dataset, prepare
 from ..models import build_model
 from ..training import train
 from ..live import LiveView
-from ..checkpoints import CheckpointKeeper, default_artifact_location, open_artifact_store
+from ..checkpoints import (CheckpointKeeper, default_artifact_location, open_artifact_store,
+                           probe_artifact_store)
 from .devices import DeviceSlots, OneAtATime, parse_devices, stop_on_interrupt
+from .faults import optimize
 from .heartbeat import JournalHeartbeat
+from .housekeeping import CHORES
 from .objective import Objective
 from .results import ResultFiles, trial_config, write_results
 from .settings import check_resume, stored_settings, study_settings
@@ -135,10 +138,12 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period)
+    storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period, cfg.storage_patience)
     output_dir = check_writable_dir("output_dir", cfg.output_path)
     artifacts = cfg.artifact_store or default_artifact_location(cfg.storage, output_dir)
     store = open_artifact_store(artifacts)
+    probe_artifact_store(store, artifacts)      # a store that can't take a checkpoint stops us now
+    CHORES.failing.clear()
     devices = parse_devices(cfg.devices, cfg.device)
     if data is None:
         d = cfg.data
@@ -167,7 +172,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     # Optuna's journal storage has no heartbeats (RDB storages do: see open_storage).
     heartbeat = JournalHeartbeat(cfg.heartbeat_interval, cfg.grace_period) \
-        if isinstance(storage, optuna.storages.JournalStorage) else None
+        if isinstance(storage.inner, optuna.storages.JournalStorage) else None
     if heartbeat:
         heartbeat.fail_stale_trials(study)      # and after each trial, as a callback
     slots = DeviceSlots(data, devices, cfg.trials_per_device)
@@ -176,7 +181,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     stop = threading.Event() if len(slots) > 1 else None
     objective = Objective(slots, cfg.space, base, store, deadline, heartbeat, stop)
     keeper = CheckpointKeeper(store, output_dir, cfg.keep_checkpoints)
-    n_trials, callbacks = cfg.n_trials, [keeper] + ([heartbeat] if heartbeat else [])
+    n_trials, callbacks = cfg.n_trials, [CHORES.callback("checkpoint pruning and best_model.pt", keeper)] \
+        + ([heartbeat] if heartbeat else [])
     if cfg.total_trials:
         n_trials = min(n_trials, max(0, cfg.total_trials - _n_finished(study)))
         callbacks.append(MaxTrialsCallback(cfg.total_trials, states=FINISHED))
@@ -184,9 +190,9 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
             log.info("study %r already holds %d finished trials (total_trials %d): nothing to run",
                      cfg.study_name, _n_finished(study), cfg.total_trials)
     live = LiveView.open(study, n_trials, cfg.plot, cfg.timeout) if cfg.live else None
-    files = ResultFiles(output_dir, cfg.plot)
+    files = ResultFiles(output_dir, cfg.plot, chores=CHORES)
     progress = _Progress(n_trials, files, bar=live is None)
-    callbacks += [progress] + ([live] if live else [])
+    callbacks += [progress] + ([CHORES.callback("the live view", live)] if live else [])
     if stop is not None:
         log.info("%d trials at once: %d on each of %s", len(slots), cfg.trials_per_device,
                  ", ".join(map(str, devices)))
@@ -195,9 +201,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     try:
         with stop_on_interrupt(stop):
             if n_trials:
-                study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout or None,
-                               n_jobs=len(slots), catch=(Exception,),
-                               callbacks=[OneAtATime(callbacks)], gc_after_trial=False)
+                optimize(study, objective, n_trials, cfg.timeout or None, len(slots),
+                         [OneAtATime(callbacks)])
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: the running trials are marked FAIL; result files are up to date")
@@ -208,10 +213,10 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         progress.bar.close()
     if not interrupted:
         _wait_for_other_workers(study, limit=120)
-    keeper(study)                       # other workers may have found a better trial meanwhile
+    CHORES.run("checkpoint pruning and best_model.pt", keeper, study)     # other workers' better trials
     summary = files.write(study, final=True)        # the PNG too, however recent the last one
     if live:
-        live.finish(study, interrupted)
+        CHORES.run("the live view", live.finish, study, interrupted)
     s = summary["states"]
     best = summary["best_value"]
     log.info("search %s: %d trials this run (%d in the study: %d complete, %d pruned, %d failed) in "

@@ -4,7 +4,8 @@ Reads like optuna-examples' ``objective(trial)``; everything about files and pro
 in callbacks elsewhere. A complete trial's weights go to the artifact store, linked to it. A
 trial that raises (NaN loss, out of memory, a bad combination of parameters, Ctrl-C) ends as
 FAIL with its reason in the user attribute ``fail_reason``, and gives back the GPU memory it
-held, so the trials running beside it go on. Each trial runs on a slot of ``DeviceSlots``
+held, so the trials running beside it go on (one that another worker failed as stale ends
+quietly). A trial whose weights can't be uploaded stays COMPLETE with ``checkpoint_error``. Each trial runs on a slot of ``DeviceSlots``
 (user attribute ``device``).
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ from ..data import Prepared
 from ..models import build_model, count_parameters
 from ..training import evaluate, train
 from .devices import DeviceSlots, free_memory
+from .faults import note_failure
+from .housekeeping import upload_weights
 from .heartbeat import JournalHeartbeat
 from .space import SearchSpace
 
@@ -81,13 +84,13 @@ class Objective:
             reason = f"{type(e).__name__}: {e}"
             if isinstance(e, torch.cuda.OutOfMemoryError):
                 reason = f"out of memory on {data.train.tokens.device}: {e}"
-            trial.set_user_attr("fail_reason", reason[:1000])
             # The traceback's frames hold the model, its gradients and activations: let go of
             # them before giving the memory back.
             traceback.clear_frames(e.__traceback__)
             model = None
             gc.collect()
             free_memory(data.train.tokens.device)
+            note_failure(trial, reason, e)      # a trial failed elsewhere as stale ends quietly
             raise
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("epochs_trained", history.epochs_trained)
@@ -98,8 +101,8 @@ class Objective:
         trial.set_user_attr("val_bits_per_note", metrics.bits_per_note)
         trial.set_user_attr("val_accuracy", metrics.accuracy)
         value = history.best_val_loss
-        if self.store is not None:
-            upload_trial_checkpoint(trial, self.store, model, family, hparams,
-                                    data.data.encoding.name,
-                                    {"value": value, "training": training})
+        if self.store is not None:      # a failed upload costs the weights, not the value
+            upload_weights(trial, lambda: upload_trial_checkpoint(
+                trial, self.store, model, family, hparams, data.data.encoding.name,
+                {"value": value, "training": training}))
         return value
