@@ -22,7 +22,7 @@ from ..live import LiveView
 from ..checkpoints import (CheckpointKeeper, default_artifact_location, open_artifact_store,
                            probe_artifact_store)
 from .devices import DeviceSlots, OneAtATime, parse_devices, stop_on_interrupt
-from .faults import optimize
+from .faults import UNTOLD, optimize, tell_untold
 from .heartbeat import JournalHeartbeat
 from .housekeeping import CHORES
 from .objective import Objective
@@ -159,6 +159,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         check_resume(study, settings)
         if not stored_settings(study):      # its creator died before recording them
             study.set_user_attr("settings", settings)
+    tell_untold(study, output_dir / UNTOLD)        # an earlier run's, if its storage went away
     floor = data.floor()
     baseline = study.user_attrs.get("markov_baseline")
     if baseline is None:                # the creator died before setting up: measure it here
@@ -202,7 +203,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         with stop_on_interrupt(stop):
             if n_trials:
                 optimize(study, objective, n_trials, cfg.timeout or None, len(slots),
-                         [OneAtATime(callbacks)])
+                         [OneAtATime(callbacks)], output_dir / UNTOLD)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: the running trials are marked FAIL; result files are up to date")

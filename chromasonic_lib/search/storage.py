@@ -51,19 +51,22 @@ def _chain(e: BaseException | None):
         e = e.__cause__ or e.__context__
 
 
-def is_transient(e: BaseException) -> bool:
-    """Whether ``e`` (or what caused it: Optuna wraps the driver's error) says the storage is
-    away for now, rather than that the request was wrong."""
+def transient_cause(e: BaseException) -> BaseException | None:
+    """The error behind ``e`` (Optuna wraps the driver's) that says the storage is away for
+    now, rather than that the request was wrong; None if there is none."""
+    found = None
     for x in _chain(e):
         if isinstance(x, StorageUnreachable):
-            return False                # patience already spent below us
-        if any(c.__name__ in _TRANSIENT_NAMES for c in type(x).__mro__):
-            return True
-        if getattr(x, "connection_invalidated", False):     # SQLAlchemy's DBAPIError
-            return True
-        if isinstance(x, OSError) and x.errno in _TRANSIENT_ERRNOS:
-            return True
-    return False
+            return None                 # patience already spent below us
+        if any(c.__name__ in _TRANSIENT_NAMES for c in type(x).__mro__) or \
+                getattr(x, "connection_invalidated", False) or \
+                (isinstance(x, OSError) and x.errno in _TRANSIENT_ERRNOS):
+            found = x                   # the deepest says it best ("connection refused")
+    return found
+
+
+def is_transient(e: BaseException) -> bool:
+    return transient_cause(e) is not None
 
 
 def storage_error_in(e: BaseException) -> StorageUnreachable | None:
@@ -117,18 +120,19 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 raise
             except Exception as e:
                 waited = time.monotonic() - start
-                if not is_transient(e):
+                cause = transient_cause(e)
+                if cause is None:
                     raise
                 if waited >= self.patience or self.gave_up is not None:
-                    self.gave_up = StorageUnreachable(self.name, self.patience, e)
-                    raise self.gave_up from e
+                    self.gave_up = StorageUnreachable(self.name, self.patience, cause)
+                    raise self.gave_up from cause
                 attempt += 1
                 with self._lock:
                     self.outages += attempt == 1
-                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
                 log.warning("storage unreachable, retrying (attempt %d, waited %.0f s of %.0f s "
                             "patience): %s in %s: %s", attempt, waited, self.patience,
-                            type(e).__name__, method, first)
+                            type(cause).__name__, method, first)
                 self._sleep(min(delay, max(0.0, self.patience - waited)))
                 delay = min(delay * 2, 15.0)
                 continue

@@ -1,0 +1,172 @@
+"""Real faults under a running search: a PostgreSQL server of the test's own restarted and
+crashed under its workers, a full disk, a store that refuses writes, a trial failed as stale
+by another process. Each test asserts what the user keeps: trials, values, weights, a worker
+that runs on."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import PYTHON, ROOT
+
+WORKER = """
+import sys, json
+import chromasonic_lib as cl
+r = cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))
+print("WORKER DONE", r.n_trials, flush=True)
+"""
+
+MARKOV = {"models": {"markov": {"order": {"type": "int", "low": 1, "high": 3},
+                                "alpha": {"type": "float", "low": 0.05, "high": 2.0, "log": True}}}}
+
+
+def _params(tmp: Path, **kw) -> dict:
+    space = tmp / "space.yaml"
+    space.write_text(json.dumps(MARKOV))
+    p = dict(dataset="synthetic", n_sequences=30, sequence_length=20, model="markov",
+             search_space=str(space), epochs=2, device="cpu", threads=1, pruner="none",
+             output_dir=str(tmp / "out"), plot=False, live=False)
+    p.update(kw)
+    return p
+
+
+def _worker(params: dict, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([PYTHON, "-c", WORKER, json.dumps(params)], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- a PostgreSQL server of our own
+class Postgres:
+    """A throwaway PostgreSQL cluster, run as the ``postgres`` user on a free port."""
+
+    def __init__(self, root: Path):
+        self.bindir = Path(subprocess.check_output(["pg_config", "--bindir"], text=True).strip())
+        self.root, self.data, self.port = root, root / "data", _free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", "postgres", "--", str(self.bindir / args[0]), *args[1:]],
+                              capture_output=True, text=True, check=check, timeout=120)
+
+    def init(self) -> None:
+        self._as_postgres("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    def pg_ctl(self, action: str, *extra: str, check: bool = True) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres("pg_ctl", action, "-D", str(self.data), "-l", str(self.root / "log"),
+                          "-o", opts, "-w", *extra, check=check)
+
+
+@pytest.fixture
+def own_postgres():
+    if os.geteuid() != 0 or not shutil.which("pg_config") or not shutil.which("runuser"):
+        pytest.skip("needs root, runuser and an installed PostgreSQL (pg_config) to run a server")
+    root = Path(tempfile.mkdtemp(prefix="chromasonic-pg-"))
+    root.chmod(0o755)
+    shutil.chown(root, "postgres", "postgres")
+    pg = Postgres(root)
+    try:
+        pg.init()
+        pg.pg_ctl("start")
+        yield pg
+    finally:
+        pg.pg_ctl("stop", "-m", "immediate", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _count(url: str, name: str) -> int:
+    with contextlib.suppress(Exception):
+        study = optuna.load_study(study_name=name, storage=url)
+        return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    return 0
+
+
+@pytest.mark.slow
+def test_workers_wait_out_a_postgres_restart_and_a_crash(tmp_path, own_postgres):
+    """Three workers on one study; the server restarts (-m fast), then crashes (-m immediate)
+    and comes back 3 s later. Every worker runs on and finishes every trial it was asked for."""
+    pg, name, per_worker = own_postgres, "faults", 12
+    params = _params(tmp_path, study_name=name, storage=pg.url, n_trials=per_worker,
+                     heartbeat_interval=2, grace_period=20, storage_patience=60)
+    workers = [_worker(params, tmp_path / f"w{i}.log") for i in range(3)]
+    try:
+        deadline = time.monotonic() + 120
+        while _count(pg.url, name) < 4 and time.monotonic() < deadline:
+            assert all(w.poll() is None for w in workers), "a worker ended before the faults"
+            time.sleep(0.3)
+        pg.pg_ctl("restart", "-m", "fast")
+        seen = _count(pg.url, name)
+        while _count(pg.url, name) < seen + 3 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        pg.pg_ctl("stop", "-m", "immediate")
+        time.sleep(3)
+        pg.pg_ctl("start")
+        codes = [w.wait(timeout=180) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
+    assert codes == [0, 0, 0], "\n\n".join(log[-3000:] for log in logs)
+    assert all("WORKER DONE" in log for log in logs)
+    assert any("storage unreachable, retrying" in log for log in logs), "no worker saw the outage"
+    trials = optuna.load_study(study_name=name, storage=pg.url).trials
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 3 * per_worker, states
+
+
+@pytest.mark.slow
+def test_a_worker_stops_naming_the_storage_beyond_its_patience_and_the_next_run_cleans_up(
+        tmp_path, own_postgres):
+    """The server goes away for longer than storage_patience: the worker stops with an error
+    naming the storage (not Optuna's UnboundLocalError); the next run fails what it left
+    RUNNING, tells what it saved, and finishes its own trials."""
+    pg, name = own_postgres, "patience"
+    params = _params(tmp_path, study_name=name, storage=pg.url, n_trials=200,
+                     heartbeat_interval=1, grace_period=3, storage_patience=4)
+    worker = _worker(params, tmp_path / "w.log")
+    try:
+        deadline = time.monotonic() + 120
+        while _count(pg.url, name) < 3 and time.monotonic() < deadline:
+            assert worker.poll() is None, (tmp_path / "w.log").read_text()[-3000:]
+            time.sleep(0.3)
+        pg.pg_ctl("stop", "-m", "fast")
+        start = time.monotonic()
+        code = worker.wait(timeout=120)
+        waited = time.monotonic() - start
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    out = (tmp_path / "w.log").read_text()
+    assert code != 0 and "StorageUnreachable" in out, out[-3000:]
+    assert f"storage '{pg.url}' unreachable for longer than storage_patience (4 s)" in out, out[-3000:]
+    assert "UnboundLocalError" not in out.splitlines()[-1]
+    assert waited < 60
+    pg.pg_ctl("start")
+    time.sleep(3.5)         # the grace period: what the stopped worker left RUNNING is stale now
+    again = _worker({**params, "n_trials": 2}, tmp_path / "again.log")
+    assert again.wait(timeout=180) == 0, (tmp_path / "again.log").read_text()[-3000:]
+    trials = optuna.load_study(study_name=name, storage=pg.url).trials
+    assert TrialState.RUNNING not in [t.state for t in trials]
+    assert not (tmp_path / "out" / "untold_trials.json").exists()
