@@ -170,3 +170,68 @@ def test_a_worker_stops_naming_the_storage_beyond_its_patience_and_the_next_run_
     trials = optuna.load_study(study_name=name, storage=pg.url).trials
     assert TrialState.RUNNING not in [t.state for t in trials]
     assert not (tmp_path / "out" / "untold_trials.json").exists()
+
+
+# ---------------------------------------------------------------- full disks, refusing stores
+@pytest.fixture
+def tiny_disk():
+    """Mount a tmpfs of ``size`` bytes, ``free`` of them left free; unmounted afterwards."""
+    mounts = []
+
+    def mount(size: int, free: int | None = None) -> Path:
+        where = Path(tempfile.mkdtemp(prefix="chromasonic-full-"))
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("mounting a tmpfs is not allowed here")
+        mounts.append(where)
+        if free is not None:
+            (where / "ballast").write_bytes(b"\0" * (size - free))
+        return where
+
+    try:
+        yield mount
+    finally:
+        for where in mounts:
+            subprocess.run(["umount", str(where)], check=False)
+            shutil.rmtree(where, ignore_errors=True)
+
+
+def _search(tmp_path, **kw):
+    import chromasonic_lib as cl
+    p = _params(tmp_path, study_name="disk", storage=f"sqlite:///{tmp_path}/s.db", n_trials=4, **kw)
+    p.pop("threads")
+    return cl.run_search(cl.SearchConfig(**p))
+
+
+def _warnings(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and text in r.getMessage()]
+
+
+def test_a_full_output_dir_does_not_end_the_search(tmp_path, tiny_disk, caplog):
+    out = tiny_disk(64 * 1024, free=4096)       # room for the write test, not for the files
+    with caplog.at_level(logging.INFO):
+        result = _search(tmp_path, output_dir=str(out), plot=True)
+    states = [t.state for t in result.study.trials]
+    assert states == [TrialState.COMPLETE] * 4
+    failed = _warnings(caplog, "result files in")
+    assert len(failed) == 1 and "No space left on device" in failed[0], failed
+    assert result.best_value is not None
+
+
+def test_a_full_artifact_store_stops_the_search_before_any_training(tmp_path, tiny_disk):
+    import chromasonic_lib as cl
+    store = tiny_disk(16 * 1024, free=0)
+    with pytest.raises(cl.ConfigError, match="artifact_store .* can't keep checkpoints.*No space left"):
+        _search(tmp_path, artifact_store=str(store))
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/s.db") == []   # nothing ran
+
+
+def test_trials_keep_their_values_when_the_store_refuses_their_weights(tmp_path, tiny_disk, caplog):
+    store = tiny_disk(32 * 1024)        # takes the probe; a markov checkpoint is 35 KB or more
+    with caplog.at_level(logging.INFO):
+        result = _search(tmp_path, artifact_store=str(store))
+    trials = result.study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert all("No space left on device" in t.user_attrs["checkpoint_error"] for t in trials)
+    assert len(_warnings(caplog, "checkpoint upload failed")) == 1
+    assert result.best_value is not None
