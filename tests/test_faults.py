@@ -235,3 +235,27 @@ def test_trials_keep_their_values_when_the_store_refuses_their_weights(tmp_path,
     assert all("No space left on device" in t.user_attrs["checkpoint_error"] for t in trials)
     assert len(_warnings(caplog, "checkpoint upload failed")) == 1
     assert result.best_value is not None
+
+
+def test_a_trial_failed_as_stale_elsewhere_ends_quietly_and_the_worker_goes_on(tmp_path, monkeypatch, caplog):
+    """Another process fails this worker's running trial (as a worker does that finds its
+    heartbeat stale after a laptop slept): the trial ends here without a traceback out of
+    optimize, and the worker runs the rest of its trials."""
+    from chromasonic_lib.search import objective as objective_module
+    real_train, calls = objective_module.train, []
+
+    def train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:         # another connection, as another worker would
+            other = optuna.load_study(study_name="disk", storage=f"sqlite:///{tmp_path}/s.db")
+            running = other.get_trials(states=(TrialState.RUNNING,))
+            other._storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", train)
+    with caplog.at_level(logging.INFO):
+        result = _search(tmp_path)
+    states = [t.state for t in result.study.trials]
+    assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1, states
+    assert len(calls) == 4
+    assert _warnings(caplog, "was failed by another worker while it ran here")
