@@ -8,7 +8,6 @@ the study (user attribute ``artifact_store``), so readers find it without being 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import logging
@@ -19,6 +18,7 @@ from typing import Any, BinaryIO
 
 import optuna
 import torch
+from filelock import FileLock
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
@@ -166,7 +166,7 @@ def upload_trial_checkpoint(trial: optuna.Trial, store: Any, model: torch.nn.Mod
     """Store the trial's weights as its artifact ``checkpoint.pt``; returns the artifact id."""
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(Path(tmp) / FILENAME, model, family, hparams, encoding,
-                               {"trial": trial.number, **extra})
+                               {**_identity(trial.study, trial.number, trial.datetime_start), **extra})
         return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
                                                 study_or_trial=trial)
 
@@ -214,15 +214,10 @@ def _trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return trials[number]
 
 
-@contextlib.contextmanager
-def _locked(folder: Path):
-    """An exclusive lock on ``folder`` across processes (workers sharing an output folder)."""
-    with open(folder / ".best_model.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _locked(folder: Path) -> FileLock:
+    """An exclusive lock on ``folder`` across processes (workers sharing an output folder);
+    ``filelock`` works on Windows too, where ``fcntl`` does not exist."""
+    return FileLock(folder / ".best_model.lock")
 
 
 def sync_best_model(study: optuna.Study, store: Any, output_dir: Path) -> int | None:
@@ -238,7 +233,9 @@ def sync_best_model(study: optuna.Study, store: Any, output_dir: Path) -> int | 
             return None
         if target.exists():
             with contextlib.suppress(Exception):
-                if torch.load(target, weights_only=True).get("trial") == best.number:
+                held = torch.load(target, weights_only=True)
+                wanted = _identity(study, best.number, best.datetime_start)
+                if all(held.get(k) == v for k, v in wanted.items()):
                     return best.number
         try:
             with store.open_reader(checkpoint_id(best)) as reader:
@@ -247,6 +244,14 @@ def sync_best_model(study: optuna.Study, store: Any, output_dir: Path) -> int | 
             log.warning("trial %d's checkpoint is missing from the artifact store", best.number)
             return None
     return best.number
+
+
+def _identity(study: optuna.Study, number: int, start) -> dict[str, Any]:
+    """What tells one study's trial from another's in a reused folder: every study's defaults
+    trial is number 0, and study ids restart with a new database (or an in-memory study), but
+    a trial's start time is its own."""
+    return {"study": study.study_name, "study_id": study._study_id, "trial": number,
+            "trial_start": start.isoformat() if start else None}
 
 
 def _best_with_checkpoint(study: optuna.Study) -> FrozenTrial | None:

@@ -259,3 +259,17 @@ def test_a_trial_failed_as_stale_elsewhere_ends_quietly_and_the_worker_goes_on(t
     assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1, states
     assert len(calls) == 4
     assert _warnings(caplog, "was failed by another worker while it ran here")
+
+
+def test_two_studies_in_one_output_folder_each_leave_their_own_best_model(tmp_path):
+    import chromasonic_lib as cl
+    import torch
+    out = tmp_path / "shared"
+    for name, n in (("first", 30), ("second", 24)):
+        p = _params(tmp_path, study_name=name, storage="memory", n_trials=1, output_dir=str(out),
+                    n_sequences=n)
+        p.pop("threads")
+        result = cl.run_search(cl.SearchConfig(**p))
+        held = torch.load(out / "best_model.pt", weights_only=True)
+        assert (held["study"], held["trial"]) == (name, 0)      # both studies' best is trial 0
+        assert held["value"] == result.best_value

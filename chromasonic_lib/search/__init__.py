@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     finally:
         progress.bar.close()
     if not interrupted:
-        _wait_for_other_workers(study, limit=120)
+        _wait_for_other_workers(study, limit=120, heartbeat=heartbeat)
     CHORES.run("checkpoint pruning and best_model.pt", keeper, study)     # other workers' better trials
     summary = files.write(study, final=True)        # the PNG too, however recent the last one
     if live:
@@ -245,7 +246,8 @@ def _write_before_raising(files: ResultFiles, study: optuna.Study) -> None:
         log.warning("result files not rewritten after the error: %s: %s", type(e).__name__, e)
 
 
-def _wait_for_other_workers(study: optuna.Study, limit: float) -> None:
+def _wait_for_other_workers(study: optuna.Study, limit: float,
+                            heartbeat: JournalHeartbeat | None = None) -> None:
     """Wait (up to ``limit`` seconds) for trials other workers are running, so the result
     files and best_model.pt this worker leaves include them."""
     deadline = time.monotonic() + limit
@@ -255,7 +257,14 @@ def _wait_for_other_workers(study: optuna.Study, limit: float) -> None:
                  "best_model.pt is the study's best", limit, len(running))
     while running and time.monotonic() < deadline:
         time.sleep(0.5)
-        optuna.storages.fail_stale_trials(study)     # a dead worker's trial is not waited for
+        # A dead worker's trial is not waited for: RDB storages fail it by Optuna's heartbeats,
+        # journal files by ours.
+        if heartbeat is not None:
+            heartbeat.fail_stale_trials(study)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
