@@ -402,7 +402,9 @@ def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float,
     """
     B, T, V = log_p.shape
     counts, linked_counts = [], []
-    with torch.no_grad():       # the counts are the melody's, not the model's: no gradient
+    # No gradient: the counts are the melody's, not the model's. No autocast: bf16 would round
+    # counts above 256 in training (bmm autocasts), and the reported loss is computed without it.
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
         match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
         after = torch.zeros(B, T, V, device=x.device, dtype=log_p.dtype)  # one-hot of the note after s

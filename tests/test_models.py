@@ -374,3 +374,14 @@ def test_the_rhythm_linked_memory_steps_as_it_reads_whole_melodies():
 def test_bad_rhythm_memory_settings_name_themselves(hp, match):
     with pytest.raises(ConfigError, match=match):
         build_model("lstm", hp)
+
+
+def test_the_melody_memory_counts_in_float32_under_bf16_autocast():
+    """bf16 rounds counts above 256: training (autocast) and the reported loss would use
+    different memories."""
+    from chromasonic_lib.models import remember
+    x = torch.zeros(1, 600, dtype=torch.long)
+    log_p = torch.log_softmax(torch.zeros(1, 600, 4), -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = remember(log_p, x, 1, 1.0)
+    assert torch.equal(under, remember(log_p, x, 1, 1.0))
