@@ -172,6 +172,79 @@ def test_a_worker_stops_naming_the_storage_beyond_its_patience_and_the_next_run_
     assert not (tmp_path / "out" / "untold_trials.json").exists()
 
 
+# A worker whose third trial, once trained, waits for the file ``gate`` (after touching ``trained``),
+# so that the test can take the storage away between a trial's training and its tell.
+GATED_WORKER = """
+import sys, json, time
+from pathlib import Path
+import chromasonic_lib as cl
+from chromasonic_lib.search import objective
+real_train, calls, here = objective.train, [], Path(sys.argv[2])
+
+def train(*args, **kwargs):
+    history = real_train(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 3:
+        (here / "trained").touch()
+        while not (here / "gate").exists():
+            time.sleep(0.1)
+    return history
+
+objective.train = train
+cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_trained_while_the_storage_is_gone_is_saved_and_told_by_the_next_run(
+        tmp_path, own_postgres):
+    """The server stops, for longer than storage_patience, while a trial finishes training:
+    the worker stops, the trial's value, metrics and weights are saved in untold_trials.json,
+    and the next run of the study tells them: the study has the trial, its weights load."""
+    import chromasonic_lib as cl
+    pg, name = own_postgres, "untold"
+    params = _params(tmp_path, study_name=name, storage=pg.url, n_trials=5,
+                     heartbeat_interval=1, grace_period=3, storage_patience=3)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "w.log"
+    worker = subprocess.Popen([PYTHON, "-c", GATED_WORKER, json.dumps(params), str(tmp_path)],
+                              cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "trained").exists() and time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        pg.pg_ctl("stop", "-m", "fast")
+        time.sleep(5)                   # beyond the patience: the heartbeats give up
+        (tmp_path / "gate").touch()     # the trial's metrics, weights and tell now find no storage
+        code = worker.wait(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    out = log.read_text()
+    assert code != 0 and f"storage '{pg.url}' unreachable for longer than storage_patience" in out, out[-3000:]
+    untold = tmp_path / "out" / "untold_trials.json"
+    assert untold.exists(), out[-3000:]
+    saved = json.loads(untold.read_text())
+    assert saved["study_name"] == name and [r["number"] for r in saved["trials"]] == [2]
+    record = saved["trials"][0]
+    assert record["user_attrs"]["val_bits_per_note"] > 0 and record["artifact_links"], record
+
+    pg.pg_ctl("start")
+    again = _worker({**params, "n_trials": 1}, tmp_path / "again.log")
+    assert again.wait(timeout=180) == 0, (tmp_path / "again.log").read_text()[-3000:]
+    assert "told study 'untold' the 1 finished trials" in (tmp_path / "again.log").read_text()
+    assert not untold.exists()
+    study = optuna.load_study(study_name=name, storage=pg.url)
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+    told = [t for t in study.trials if t.state == TrialState.COMPLETE
+            and (t.number == 2 or t.user_attrs.get("told_late_for_trial") == 2)]
+    assert len(told) == 1 and told[0].value == record["value"], [(t.number, t.state) for t in study.trials]
+    assert told[0].user_attrs["val_bits_per_note"] == record["user_attrs"]["val_bits_per_note"]
+    model, meta = cl.load_checkpoint(study, told[0].number)     # the weights survived too
+    assert meta["trial"] == 2 and meta["value"] == record["value"]
+
+
 # ---------------------------------------------------------------- full disks, refusing stores
 @pytest.fixture
 def tiny_disk():

@@ -111,9 +111,12 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
 
 
 def _record(trial: optuna.Trial, value: float) -> dict:
+    # The trial's own copy of its attributes: those the storage never got are in it too.
+    storage = trial.study._storage
+    links = storage.held_system_attrs(trial._trial_id) if isinstance(storage, RetryingStorage) else {}
     return {"number": trial.number, "value": value, "params": trial.params,
             "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
-            "user_attrs": trial.user_attrs}
+            "user_attrs": trial.user_attrs, "artifact_links": links}
 
 
 def _save_untold(path: Path, study_name: str, records: list[dict]) -> None:
@@ -140,12 +143,15 @@ def tell_untold(study: optuna.Study, path: Path) -> int:
         t = trials[r["number"]] if r["number"] < len(trials) else None
         if t is not None and t.state == TrialState.COMPLETE:
             continue                    # told after all (the storage answered, we didn't hear)
+        links = {**{k: v for k, v in (t.system_attrs if t else {}).items()
+                    if k.startswith("artifacts:")}, **r.get("artifact_links", {})}
         if t is not None and t.state == TrialState.RUNNING:
             for k, v in r["user_attrs"].items():
                 study._storage.set_trial_user_attr(t._trial_id, k, v)
+            for k, v in links.items():
+                study._storage.set_trial_system_attr(t._trial_id, k, v)
             study.tell(t.number, r["value"])
         else:
-            links = {k: v for k, v in (t.system_attrs if t else {}).items() if k.startswith("artifacts:")}
             study.add_trial(optuna.trial.create_trial(
                 params=r["params"], value=r["value"], system_attrs=links,
                 distributions={k: json_to_distribution(d) for k, d in r["distributions"].items()},

@@ -31,6 +31,10 @@ _TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", 
 _TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE,
                      errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
                      errno.ENETUNREACH}
+# Writes a finished trial makes on its way to its tell (its metrics, its checkpoint's link):
+# beyond the patience they are held, so that the trial is saved whole (see faults.optimize)
+# and its tell, when the storage is back, writes them first.
+_HELD = ("set_trial_user_attr", "set_trial_system_attr")
 
 
 class StorageUnreachable(RuntimeError):
@@ -95,6 +99,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         # Set when a call ran out of patience: later calls try once, so that Optuna's
         # clean-up after a failed tell doesn't wait the whole patience again for each read.
         self.gave_up: StorageUnreachable | None = None
+        # trial id -> {(method, key): value}: attribute writes that found the storage gone.
+        self.held: dict[int, dict[tuple[str, str], Any]] = {}
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -106,6 +112,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     def call(self, method: str, *args, **kwargs) -> Any:
         """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away."""
         fn = getattr(self.inner, method)
+        if method == "set_trial_state_values" and self.held.get(args[0]):
+            fn = self._with_held(args[0], fn)
         start, attempt, delay = time.monotonic(), 0, 0.5
         while True:
             try:
@@ -125,6 +133,9 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                     raise
                 if waited >= self.patience or self.gave_up is not None:
                     self.gave_up = StorageUnreachable(self.name, self.patience, cause)
+                    if method in _HELD:
+                        self._hold(method, *args, **kwargs)
+                        return None
                     raise self.gave_up from cause
                 attempt += 1
                 with self._lock:
@@ -140,6 +151,29 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             if attempt:
                 log.info("storage reachable again after %.0f s (%s)", time.monotonic() - start, method)
             return result
+
+    def _hold(self, method: str, trial_id: int, key: str, value: Any) -> None:
+        with self._lock:
+            first = trial_id not in self.held
+            self.held.setdefault(trial_id, {})[(method, key)] = value
+        if first:
+            log.warning("storage %r away beyond its patience: trial attributes are held for the "
+                        "trial's tell (and saved with it if the tell fails too)", self.name)
+
+    def held_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        """The system attributes (artifact links) of ``trial_id`` not yet written."""
+        return {k: v for (m, k), v in self.held.get(trial_id, {}).items()
+                if m == "set_trial_system_attr"}
+
+    def _with_held(self, trial_id: int, tell: Callable) -> Callable:
+        def write_then_tell(*args, **kwargs):
+            held = self.held.get(trial_id, {})
+            for (method, key), value in list(held.items()):
+                getattr(self.inner, method)(trial_id, key, value)
+                held.pop((method, key))
+            self.held.pop(trial_id, None)
+            return tell(*args, **kwargs)
+        return write_then_tell
 
     # BaseHeartbeat: only when the wrapped storage has heartbeats (Optuna asks
     # get_heartbeat_interval() to find out).
