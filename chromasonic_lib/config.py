@@ -646,7 +646,9 @@ class CrossvalConfig:
     encoding: str = "pitch"
     folds: int = 10
     model: str = ""                     # empty: the params file's model
-    params: str = "params/crossval.yaml"
+    # None: params/crossval.yaml, unless ``model`` names another family (then its defaults);
+    # "": no params file. A file given that names another family than ``model`` is refused.
+    params: str | None = None
     epochs: int = 0                     # 0: the params file's (or 30)
     seed: int = 42
     device: str = "auto"
@@ -676,11 +678,19 @@ class CrossvalConfig:
         self.folds = check_int("folds", self.folds, 2)
         # With compare, A and B are each a config of their own, built from the raw model and epochs.
         self.sides = self._compare_sides() if self.compare else ()
+        given, self.params = self.params is not None, "params/crossval.yaml" if self.params is None else self.params
         self.settings = check_param_file("params", self.params) if self.params else {}
         self.model = self.model or self.settings.get("model", "markov")
         self.model = check_choice("model", self.model, MODELS)
-        if self.settings.get("model", self.model) != self.model:
-            self.settings = {}          # another family's parameters do not apply
+        named = self.settings.get("model", self.model)
+        if named != self.model and given:
+            # Dropping the file's context, transposition and epochs quietly would run another
+            # configuration than the one asked for.
+            raise ConfigError(f"model {self.model!r} and params {self.params!r} disagree: the file "
+                              f"is a {named!r} configuration. Allowed: leave out model to run it "
+                              f"as {named!r}, or give a params file for {self.model!r}")
+        if named != self.model:         # the default file is another family's: not this one's
+            self.params, self.settings = "", {}
         if "context" in self.settings:
             context = check_context("context", self.settings["context"], self.model, self.encoding)
             self.settings = {k: v for k, v in self.settings.items() if k != "context"}
