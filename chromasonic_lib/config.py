@@ -525,9 +525,13 @@ class TrainBestConfig(_StudyAndData):
 
     @property
     def output_path(self) -> Path:
-        # A best_params file's model goes beside the file's name, not over the study's.
-        default = f"runs/{Path(self.best_params).stem}/best" if self.best_params else f"runs/{self.study_name}/best"
-        return resolve(self.output_dir or default)
+        # A best_params file's model goes beside the file's name, not over the study's; a
+        # search's own best_hyperparameters.json names its study by its folder (runs/<study>/).
+        name = self.study_name
+        if self.best_params:
+            file = Path(self.best_params)
+            name = file.parent.name if file.stem == "best_hyperparameters" and file.parent.name else file.stem
+        return resolve(self.output_dir or f"runs/{name}/best")
 
 
 def _what_it_changes(name: str, ours: Any, theirs: Any) -> str:
