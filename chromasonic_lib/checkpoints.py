@@ -152,12 +152,37 @@ def probe_artifact_store(store: Any, location: str) -> None:
                           f"object failed to {step}: {type(e).__name__}: {reason}") from None
 
 
-def study_artifact_store(study: optuna.Study, location: str = "") -> Any:
+def study_store_location(study_name: str, given: str, recorded: str | None, default: str) -> str:
+    """Where a worker of study ``study_name`` keeps checkpoints: the store the study recorded
+    when it was created (``recorded``; None for a new study), else ``given``, else ``default``.
+    A worker that names another store than the study's stops: its trials' weights would be
+    where no other worker, ``best_model.pt`` or ``load_checkpoint`` looks."""
+    if not recorded:
+        return given or default
+    if given and not _same_location(given, recorded):
+        raise ConfigError(f"artifact_store {given!r} is not the store study {study_name!r} "
+                          f"recorded when it was created, {recorded!r}; allowed: leave "
+                          f"artifact_store out (the study's is used), or give {recorded!r}")
+    return recorded
+
+
+def _same_location(a: str, b: str) -> bool:
+    if a.startswith("s3://") or b.startswith("s3://"):
+        return a.rstrip("/") == b.rstrip("/")
+    return resolve(a) == resolve(b)
+
+
+def _study_store(study: optuna.Study, location: str = "") -> tuple[Any, str]:
+    """The artifact store to read ``study``'s checkpoints from, and where that is."""
     location = location or study.user_attrs.get("artifact_store", "")
     if not location:
         raise ConfigError(f"study {study.study_name!r} records no artifact store: it was searched "
                           f"before trials kept their checkpoints; pass artifact_store")
-    return open_artifact_store(location)
+    return open_artifact_store(location), location
+
+
+def study_artifact_store(study: optuna.Study, location: str = "") -> Any:
+    return _study_store(study, location)[0]
 
 
 # ---------------------------------------------------------------- trial checkpoints
@@ -191,13 +216,16 @@ def fetch_trial_checkpoint(study: optuna.Study, trial_number: int | None, path: 
     if artifact is None:
         raise ConfigError(f"trial {trial.number} of study {study.study_name!r} has no checkpoint "
                           f"(state {trial.state.name}: only completed trials keep one)")
-    store = study_artifact_store(study, artifact_store)
+    store, location = _study_store(study, artifact_store)
     try:
         with store.open_reader(artifact) as reader:
             data = reader.read()
     except ArtifactNotFound:
-        raise ConfigError(f"trial {trial.number}'s checkpoint is no longer in the artifact store: "
-                          f"only the best keep_checkpoints trials keep theirs") from None
+        whose = "given as artifact_store" if artifact_store else "the study's"
+        raise ConfigError(f"trial {trial.number}'s checkpoint (artifact {artifact}) is no longer in "
+                          f"the artifact store {location!r} ({whose}): only the best "
+                          f"keep_checkpoints trials keep theirs; if the store is a folder of "
+                          f"another machine, pass artifact_store where it can be read") from None
     return atomic_write(path, data)
 
 

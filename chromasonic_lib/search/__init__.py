@@ -21,7 +21,7 @@ from ..models import build_model
 from ..training import train
 from ..live import LiveView
 from ..checkpoints import (CheckpointKeeper, default_artifact_location, open_artifact_store,
-                           probe_artifact_store)
+                           probe_artifact_store, study_store_location)
 from .devices import DeviceSlots, OneAtATime, parse_devices, stop_on_interrupt
 from .faults import UNTOLD, optimize, tell_untold
 from .heartbeat import JournalHeartbeat
@@ -141,7 +141,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         torch.set_num_threads(cfg.threads)
     storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period, cfg.storage_patience)
     output_dir = check_writable_dir("output_dir", cfg.output_path)
-    artifacts = cfg.artifact_store or default_artifact_location(cfg.storage, output_dir)
+    artifacts = study_store_location(cfg.study_name, cfg.artifact_store, _recorded_store(storage, cfg.study_name),
+                                     default_artifact_location(cfg.storage, output_dir))
     store = open_artifact_store(artifacts)
     probe_artifact_store(store, artifacts)      # a store that can't take a checkpoint stops us now
     CHORES.failing.clear()
@@ -158,6 +159,11 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     else:
         _wait_for_set_up(study)
         check_resume(study, settings)
+        if study.user_attrs.get("artifact_store", artifacts) != artifacts:    # its creator was quicker
+            artifacts = study_store_location(cfg.study_name, cfg.artifact_store,
+                                             study.user_attrs["artifact_store"], "")
+            store = open_artifact_store(artifacts)
+            probe_artifact_store(store, artifacts)
         if not stored_settings(study):      # its creator died before recording them
             study.set_user_attr("settings", settings)
     tell_untold(study, output_dir / UNTOLD)        # an earlier run's, if its storage went away
@@ -286,6 +292,15 @@ def _set_up(study: optuna.Study, cfg: SearchConfig, data: Prepared, settings: di
     for params in cfg.space.default_trials({"markov": {"order": order}}):
         study.enqueue_trial(params, user_attrs={"enqueued": "family defaults"})
     study.set_user_attr("markov_baseline", baseline)    # last: other workers wait for it
+
+
+def _recorded_store(storage: optuna.storages.BaseStorage, study_name: str) -> str | None:
+    """The artifact store an existing study recorded when it was created; None for a new one."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id).get("artifact_store")
 
 
 def _wait_for_set_up(study: optuna.Study, timeout: float = 120) -> None:
