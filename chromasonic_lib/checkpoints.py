@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .atomic import atomic_write
 from .errors import ConfigError
-from .models import PROTOCOL, Ensemble, build_model
+from .models import PROTOCOL, Ensemble, build_model, full_hparams
 from .transposition import TranspositionAverage
 from .paths import resolve, resolve_storage_url
 
@@ -47,6 +47,10 @@ def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: di
         semitones, model = model.semitones, model.base
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     members = len(model.members) if isinstance(model, Ensemble) else 1
+    # Every hyperparameter, defaults included: a default changed later never changes this model.
+    hparams = full_hparams(family, hparams)
+    if "context" in hparams:
+        hparams["context"] = list(hparams["context"])
     payload = {"family": family, "hparams": hparams, "encoding": encoding,
                "vocab_size": model.vocab_size, "protocol": PROTOCOL, "ensemble": members,
                "test_transpose": semitones, "state_dict": state, **(extra or {})}

@@ -8,10 +8,12 @@ attribute ``settings``); a resume that changes one stops with a :class:`ConfigEr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,11 +32,22 @@ MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "model", "
 SYNTHETIC_ONLY = ("n_sequences", "sequence_length")
 
 
+@functools.lru_cache(maxsize=1)
 def library_version() -> str:
+    """The package's version and a hash of the library's own source files (``0.3.0+src.1a2b3c4d``).
+
+    The package version alone stays put while the code under it changes (an editable install,
+    a checkout between releases), so the "created by another version" warning never fired;
+    the source hash changes with every edit of the library."""
     try:
-        return metadata.version("chromasonic-lab")
+        release = metadata.version("chromasonic-lab")
     except metadata.PackageNotFoundError:
-        return "unknown"
+        release = "unknown"
+    package = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return f"{release}+src.{h.hexdigest()[:8]}"
 
 
 def data_fingerprint(melodies: list) -> str:
