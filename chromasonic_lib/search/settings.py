@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from ..data import USER_TOKENS
 from ..errors import ConfigError
 from ..models import PROTOCOL
 from ..paths import resolve
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # Settings that change what a trial's number means, in the order errors name them. Anything
 # else (n_trials, timeout, sampler, pruner, device, plot, heartbeats, threads) may change freely.
-MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "model", "seed",
+# The seed API's token lists are known by their melodies (dataset_fingerprint) and vocabulary.
+MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "vocab_size", "model", "seed",
             "val_fraction", "test_fraction", "n_sequences", "sequence_length", "epochs",
             "search_space")
 SYNTHETIC_ONLY = ("n_sequences", "sequence_length")
@@ -72,6 +74,7 @@ def study_settings(cfg, data) -> dict[str, Any]:
         "dataset": cfg.dataset,
         "dataset_fingerprint": data_fingerprint(data.data.melodies),
         "encoding": cfg.encoding,
+        "vocab_size": data.vocab_size,
         "model": cfg.model,
         "seed": cfg.seed,
         "val_fraction": cfg.val_fraction,
@@ -118,7 +121,7 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
             continue
         if name == "dataset" and folder:
             continue                    # a folder is known by its melodies, not by its path
-        if name == "dataset_fingerprint" and not folder:
+        if name == "dataset_fingerprint" and not folder and settings["dataset"] != USER_TOKENS:
             # A named corpus re-parsed by another music21: same name, close enough to go on.
             log.warning("the melodies of %r differ from those study %r was searched on "
                         "(another music21 version?)", settings["dataset"], study.study_name)
@@ -128,6 +131,9 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
                     f"{old[name]}), this version scores every note (protocol {settings[name]})")
         elif name == "search_space":
             what = f"search_space differs ({_first_difference(old[name], settings[name])})"
+        elif name == "dataset_fingerprint" and not folder:
+            what = (f"the {settings['dataset']} differ from those the study searched "
+                    f"(dataset_fingerprint {old[name]} there, {settings[name]} now)")
         elif name == "dataset_fingerprint":
             what = (f"the melodies in folder {settings['dataset']!r} changed since the study "
                     f"searched {old.get('dataset')!r} (fingerprint {old[name]} there, "
