@@ -142,7 +142,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period, cfg.storage_patience)
     output_dir = check_writable_dir("output_dir", cfg.output_path)
     artifacts = study_store_location(cfg.study_name, cfg.artifact_store, _recorded_store(storage, cfg.study_name),
-                                     default_artifact_location(cfg.storage, output_dir))
+                                     "") or default_artifact_location(cfg.storage, output_dir)
     store = open_artifact_store(artifacts)
     probe_artifact_store(store, artifacts)      # a store that can't take a checkpoint stops us now
     CHORES.failing.clear()
