@@ -8,22 +8,24 @@ the study (user attribute ``artifact_store``), so readers find it without being 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import io
 import json
 import logging
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import optuna
 import torch
+from filelock import FileLock
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from .atomic import atomic_write
 from .errors import ConfigError
-from .models import PROTOCOL, Ensemble, build_model
+from .models import PROTOCOL, Ensemble, build_model, full_hparams
 from .transposition import TranspositionAverage
 from .paths import resolve, resolve_storage_url
 
@@ -45,6 +47,10 @@ def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: di
         semitones, model = model.semitones, model.base
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     members = len(model.members) if isinstance(model, Ensemble) else 1
+    # Every hyperparameter, defaults included: a default changed later never changes this model.
+    hparams = full_hparams(family, hparams)
+    if "context" in hparams:
+        hparams["context"] = list(hparams["context"])
     payload = {"family": family, "hparams": hparams, "encoding": encoding,
                "vocab_size": model.vocab_size, "protocol": PROTOCOL, "ensemble": members,
                "test_transpose": semitones, "state_dict": state, **(extra or {})}
@@ -129,12 +135,58 @@ def open_artifact_store(location: str) -> Any:
     return FileSystemArtifactStore(path)
 
 
-def study_artifact_store(study: optuna.Study, location: str = "") -> Any:
+def probe_artifact_store(store: Any, location: str) -> None:
+    """Write a small object to the store, read it back and remove it: a store that can't take
+    one (a full disk, a missing or forbidden bucket) stops a search before any training, not
+    after every trial has trained."""
+    artifact = f"chromasonic-probe-{uuid.uuid4().hex}"
+    body = b"chromasonic-lab artifact store probe\n" * 64
+    step = "write"
+    try:
+        store.write(artifact, io.BytesIO(body))
+        step = "read back"
+        with store.open_reader(artifact) as reader:
+            if reader.read() != body:
+                raise OSError("the object read back differs from the one written")
+        step = "remove"
+        store.remove(artifact)
+    except Exception as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip() or type(e).__name__
+        raise ConfigError(f"artifact_store {location!r} can't keep checkpoints: a small test "
+                          f"object failed to {step}: {type(e).__name__}: {reason}") from None
+
+
+def study_store_location(study_name: str, given: str, recorded: str | None, default: str) -> str:
+    """Where a worker of study ``study_name`` keeps checkpoints: the store the study recorded
+    when it was created (``recorded``; None for a new study), else ``given``, else ``default``.
+    A worker that names another store than the study's stops: its trials' weights would be
+    where no other worker, ``best_model.pt`` or ``load_checkpoint`` looks."""
+    if not recorded:
+        return given or default
+    if given and not _same_location(given, recorded):
+        raise ConfigError(f"artifact_store {given!r} is not the store study {study_name!r} "
+                          f"recorded when it was created, {recorded!r}; allowed: leave "
+                          f"artifact_store out (the study's is used), or give {recorded!r}")
+    return recorded
+
+
+def _same_location(a: str, b: str) -> bool:
+    if a.startswith("s3://") or b.startswith("s3://"):
+        return a.rstrip("/") == b.rstrip("/")
+    return resolve(a) == resolve(b)
+
+
+def _study_store(study: optuna.Study, location: str = "") -> tuple[Any, str]:
+    """The artifact store to read ``study``'s checkpoints from, and where that is."""
     location = location or study.user_attrs.get("artifact_store", "")
     if not location:
         raise ConfigError(f"study {study.study_name!r} records no artifact store: it was searched "
                           f"before trials kept their checkpoints; pass artifact_store")
-    return open_artifact_store(location)
+    return open_artifact_store(location), location
+
+
+def study_artifact_store(study: optuna.Study, location: str = "") -> Any:
+    return _study_store(study, location)[0]
 
 
 # ---------------------------------------------------------------- trial checkpoints
@@ -143,7 +195,7 @@ def upload_trial_checkpoint(trial: optuna.Trial, store: Any, model: torch.nn.Mod
     """Store the trial's weights as its artifact ``checkpoint.pt``; returns the artifact id."""
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(Path(tmp) / FILENAME, model, family, hparams, encoding,
-                               {"trial": trial.number, **extra})
+                               {**_identity(trial.study, trial.number, trial.datetime_start), **extra})
         return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path),
                                                 study_or_trial=trial)
 
@@ -168,13 +220,16 @@ def fetch_trial_checkpoint(study: optuna.Study, trial_number: int | None, path: 
     if artifact is None:
         raise ConfigError(f"trial {trial.number} of study {study.study_name!r} has no checkpoint "
                           f"(state {trial.state.name}: only completed trials keep one)")
-    store = study_artifact_store(study, artifact_store)
+    store, location = _study_store(study, artifact_store)
     try:
         with store.open_reader(artifact) as reader:
             data = reader.read()
     except ArtifactNotFound:
-        raise ConfigError(f"trial {trial.number}'s checkpoint is no longer in the artifact store: "
-                          f"only the best keep_checkpoints trials keep theirs") from None
+        whose = "given as artifact_store" if artifact_store else "the study's"
+        raise ConfigError(f"trial {trial.number}'s checkpoint (artifact {artifact}) is no longer in "
+                          f"the artifact store {location!r} ({whose}): only the best "
+                          f"keep_checkpoints trials keep theirs; if the store is a folder of "
+                          f"another machine, pass artifact_store where it can be read") from None
     return atomic_write(path, data)
 
 
@@ -191,15 +246,10 @@ def _trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return trials[number]
 
 
-@contextlib.contextmanager
-def _locked(folder: Path):
-    """An exclusive lock on ``folder`` across processes (workers sharing an output folder)."""
-    with open(folder / ".best_model.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _locked(folder: Path) -> FileLock:
+    """An exclusive lock on ``folder`` across processes (workers sharing an output folder);
+    ``filelock`` works on Windows too, where ``fcntl`` does not exist."""
+    return FileLock(folder / ".best_model.lock")
 
 
 def sync_best_model(study: optuna.Study, store: Any, output_dir: Path) -> int | None:
@@ -215,7 +265,9 @@ def sync_best_model(study: optuna.Study, store: Any, output_dir: Path) -> int | 
             return None
         if target.exists():
             with contextlib.suppress(Exception):
-                if torch.load(target, weights_only=True).get("trial") == best.number:
+                held = torch.load(target, weights_only=True)
+                wanted = _identity(study, best.number, best.datetime_start)
+                if all(held.get(k) == v for k, v in wanted.items()):
                     return best.number
         try:
             with store.open_reader(checkpoint_id(best)) as reader:
@@ -224,6 +276,14 @@ def sync_best_model(study: optuna.Study, store: Any, output_dir: Path) -> int | 
             log.warning("trial %d's checkpoint is missing from the artifact store", best.number)
             return None
     return best.number
+
+
+def _identity(study: optuna.Study, number: int, start) -> dict[str, Any]:
+    """What tells one study's trial from another's in a reused folder: every study's defaults
+    trial is number 0, and study ids restart with a new database (or an in-memory study), but
+    a trial's start time is its own."""
+    return {"study": study.study_name, "study_id": study._study_id, "trial": number,
+            "trial_start": start.isoformat() if start else None}
 
 
 def _best_with_checkpoint(study: optuna.Study) -> FrozenTrial | None:

@@ -351,6 +351,7 @@ class SearchConfig(_StudyAndData):
     live: bool = True                 # in a notebook: one output area redrawn after each trial
     heartbeat_interval: int = 10
     grace_period: int = 30
+    storage_patience: float = 600     # seconds a storage outage is waited out before the worker stops
     threads: int = 0
     trials_per_device: int = 1        # trials that run at once on each device (threads, a CUDA stream each)
     devices: str = "auto"             # where trials run: "cuda:0,cuda:1"; auto: device's choice, every visible GPU for device auto
@@ -380,6 +381,7 @@ class SearchConfig(_StudyAndData):
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(f"grace_period must be longer than heartbeat_interval "
                               f"({self.heartbeat_interval} s), got {self.grace_period}")
+        self.storage_patience = check_float("storage_patience", self.storage_patience, 0)
         self.threads = check_int("threads", self.threads, 0)
         self.trials_per_device = check_int("trials_per_device", self.trials_per_device)
         self.devices = check_devices("devices", self.devices)
@@ -558,9 +560,13 @@ class TrainBestConfig(_StudyAndData):
 
     @property
     def output_path(self) -> Path:
-        # A best_params file's model goes beside the file's name, not over the study's.
-        default = f"runs/{Path(self.best_params).stem}/best" if self.best_params else f"runs/{self.study_name}/best"
-        return resolve(self.output_dir or default)
+        # A best_params file's model goes beside the file's name, not over the study's; a
+        # search's own best_hyperparameters.json names its study by its folder (runs/<study>/).
+        name = self.study_name
+        if self.best_params:
+            file = Path(self.best_params)
+            name = file.parent.name if file.stem == "best_hyperparameters" and file.parent.name else file.stem
+        return resolve(self.output_dir or f"runs/{name}/best")
 
 
 def _what_it_changes(name: str, ours: Any, theirs: Any) -> str:
@@ -679,7 +685,9 @@ class CrossvalConfig:
     encoding: str = "pitch"
     folds: int = 10
     model: str = ""                     # empty: the params file's model
-    params: str = "params/crossval.yaml"
+    # None: params/crossval.yaml, unless ``model`` names another family (then its defaults);
+    # "": no params file. A file given that names another family than ``model`` is refused.
+    params: str | None = None
     epochs: int = 0                     # 0: the params file's (or 30)
     seed: int = 42
     device: str = "auto"
@@ -714,11 +722,19 @@ class CrossvalConfig:
         self.folds = check_int("folds", self.folds, 2)
         # With compare, A and B are each a config of their own, built from the raw model and epochs.
         self.sides = self._compare_sides() if self.compare else ()
+        given, self.params = self.params is not None, "params/crossval.yaml" if self.params is None else self.params
         self.settings = check_param_file("params", self.params) if self.params else {}
         self.model = self.model or self.settings.get("model", "markov")
         self.model = check_choice("model", self.model, MODELS)
-        if self.settings.get("model", self.model) != self.model:
-            self.settings = {}          # another family's parameters do not apply
+        named = self.settings.get("model", self.model)
+        if named != self.model and given:
+            # Dropping the file's context, transposition and epochs quietly would run another
+            # configuration than the one asked for.
+            raise ConfigError(f"model {self.model!r} and params {self.params!r} disagree: the file "
+                              f"is a {named!r} configuration. Allowed: leave out model to run it "
+                              f"as {named!r}, or give a params file for {self.model!r}")
+        if named != self.model:         # the default file is another family's: not this one's
+            self.params, self.settings = "", {}
         if "context" in self.settings:
             context = check_context("context", self.settings["context"], self.model, self.encoding)
             self.settings = {k: v for k, v in self.settings.items() if k != "context"}

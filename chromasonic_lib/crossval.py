@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoding", default="pitch", help="pitch or grid")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--model", default="", help="markov, rnn, lstm, gru, transformer (default: the params file's)")
-    p.add_argument("--params", default="params/crossval.yaml",
-                   help="YAML/JSON with model and training parameters (a best_hyperparameters.json works)")
+    p.add_argument("--params", default=None,
+                   help="YAML/JSON with model and training parameters (a best_hyperparameters.json works; "
+                        "default: params/crossval.yaml, unless --model names another family)")
     p.add_argument("--epochs", type=int, default=0, help="maximum epochs per fold (default: params file's, or 30)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")

@@ -61,16 +61,12 @@ def open_display(text: str) -> DisplayHandle | None:
 
 # ---------------------------------------------------------------- one frame
 def figure_png(study: optuna.Study, dpi: int = 80) -> bytes:
-    """The history figure as PNG bytes; the figure is closed, so the inline backend won't show it."""
-    import matplotlib.pyplot as plt
+    """The history figure as PNG bytes, drawn on a figure pyplot never holds: the Stop button
+    calls this from the widget's thread, where the inline backend's flush would race it."""
     from .plots import history_figure
-    fig = history_figure(study)
-    try:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    buf = io.BytesIO()
+    history_figure(study, pyplot=False).savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 def _value(t: FrozenTrial) -> str:
@@ -309,6 +305,8 @@ def watch(study: optuna.Study, interval: float = 5.0, top: int = 10, plot: bool 
     """
     if kernel() is None:
         return None
+    for old in _WATCHES.pop(study.study_name, []):      # the cell run again: one poller per study
+        old.stop()
     live = attended() and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     button = None
     if live:
@@ -325,4 +323,8 @@ def watch(study: optuna.Study, interval: float = 5.0, top: int = 10, plot: bool 
     button.on_click(w.stop)
     w.draw()
     w.task = asyncio.ensure_future(w.run())
+    _WATCHES.setdefault(study.study_name, []).append(w)
     return w
+
+
+_WATCHES: dict[str, list[Watch]] = {}      # study name -> the watches refreshing it

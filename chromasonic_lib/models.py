@@ -402,7 +402,9 @@ def remember(log_p: torch.Tensor, x: torch.Tensor, order: int, alpha: float,
     """
     B, T, V = log_p.shape
     counts, linked_counts = [], []
-    with torch.no_grad():       # the counts are the melody's, not the model's: no gradient
+    # No gradient: the counts are the melody's, not the model's. No autocast: bf16 would round
+    # counts above 256 in training (bmm autocasts), and the reported loss is computed without it.
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         same = x[:, :, None] == x[:, None, :]                 # [B, T, T]: x_t == x_s
         match = same & torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)  # s < t
         after = torch.zeros(B, T, V, device=x.device, dtype=log_p.dtype)  # one-hot of the note after s
@@ -674,6 +676,14 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def full_hparams(name: str, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``hparams`` over the family's defaults, checked: what a checkpoint records, so that a
+    default changed later never changes what an old checkpoint rebuilds."""
+    if name not in MODEL_DEFAULTS:
+        raise ConfigError(f"model must be one of {', '.join(MODEL_DEFAULTS)}; got {name!r}")
+    return _check_hparams(name, dict(hparams or {}))
+
+
 def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: int = 88,
                 seed: int | None = None) -> nn.Module:
     """The model ``name`` (markov, rnn, lstm, gru, transformer) with ``hparams`` over the defaults.
@@ -681,9 +691,7 @@ def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: in
     With ``seed`` the initial weights are reproducible (same seed, same weights). A neural
     family's ``context`` (a list, or names joined by ``+``) names the context features it reads.
     """
-    if name not in MODEL_DEFAULTS:
-        raise ConfigError(f"model must be one of {', '.join(MODEL_DEFAULTS)}; got {name!r}")
-    hp = _check_hparams(name, dict(hparams or {}))
+    hp = full_hparams(name, hparams)
     if seed is not None:
         torch.manual_seed(seed)
     memory_order, memory_alpha, rhythm = hp.pop("memory_order"), hp.pop("memory_alpha"), hp.pop("memory_rhythm")

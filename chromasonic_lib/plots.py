@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 import optuna
@@ -46,9 +47,16 @@ def _reference_lines(ax, study: optuna.Study) -> None:
         ax.axhline(floor, color="black", ls=":", lw=1, label=f"floor {floor:.3f}")
 
 
-def history_figure(study: optuna.Study):
-    """Each trial's value and the running best, with the markov baseline and the floor."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+def history_figure(study: optuna.Study, pyplot: bool = True):
+    """Each trial's value and the running best, with the markov baseline and the floor.
+
+    ``pyplot=False``: on a figure of its own that pyplot never holds, for code that may run in
+    a widget's thread (see ``widgets._axes``: the inline backend's flush would race it)."""
+    if pyplot:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+    else:
+        fig = Figure(figsize=(8, 4.5))
+        ax = fig.subplots()
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = {t.number: t.intermediate_values[max(t.intermediate_values)] for t in trials

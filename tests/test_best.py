@@ -213,6 +213,11 @@ def test_a_crossval_file_s_settings_give_way_to_parameters_and_its_model_goes_be
         return cfg, best.best_configuration(cfg)
     cfg, default = chosen()
     assert cfg.output_path == resolve("runs/crossval_context_more_data/best")   # not the study's
+    # A search's result file: its study's folder, not runs/best_hyperparameters/best for every study.
+    result = tmp_path / "runs/chorales-lstm/best_hyperparameters.json"
+    result.parent.mkdir(parents=True)
+    result.write_text('{"model": "markov", "order": 2}')
+    assert cl.TrainBestConfig(best_params=str(result)).output_path == resolve("runs/chorales-lstm/best")
     _, given = chosen(epochs=3, test_transpose=0, also_train_on="none", pretrain_epochs=2)
     assert given.epochs == 3 and given.extras == {"test_transpose": 0, "pretrain": "essen", "pretrain_epochs": 2,
                                                   "also_train_on": "", "ensemble": 1, "val_fraction": None}

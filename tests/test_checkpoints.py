@@ -21,7 +21,7 @@ def test_each_trial_keeps_its_weights_and_only_the_best_few_stay(tmp_path):
     assert sorted(p.name for p in store.iterdir()) == sorted(checkpoint_id(t) for t in done[:2])
     model, meta = cl.load_checkpoint(study, done[1].number)
     assert meta["trial"] == done[1].number and meta["value"] == pytest.approx(done[1].value)
-    with pytest.raises(cl.ConfigError, match="no longer in the artifact store"):
+    with pytest.raises(cl.ConfigError, match=f"no longer in the artifact store '{store}' .the study's."):
         cl.load_checkpoint(study, done[-1].number)
     best_file = torch.load(tmp_path / "out" / "best_model.pt", weights_only=True)
     assert best_file["trial"] == study.best_trial.number
@@ -38,3 +38,17 @@ def test_the_default_store_lies_beside_the_sqlite_file(tmp_path):
     result = cl.run_search(tiny_cfg(tmp_path, n_trials=1, epochs=1))
     assert result.study.user_attrs["artifact_store"] == str(tmp_path / "artifacts")
     assert len(list((tmp_path / "artifacts").iterdir())) == 1
+
+
+def test_workers_that_join_use_the_study_s_store_and_one_naming_another_stops(tmp_path):
+    store = tmp_path / "the-study-s-store"
+    first = cl.run_search(tiny_cfg(tmp_path, n_trials=1, epochs=1, artifact_store=str(store)))
+    # A worker that names no store (on a machine whose default would be elsewhere) uses the study's.
+    joined = cl.run_search(tiny_cfg(tmp_path, n_trials=1, epochs=1, output_dir=str(tmp_path / "other")))
+    done = [t for t in joined.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and sorted(p.name for p in store.iterdir()) == sorted(checkpoint_id(t) for t in done)
+    assert not (tmp_path / "artifacts").exists()
+    cl.load_checkpoint(first.study, done[-1].number)
+    with pytest.raises(cl.ConfigError, match=f"artifact_store '{tmp_path}/elsewhere' is not the store "
+                                             f"study 't' recorded when it was created, '{store}'"):
+        cl.run_search(tiny_cfg(tmp_path, n_trials=1, epochs=1, artifact_store=str(tmp_path / "elsewhere")))

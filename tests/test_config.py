@@ -116,6 +116,18 @@ def test_other_tools_validate_too(tmp_path):
         CrossvalConfig(dataset="synthetic", params="nope.yaml")
 
 
+def test_crossval_refuses_a_params_file_of_another_family():
+    from chromasonic_lib.config import CrossvalConfig
+    with pytest.raises(cl.ConfigError, match="model 'gru' and params 'params/crossval_context.yaml' "
+                                             "disagree: the file is a 'lstm' configuration"):
+        CrossvalConfig(dataset="synthetic", model="gru", params="params/crossval_context.yaml")
+    # Without a file named, --model alone runs that family's defaults (not the LSTM file's).
+    markov = CrossvalConfig(dataset="synthetic", model="markov")
+    assert (markov.params, markov.settings, markov.epochs) == ("", {}, 30)
+    lstm = CrossvalConfig(dataset="synthetic")
+    assert lstm.params == "params/crossval.yaml" and lstm.model == "lstm"
+
+
 
 def test_train_best_checks_the_values_given_and_leaves_the_rest_to_the_study():
     for params, message in [({"seed": -2}, "seed must be a non-negative integer, got -2"),

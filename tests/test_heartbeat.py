@@ -1,8 +1,10 @@
 """Heartbeats on journal files: stale trials fail once, with a reason, and are queued again."""
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -86,6 +88,7 @@ def test_a_trial_beats_at_most_once_per_interval(tmp_path, monkeypatch):
     trial = _running_trial(_study(tmp_path / "j.log"), beat_age=None)
     writes = []
     monkeypatch.setattr(trial, "set_user_attr", lambda key, value: writes.append(value))
+    monkeypatch.setattr(hb, "atomic_write", lambda path, text: writes.append(json.loads(text)))
     heartbeat, now = JournalHeartbeat(10, 30), time.time()
     for dt in (0, 1, 9, 10.5, 12, 21):
         monkeypatch.setattr(hb.time, "time", lambda: now + dt)
@@ -98,9 +101,11 @@ def test_a_journal_search_beats_per_interval_not_per_epoch(tmp_path):
     result = cl.run_search(tiny_cfg(tmp_path, storage=f"journal:{log}", n_trials=2, pruner="none"))
     assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 2
     beats = [line for line in log.read_text().splitlines() if f'"{HEARTBEAT}"' in line]
-    # One beat as each trial starts, then one per heartbeat_interval (10 s) it runs: not per epoch.
-    assert len(beats) <= sum(1 + int(t.duration.total_seconds() // 10) for t in result.study.trials)
+    # One beat in the journal as each trial starts (naming its worker); the later ones replace
+    # a file of the trial's own, removed when it ends: the journal grows per trial, not per beat.
+    assert len(beats) == 2
     assert all(t.user_attrs[HEARTBEAT]["worker"].endswith(f":{os.getpid()}") for t in result.study.trials)
+    assert not list(Path(f"{log}.heartbeats").glob("*/*.json"))
     assert HEARTBEAT not in result.best_trials().columns
 
 
@@ -115,3 +120,27 @@ def test_a_trial_keeps_beating_through_an_epoch_longer_than_the_grace_period(tmp
         stop()
     time.sleep(1)
     assert JournalHeartbeat(0.2, 0.6).fail_stale_trials(study) == [trial.number]   # stopped: stale
+
+
+def test_later_beats_replace_one_file_and_the_journal_stops_growing(tmp_path):
+    path = tmp_path / "j.log"
+    study = _study(path)
+    trial = _running_trial(study, beat_age=None)
+    heartbeat = JournalHeartbeat(0.05, 0.5)
+    heartbeat.beat(trial)
+    size = path.stat().st_size
+    for _ in range(5):
+        time.sleep(0.06)
+        heartbeat.beat(trial)
+    assert path.stat().st_size == size                  # no journal record per beat
+    files = list(hb.beats_folder(study).glob("*.json"))
+    assert len(files) == 1
+    # The file's beat keeps the trial alive after its first beat is older than the grace period.
+    time.sleep(0.3)
+    heartbeat.beat(trial)
+    time.sleep(0.3)
+    assert JournalHeartbeat(0.05, 0.5).fail_stale_trials(study) == []
+    time.sleep(0.6)
+    assert JournalHeartbeat(0.05, 0.5).fail_stale_trials(study) == [trial.number]
+    assert "stopped sending heartbeats" in study.trials[trial.number].user_attrs["fail_reason"]
+    assert not files[0].exists()                        # the failed trial's file is gone

@@ -215,3 +215,25 @@ def test_watch_stops_by_itself_when_no_trial_is_running(kernel):
     execute(kernel, "study.tell(running, 1.52)", allow_stdin=True)
     last = frames(drain(kernel, 2.0))[-1]
     assert last.startswith("no trial running any more: 3 trials · best 1.5200")
+
+
+@pytest.mark.slow
+def test_watch_run_again_stops_the_old_poller(kernel):
+    execute(kernel, STUDY_WITH_A_RUNNING_TRIAL + "w1 = live.watch(study, interval=0.3)\n"
+            "w2 = live.watch(study, interval=0.3)\n", allow_stdin=True)
+    drain(kernel, 1.0)
+    msgs = execute(kernel, "print(w1.state, w1.task.done(), w2.state, w2.task.done())\nw2.stop()",
+                   allow_stdin=True)
+    assert "stopped True watching False" in "".join(m["content"].get("text", "") for m in msgs)
+
+
+def test_the_watch_figure_is_not_pyplot_s(tmp_path):
+    """The Stop button draws from the widget's thread: pyplot (whose inline flush runs after
+    each comm message) must never hold the figure."""
+    import matplotlib.pyplot as plt
+    study = optuna.create_study()
+    for v in (1.6, 1.55, 1.5):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    before = plt.get_fignums()
+    assert live.figure_png(study)[:4] == b"\x89PNG"
+    assert plt.get_fignums() == before

@@ -374,3 +374,27 @@ def test_the_rhythm_linked_memory_steps_as_it_reads_whole_melodies():
 def test_bad_rhythm_memory_settings_name_themselves(hp, match):
     with pytest.raises(ConfigError, match=match):
         build_model("lstm", hp)
+
+
+def test_the_melody_memory_counts_in_float32_under_bf16_autocast():
+    """bf16 rounds counts above 256: training (autocast) and the reported loss would use
+    different memories."""
+    from chromasonic_lib.models import remember
+    x = torch.zeros(1, 600, dtype=torch.long)
+    log_p = torch.log_softmax(torch.zeros(1, 600, 4), -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = remember(log_p, x, 1, 1.0)
+    assert torch.equal(under, remember(log_p, x, 1, 1.0))
+
+
+def test_a_checkpoint_records_every_hyperparameter_with_its_default(tmp_path, monkeypatch):
+    from chromasonic_lib import load_checkpoint, save_checkpoint
+    path = save_checkpoint(tmp_path / "m.pt", build_model("gru", {"hidden_size": 8}, 12), "gru",
+                              {"hidden_size": 8}, "pitch")
+    held = torch.load(path, weights_only=True)["hparams"]
+    assert set(held) == set(MODEL_DEFAULTS["gru"]) and held["hidden_size"] == 8
+    # A default changed later does not change what the old checkpoint rebuilds.
+    monkeypatch.setitem(MODEL_DEFAULTS, "gru", {**MODEL_DEFAULTS["gru"], "embedding_dim": 3})
+    model, _ = load_checkpoint(path)         # built with the checkpoint's, else the weights misfit
+    assert [v.shape[1] for k, v in model.state_dict().items() if k.endswith("embed.weight")] == \
+        [held["embedding_dim"]]

@@ -332,6 +332,23 @@ def test_seed_api_honours_vocab_size_and_records_the_users_data(tmp_path):
         opt.optimize(walks[:2] + [walks[2][:5] + [128]], walks[24:], vocab_size=128)
 
 
+def test_seed_api_resumed_with_other_token_lists_or_vocabulary_stops(tmp_path, monkeypatch):
+    from chromasonic_lib.search import objective
+    rng = np.random.default_rng(0)
+    walks = [np.clip(20 + np.cumsum(rng.integers(-2, 3, 20)), 0, 39).tolist() for _ in range(30)]
+    space = cl.HyperparameterSearchSpace(hidden_size_range=(8, 16), embedding_dim_range=(8, 16),
+                                         num_layers_range=(1, 1), num_epochs=1)
+    opt = cl.HyperparameterOptimizer("markov", space, device="cpu", output_dir=str(tmp_path / "seed"),
+                                     storage=f"sqlite:///{tmp_path}/s.db", pruner="none")
+    opt.optimize(walks[:24], walks[24:], vocab_size=40, n_trials=1, study_name="tokens")
+    monkeypatch.setattr(objective, "train", lambda *a, **k: pytest.fail("trained"))
+    other = [list(reversed(w)) for w in walks]
+    with pytest.raises(cl.ConfigError, match="dataset_fingerprint.*run with the study's melodies"):
+        opt.optimize(other[:24], other[24:], vocab_size=40, n_trials=1, study_name="tokens")
+    with pytest.raises(cl.ConfigError, match="vocab_size"):
+        opt.optimize(walks[:24], walks[24:], vocab_size=60, n_trials=1, study_name="tokens")
+
+
 def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path):
     path = tmp_path / "optimization_results.json"
     write_json(path, {"best_value": 1.5})

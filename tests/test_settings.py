@@ -1,6 +1,8 @@
 """The study is the record: settings stored at creation, a changed one stops a resume."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -95,3 +97,24 @@ def test_a_study_from_before_first_notes_were_scored_is_not_resumed():
         check_resume(study, now)
     study.set_user_attr("settings", now)
     check_resume(study, now)
+
+
+def test_the_library_version_changes_with_the_library_s_source(tmp_path, monkeypatch):
+    from chromasonic_lib.search import settings
+    now = settings.library_version()
+    assert "+src." in now
+    copy = tmp_path / "chromasonic_lib"
+    (copy / "search").mkdir(parents=True)
+    (copy / "search" / "settings.py").write_text(Path(settings.__file__).read_text())
+    (copy / "models.py").write_text("X = 1\n")
+    monkeypatch.setattr(settings, "__file__", str(copy / "search" / "settings.py"))
+    settings.library_version.cache_clear()
+    try:
+        before = settings.library_version()
+        (copy / "models.py").write_text("X = 2\n")
+        settings.library_version.cache_clear()
+        assert settings.library_version() != before
+    finally:
+        monkeypatch.undo()
+        settings.library_version.cache_clear()
+    assert settings.library_version() == now

@@ -46,6 +46,11 @@ def split(melodies: list[np.ndarray], val_fraction: float = 0.1, test_fraction: 
     if n_val == 0 or n - n_val - n_test <= 0:
         raise DataError(f"{n} melodies are too few to split with val_fraction={val_fraction} "
                         f"and test_fraction={test_fraction}")
+    if test_fraction > 0 and n_test == 0:
+        # Caught here, before any training: train_best's test would otherwise crash after it.
+        raise DataError(f"test_fraction={test_fraction} of {n} melodies rounds to no test melody; "
+                        f"allowed: a test_fraction above {0.5 / n:.3g} (one melody), or "
+                        f"more melodies")
     index: dict[str, list[int]] = {"test": [], "val": [], "train": []}
     for g in order:
         side = "test" if len(index["test"]) < n_test else "val" if len(index["val"]) < n_val else "train"

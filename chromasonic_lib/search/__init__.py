@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from ..folds import FoldSet, Recipe, pooled
 from ..models import build_model
 from ..training import train
 from ..live import LiveView
-from ..checkpoints import CheckpointKeeper, default_artifact_location, open_artifact_store
+from ..checkpoints import (CheckpointKeeper, default_artifact_location, open_artifact_store,
+                           probe_artifact_store, study_store_location)
 from .devices import DeviceSlots, OneAtATime, parse_devices, stop_on_interrupt
+from .faults import UNTOLD, optimize, tell_untold
 from .heartbeat import JournalHeartbeat
+from .housekeeping import CHORES
 from .objective import Objective
 from .results import ResultFiles, trial_config, write_results
 from .settings import check_resume, stored_settings, study_settings
@@ -149,10 +153,13 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period)
+    storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period, cfg.storage_patience)
     output_dir = check_writable_dir("output_dir", cfg.output_path)
-    artifacts = cfg.artifact_store or default_artifact_location(cfg.storage, output_dir)
+    artifacts = study_store_location(cfg.study_name, cfg.artifact_store, _recorded_store(storage, cfg.study_name),
+                                     "") or default_artifact_location(cfg.storage, output_dir)
     store = open_artifact_store(artifacts)
+    probe_artifact_store(store, artifacts)      # a store that can't take a checkpoint stops us now
+    CHORES.failing.clear()
     devices = parse_devices(cfg.devices, cfg.device)
     if data is None:
         d = cfg.data
@@ -172,8 +179,14 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     else:
         _wait_for_set_up(study)
         check_resume(study, settings)
+        if study.user_attrs.get("artifact_store", artifacts) != artifacts:    # its creator was quicker
+            artifacts = study_store_location(cfg.study_name, cfg.artifact_store,
+                                             study.user_attrs["artifact_store"], "")
+            store = open_artifact_store(artifacts)
+            probe_artifact_store(store, artifacts)
         if not stored_settings(study):      # its creator died before recording them
             study.set_user_attr("settings", settings)
+    tell_untold(study, output_dir / UNTOLD)        # an earlier run's, if its storage went away
     floor = data.floor()
     baseline = study.user_attrs.get("markov_baseline")
     if baseline is None:                # the creator died before setting up: measure it here
@@ -187,7 +200,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     # Optuna's journal storage has no heartbeats (RDB storages do: see open_storage).
     heartbeat = JournalHeartbeat(cfg.heartbeat_interval, cfg.grace_period) \
-        if isinstance(storage, optuna.storages.JournalStorage) else None
+        if isinstance(storage.inner, optuna.storages.JournalStorage) else None
     if heartbeat:
         heartbeat.fail_stale_trials(study)      # and after each trial, as a callback
     slots = DeviceSlots(data, devices, cfg.trials_per_device)
@@ -196,7 +209,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     stop = threading.Event() if len(slots) > 1 else None
     objective = Objective(slots, cfg.space, base, store, deadline, heartbeat, stop, folds)
     keeper = CheckpointKeeper(store, output_dir, cfg.keep_checkpoints)
-    n_trials, callbacks = cfg.n_trials, [keeper] + ([heartbeat] if heartbeat else [])
+    n_trials, callbacks = cfg.n_trials, [CHORES.callback("checkpoint pruning and best_model.pt", keeper)] \
+        + ([heartbeat] if heartbeat else [])
     if cfg.total_trials:
         n_trials = min(n_trials, max(0, cfg.total_trials - _n_finished(study)))
         callbacks.append(MaxTrialsCallback(cfg.total_trials, states=FINISHED))
@@ -204,9 +218,9 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
             log.info("study %r already holds %d finished trials (total_trials %d): nothing to run",
                      cfg.study_name, _n_finished(study), cfg.total_trials)
     live = LiveView.open(study, n_trials, cfg.plot, cfg.timeout) if cfg.live else None
-    files = ResultFiles(output_dir, cfg.plot)
+    files = ResultFiles(output_dir, cfg.plot, chores=CHORES)
     progress = _Progress(n_trials, files, bar=live is None)
-    callbacks += [progress] + ([live] if live else [])
+    callbacks += [progress] + ([CHORES.callback("the live view", live)] if live else [])
     if stop is not None:
         log.info("%d trials at once: %d on each of %s", len(slots), cfg.trials_per_device,
                  ", ".join(map(str, devices)))
@@ -215,9 +229,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     try:
         with stop_on_interrupt(stop):
             if n_trials:
-                study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout or None,
-                               n_jobs=len(slots), catch=(Exception,),
-                               callbacks=[OneAtATime(callbacks)], gc_after_trial=False)
+                optimize(study, objective, n_trials, cfg.timeout or None, len(slots),
+                         [OneAtATime(callbacks)], output_dir / UNTOLD)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: the running trials are marked FAIL; result files are up to date")
@@ -227,11 +240,11 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     finally:
         progress.bar.close()
     if not interrupted:
-        _wait_for_other_workers(study, limit=120)
-    keeper(study)                       # other workers may have found a better trial meanwhile
+        _wait_for_other_workers(study, limit=120, heartbeat=heartbeat)
+    CHORES.run("checkpoint pruning and best_model.pt", keeper, study)     # other workers' better trials
     summary = files.write(study, final=True)        # the PNG too, however recent the last one
     if live:
-        live.finish(study, interrupted)
+        CHORES.run("the live view", live.finish, study, interrupted)
     s = summary["states"]
     best = summary["best_value"]
     log.info("search %s: %d trials this run (%d in the study: %d complete, %d pruned, %d failed) in "
@@ -259,7 +272,8 @@ def _write_before_raising(files: ResultFiles, study: optuna.Study) -> None:
         log.warning("result files not rewritten after the error: %s: %s", type(e).__name__, e)
 
 
-def _wait_for_other_workers(study: optuna.Study, limit: float) -> None:
+def _wait_for_other_workers(study: optuna.Study, limit: float,
+                            heartbeat: JournalHeartbeat | None = None) -> None:
     """Wait (up to ``limit`` seconds) for trials other workers are running, so the result
     files and best_model.pt this worker leaves include them."""
     deadline = time.monotonic() + limit
@@ -269,7 +283,14 @@ def _wait_for_other_workers(study: optuna.Study, limit: float) -> None:
                  "best_model.pt is the study's best", limit, len(running))
     while running and time.monotonic() < deadline:
         time.sleep(0.5)
-        optuna.storages.fail_stale_trials(study)     # a dead worker's trial is not waited for
+        # A dead worker's trial is not waited for: RDB storages fail it by Optuna's heartbeats,
+        # journal files by ours.
+        if heartbeat is not None:
+            heartbeat.fail_stale_trials(study)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
@@ -293,6 +314,15 @@ def _set_up(study: optuna.Study, cfg: SearchConfig, data: Prepared, settings: di
     for params in [] if cfg.starts else cfg.space.default_trials({"markov": {"order": order}}):
         study.enqueue_trial(params, user_attrs={"enqueued": "family defaults"})
     study.set_user_attr("markov_baseline", baseline)    # last: other workers wait for it
+
+
+def _recorded_store(storage: optuna.storages.BaseStorage, study_name: str) -> str | None:
+    """The artifact store an existing study recorded when it was created; None for a new one."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id).get("artifact_store")
 
 
 def _wait_for_set_up(study: optuna.Study, timeout: float = 120) -> None:

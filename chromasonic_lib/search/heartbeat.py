@@ -1,18 +1,26 @@
 """Heartbeats for studies on a journal file (``storage="journal:<file>"``).
 
 Optuna gives heartbeats only to RDB storages; on its JournalStorage a worker killed by SIGKILL
-would leave its trial RUNNING forever. Here a running trial keeps its user attribute
-``heartbeat`` fresh, and each worker fails the trials whose heartbeat is older than the grace
-period and queues their parameters again, as ``open_storage`` arranges for RDB storages.
+would leave its trial RUNNING forever. Here a running trial keeps its heartbeat fresh, and each
+worker fails the trials whose heartbeat is older than the grace period and queues their
+parameters again, as ``open_storage`` arranges for RDB storages.
+
+A trial's first beat is its user attribute ``heartbeat`` (it names the worker); the later ones
+replace one small file per running trial in ``<journal>.heartbeats/`` beside the journal,
+removed once the trial ends. A journal is never rewritten, only replayed: a record per beat of
+every running trial would grow it, and slow every worker's replay of it, without bound.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import logging
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 import warnings
 
@@ -20,6 +28,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+
+from ..atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +89,33 @@ class JournalHeartbeat:
                 log.warning("trial %d went %.0f s without a heartbeat (grace_period %s s): another "
                             "worker may have failed it; epochs this long need a longer grace_period",
                             trial.number, gap, self.grace_period)
-        trial.set_user_attr(HEARTBEAT, {"time": now, "worker": self.worker})
+        record = {"time": now, "worker": self.worker}
+        folder = beats_folder(trial.study)
+        if folder is None or self._last is None or self._last[0] != trial.number:
+            trial.set_user_attr(HEARTBEAT, record)      # the first: names the worker in the study
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(folder / f"{trial._trial_id}.json", json.dumps(record))
         self._last = (trial.number, now)
+
+    @staticmethod
+    def last_beat(study: optuna.Study, t: FrozenTrial) -> dict | None:
+        """The newest heartbeat of ``t``: its file's, else its user attribute's."""
+        beat, folder = t.user_attrs.get(HEARTBEAT), beats_folder(study)
+        if folder is not None:
+            with contextlib.suppress(OSError, ValueError):
+                newer = json.loads((folder / f"{t._trial_id}.json").read_text())
+                if beat is None or newer["time"] > beat["time"]:
+                    beat = newer
+        return beat
+
+    @staticmethod
+    def forget(study: optuna.Study, trial_id: int) -> None:
+        """Remove a finished trial's heartbeat file."""
+        folder = beats_folder(study)
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                (folder / f"{trial_id}.json").unlink()
 
     def fail_stale_trials(self, study: optuna.Study) -> list[int]:
         """Fail the RUNNING trials whose worker went quiet, queue them again; their numbers.
@@ -90,8 +125,10 @@ class JournalHeartbeat:
         """
         # Private names: Optuna has no public way to change a trial that another worker runs.
         storage, now, failed = study._storage, time.time(), []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            beat = t.user_attrs.get(HEARTBEAT)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        self._sweep(study, {t._trial_id for t in running})
+        for t in running:
+            beat = self.last_beat(study, t)
             age = now - (beat["time"] if beat else t.datetime_start.timestamp())
             if age <= self.grace_period:
                 continue
@@ -104,6 +141,7 @@ class JournalHeartbeat:
                     continue
             except UpdateFinishedTrialError:
                 continue                # it finished meanwhile, or another worker failed it first
+            self.forget(study, t._trial_id)
             log.warning("trial %d failed: %s; its parameters are queued again (at most %d times)",
                         t.number, reason, MAX_RETRY)
             self._retry(study, storage.get_trial(t._trial_id))
@@ -111,7 +149,21 @@ class JournalHeartbeat:
         return failed
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.forget(study, trial._trial_id)
         self.fail_stale_trials(study)
+
+    def _sweep(self, study: optuna.Study, running: set[int]) -> None:
+        """Remove the files of trials no longer running that nobody removed (their worker died):
+        only files older than the grace period, so a trial started since ``running`` was read
+        keeps its own."""
+        folder = beats_folder(study)
+        if folder is None or not folder.is_dir():
+            return
+        now = time.time()
+        for f in folder.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                if int(f.stem) not in running and now - f.stat().st_mtime > self.grace_period:
+                    f.unlink()
 
     @staticmethod
     def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -122,3 +174,12 @@ class JournalHeartbeat:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+def beats_folder(study: optuna.Study) -> Path | None:
+    """Where a journal study's heartbeat files go (``<journal>.heartbeats/study-<id>``); None
+    for a journal that is not a file (the beats then stay user attributes)."""
+    storage = study._storage
+    storage = getattr(storage, "inner", storage)        # under the retrying door
+    path = getattr(getattr(storage, "_backend", None), "_file_path", None)
+    return Path(f"{path}.heartbeats") / f"study-{study._study_id}" if path else None

@@ -4,7 +4,8 @@ Reads like optuna-examples' ``objective(trial)``; everything about files and pro
 in callbacks elsewhere. A complete trial's weights go to the artifact store, linked to it. A
 trial that raises (NaN loss, out of memory, a bad combination of parameters, Ctrl-C) ends as
 FAIL with its reason in the user attribute ``fail_reason``, and gives back the GPU memory it
-held, so the trials running beside it go on. Each trial runs on a slot of ``DeviceSlots``
+held, so the trials running beside it go on (one that another worker failed as stale ends
+quietly). A trial whose weights can't be uploaded stays COMPLETE with ``checkpoint_error``. Each trial runs on a slot of ``DeviceSlots``
 (user attribute ``device``).
 
 With ``folds`` (a :class:`~chromasonic_lib.folds.FoldSet`) each trial is a cross-validation of its
@@ -35,6 +36,8 @@ from ..surprise import joined_notes, per_melody
 from ..training import evaluate, train
 from ..transposition import TranspositionAverage
 from .devices import DeviceSlots, free_memory
+from .faults import note_failure
+from .housekeeping import upload_weights
 from .heartbeat import JournalHeartbeat
 from .space import SearchSpace
 
@@ -106,10 +109,10 @@ class Objective:
         trial.set_user_attr("val_accuracy", metrics.accuracy)
         # Over transpositions the scored model is another one than the epochs' validation.
         value = metrics.nats_per_note if test_transpose else history.best_val_loss
-        if self.store is not None:
-            upload_trial_checkpoint(trial, self.store, model, family, hparams,
-                                    data.data.encoding.name,
-                                    {"value": value, "training": training})
+        if self.store is not None:      # a failed upload costs the weights, not the value
+            upload_weights(trial, lambda: upload_trial_checkpoint(
+                trial, self.store, model, family, hparams, data.data.encoding.name,
+                {"value": value, "training": training}))
         return value
 
     def cross_validate(self, trial: optuna.Trial, family: str, hparams: dict[str, Any],
@@ -176,16 +179,17 @@ class Objective:
 
     @staticmethod
     def _failed(trial: optuna.Trial, e: Exception, data: Prepared) -> None:
-        """Record why ``trial`` failed and give back the memory it held."""
+        """Give back the memory ``trial`` held and record why it failed (a trial failed
+        elsewhere as stale ends quietly: ``note_failure``)."""
         reason = f"{type(e).__name__}: {e}"
         if isinstance(e, torch.cuda.OutOfMemoryError):
             reason = f"out of memory on {data.train.tokens.device}: {e}"
-        trial.set_user_attr("fail_reason", reason[:1000])
         # The traceback's frames hold the model, its gradients and activations: let go of
         # them before giving the memory back.
         traceback.clear_frames(e.__traceback__)
         gc.collect()
         free_memory(data.train.tokens.device)
+        note_failure(trial, reason, e)
 
 
 class _Deadline(Exception):

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..atomic import atomic_write
 from ..throttle import Throttle
+from .housekeeping import Chores
 
 log = logging.getLogger(__name__)
 
@@ -234,12 +235,16 @@ class ResultFiles:
     that. best_hyperparameters.json is written when the best changes; the history PNG, whose
     drawing grows with its points, is redrawn at most every ``png_interval`` seconds (rarer
     when it is slow to draw) and always by ``write(study, final=True)``, which ``run_search``
-    calls at the end, also when interrupted or stopped by an error.
+    calls at the end, also when interrupted or stopped by an error. With ``chores``, a file
+    that can't be written (disk full) is the chores' to log; the summary is returned anyway.
     """
 
     def __init__(self, output_dir: Path, plot: bool = True, png_interval: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, chores: Chores | None = None):
         self.output_dir, self.plot = output_dir, plot
+        # During a search, writing the files is housekeeping: a full disk is logged once and
+        # the files are written again after the next trial. Without chores, errors raise.
+        self.chores = chores
         self.png = Throttle(png_interval, max_share=0.05, clock=clock)
         self._best: str | None = None   # the text best_hyperparameters.json holds
         self._start(None)
@@ -265,6 +270,20 @@ class ResultFiles:
         tail = trials[n:]               # running trials, and those after them
         tally = self._done.plus(tail)
         summary = tally.summary()
+        self._chore(f"result files in {self.output_dir}", self._write_files, study, attrs, summary,
+                    tally, tail)
+        if self.plot and summary["best_value"] is not None and (final or self.png.due()):
+            self._chore("the history figure (optimization_history.png)", self._draw, study)
+        return summary
+
+    def _chore(self, name: str, fn: Callable, *args) -> None:
+        if self.chores is None:
+            fn(*args)
+        else:
+            self.chores.run(name, fn, *args)
+
+    def _write_files(self, study: optuna.Study, attrs: dict, summary: dict[str, Any], tally: Tally,
+                     tail: list[FrozenTrial]) -> None:
         best = json.dumps(summary["best_params"], indent=2, default=str) + "\n"
         path = self.output_dir / "best_hyperparameters.json"
         if best != self._best or not path.exists():
@@ -273,11 +292,11 @@ class ResultFiles:
         self._write_json(study, attrs, summary, tail)
         atomic_write(self.output_dir / "optimization_report.txt", _report(study, attrs, summary, tally))
         self._write_csv(tail)
-        if self.plot and summary["best_value"] is not None and (final or self.png.due()):
-            from ..plots import history_figure, save_figure
-            with self.png.timed():
-                save_figure(history_figure(study), self.output_dir / "optimization_history.png")
-        return summary
+
+    def _draw(self, study: optuna.Study) -> None:
+        from ..plots import history_figure, save_figure
+        with self.png.timed():
+            save_figure(history_figure(study), self.output_dir / "optimization_history.png")
 
     def _add(self, t: FrozenTrial) -> None:
         self._done.add(t)

@@ -8,14 +8,17 @@ attribute ``settings``); a resume that changes one stops with a :class:`ConfigEr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import optuna
 
+from ..data import USER_TOKENS
 from ..errors import ConfigError
 from ..models import PROTOCOL
 from ..paths import resolve
@@ -24,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # Settings that change what a trial's number means, in the order errors name them. Anything
 # else (n_trials, timeout, sampler, pruner, device, plot, heartbeats, threads) may change freely.
-MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "model", "seed",
+# The seed API's token lists are known by their melodies (dataset_fingerprint) and vocabulary.
+MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "vocab_size", "model", "seed",
             "val_fraction", "test_fraction", "n_sequences", "sequence_length", "epochs",
             "folds", "pretrain", "pretrain_epochs", "also_train_on", "search_space")
 # What a study created before a setting existed measured: the value that setting has now.
@@ -32,11 +36,22 @@ BEFORE = {"folds": 0, "pretrain": "", "pretrain_epochs": 5, "also_train_on": ""}
 SYNTHETIC_ONLY = ("n_sequences", "sequence_length")
 
 
+@functools.lru_cache(maxsize=1)
 def library_version() -> str:
+    """The package's version and a hash of the library's own source files (``0.3.0+src.1a2b3c4d``).
+
+    The package version alone stays put while the code under it changes (an editable install,
+    a checkout between releases), so the "created by another version" warning never fired;
+    the source hash changes with every edit of the library."""
     try:
-        return metadata.version("chromasonic-lab")
+        release = metadata.version("chromasonic-lab")
     except metadata.PackageNotFoundError:
-        return "unknown"
+        release = "unknown"
+    package = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return f"{release}+src.{h.hexdigest()[:8]}"
 
 
 def data_fingerprint(melodies: list) -> str:
@@ -61,6 +76,7 @@ def study_settings(cfg, data) -> dict[str, Any]:
         "dataset": cfg.dataset,
         "dataset_fingerprint": data_fingerprint(data.data.melodies),
         "encoding": cfg.encoding,
+        "vocab_size": data.vocab_size,
         "model": cfg.model,
         "seed": cfg.seed,
         "val_fraction": cfg.val_fraction,
@@ -112,7 +128,7 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
             continue
         if name == "dataset" and folder:
             continue                    # a folder is known by its melodies, not by its path
-        if name == "dataset_fingerprint" and not folder:
+        if name == "dataset_fingerprint" and not folder and settings["dataset"] != USER_TOKENS:
             # A named corpus re-parsed by another music21: same name, close enough to go on.
             log.warning("the melodies of %r differ from those study %r was searched on "
                         "(another music21 version?)", settings["dataset"], study.study_name)
@@ -122,6 +138,9 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
                     f"{old[name]}), this version scores every note (protocol {settings[name]})")
         elif name == "search_space":
             what = f"search_space differs ({_first_difference(old[name], settings[name])})"
+        elif name == "dataset_fingerprint" and not folder:
+            what = (f"the {settings['dataset']} differ from those the study searched "
+                    f"(dataset_fingerprint {old[name]} there, {settings[name]} now)")
         elif name == "dataset_fingerprint":
             what = (f"the melodies in folder {settings['dataset']!r} changed since the study "
                     f"searched {old.get('dataset')!r} (fingerprint {old[name]} there, "

@@ -13,23 +13,34 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, _CachedStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from ..config import SearchConfig
 from ..errors import ConfigError
 from ..paths import mask_url, resolve_storage_url
+from .storage import RetryingStorage
 
 log = logging.getLogger(__name__)
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
-                 ) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 patience: float = 600) -> RetryingStorage:
     """Connect to a storage URL now, so a wrong or unreachable one fails before any training.
 
     RDB storages get heartbeats: a trial whose worker died (even by SIGKILL) is marked FAIL
     after ``grace_period`` seconds by the next worker, and its parameters are queued again.
+    Once open, every call waits out an outage for up to ``patience`` seconds (see
+    :mod:`.storage`); the wrapped storage is its ``inner``.
     """
+    storage = _open(url, heartbeat_interval, grace_period)
+    if isinstance(storage, RDBStorage):     # as optuna.create_study would wrap it
+        storage = _CachedStorage(storage)
+    return RetryingStorage(storage, mask_url(url), patience)
+
+
+def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
+          ) -> optuna.storages.BaseStorage:
     resolved = resolve_storage_url(url)
     try:
         if url in ("memory", ":memory:"):

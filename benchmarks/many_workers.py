@@ -1,0 +1,159 @@
+"""Many worker processes on one PostgreSQL study: throughput and what each trial costs the
+storage; last line: JSON.
+
+    .venv/bin/python benchmarks/many_workers.py [--workers 1 8 32] [--trials 8]
+        [--storage postgresql://postgres@127.0.0.1:5432/test]
+
+For each worker count, a new study on the PostgreSQL server; every worker is a process of its
+own running ``run_search`` for ``--trials`` tiny markov trials (synthetic melodies, one epoch,
+random sampler, one thread, its own output folder, one shared artifact store), so the storage,
+not training, is what is measured. Per worker count:
+
+- ``trials_per_minute``: finished trials over the span from the first trial's start to the last
+  one's end (process start-up, importing torch, is left out; ``wall_seconds`` has it);
+- ``median_storage_seconds_per_trial``: every storage call a worker makes goes through the
+  one door (``RetryingStorage.call``), timed here; a trial's share runs from the end of the
+  previous trial's tell to the end of its own (its ask, reports, attributes, tell, and the
+  callbacks after the previous trial: result files, best_model.pt). A worker's set-up (study
+  creation or loading, before its first trial) and its end are left out. It is wall-clock
+  time: with more processes than cores it includes waiting for a core, which
+  ``median_storage_cpu_seconds_per_trial`` (the calling thread's own CPU time) does not;
+  ``storage_seconds_per_trial_by_method`` names where the time goes (the five largest);
+- ``duplicates``: finished trials whose parameters another finished trial already had (a trial
+  run twice), retries of stale trials excepted; ``lost``: trials asked for that never finished;
+  ``running_left``: trials still RUNNING after every worker exited.
+
+Studies are deleted afterwards.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+root = Path(__file__).resolve().parent.parent
+
+# A worker: times every call through the storage door and files each under the trial it
+# serves (a trial's bucket closes with its tell), then writes the buckets to argv[2].
+WORKER = """
+import json, sys, time
+from optuna.trial import TrialState
+import chromasonic_lib as cl
+from chromasonic_lib.search import storage as door
+
+buckets, current, methods = [], [0.0, 0.0], {}
+real_call = door.RetryingStorage.call
+
+def call(self, method, *args, **kwargs):
+    start, cpu = time.perf_counter(), time.thread_time()
+    try:
+        return real_call(self, method, *args, **kwargs)
+    finally:
+        took = time.perf_counter() - start
+        current[0] += took
+        current[1] += time.thread_time() - cpu
+        if buckets:             # after the first trial: what a trial costs, by method
+            methods[method] = methods.get(method, 0.0) + took
+        state = kwargs.get("state", args[1] if len(args) > 1 else None)
+        if method == "set_trial_state_values" and isinstance(state, TrialState) and state.is_finished():
+            buckets.append(list(current))
+            current[:] = [0.0, 0.0]
+
+door.RetryingStorage.call = call
+result = cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))
+# The first bucket holds the worker's set-up too: leave it out unless it is the only one.
+kept = buckets[1:] or buckets
+open(sys.argv[2], "w").write(json.dumps({"per_trial": [b[0] for b in kept], "cpu_per_trial": [b[1] for b in kept],
+                                         "methods": methods, "trials": len(kept)}))
+"""
+
+
+def run(n: int, args, tmp: Path) -> dict:
+    name = f"many-workers-{n}-{int(time.time())}"
+    space = tmp / "space.yaml"
+    space.write_text(json.dumps({"models": {"markov": {
+        "order": {"type": "int", "low": 1, "high": 3},
+        "alpha": {"type": "float", "low": 0.05, "high": 2.0, "log": True}}}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    procs = []
+    start = time.perf_counter()
+    for i in range(n):
+        params = dict(study_name=name, storage=args.storage, dataset="synthetic", n_sequences=30,
+                      sequence_length=20, model="markov", search_space=str(space), epochs=1,
+                      n_trials=args.trials, sampler="random", pruner="none", device="cpu", threads=1,
+                      plot=False, live=False, output_dir=str(tmp / f"out{i}"),
+                      artifact_store=str(tmp / "artifacts"))
+        log = (tmp / f"w{i}.log").open("w")
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(params), str(tmp / f"w{i}.json")],
+                                      cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait() for p in procs]
+    wall = time.perf_counter() - start
+    study = optuna.load_study(study_name=name, storage=args.storage)
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.is_finished()]
+    seen, duplicates = set(), 0
+    for t in finished:
+        if "failed_trial" in t.system_attrs:        # a stale trial's retry repeats it on purpose
+            continue
+        key = json.dumps(t.params, sort_keys=True)
+        duplicates += key in seen
+        seen.add(key)
+    reports = [json.loads((tmp / f"w{i}.json").read_text()) for i in range(n) if (tmp / f"w{i}.json").exists()]
+    per_trial = [s for r in reports for s in r["per_trial"]]
+    cpu = [s for r in reports for s in r["cpu_per_trial"]]
+    counted = sum(r["trials"] for r in reports) or 1
+    methods = {}
+    for r in reports:
+        for m, seconds in r["methods"].items():
+            methods[m] = methods.get(m, 0.0) + seconds / counted
+    top = dict(sorted(((m, round(v, 4)) for m, v in methods.items()), key=lambda kv: -kv[1])[:5])
+    starts = [t.datetime_start for t in finished if t.datetime_start]
+    ends = [t.datetime_complete for t in finished if t.datetime_complete]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
+    optuna.delete_study(study_name=name, storage=args.storage)
+    failed_workers = [i for i, c in enumerate(codes) if c != 0]
+    for i in failed_workers:
+        print(f"worker {i} exited {codes[i]}:", (tmp / f"w{i}.log").read_text()[-2000:], file=sys.stderr)
+    return {"workers": n, "trials_asked": n * args.trials, "trials_finished": len(finished),
+            "complete": sum(t.state.name == "COMPLETE" for t in finished),
+            "failed": sum(t.state.name == "FAIL" for t in finished),
+            "trials_per_minute": round(60 * len(finished) / span, 1),
+            "median_storage_seconds_per_trial": round(statistics.median(per_trial), 4) if per_trial else None,
+            "median_storage_cpu_seconds_per_trial": round(statistics.median(cpu), 4) if cpu else None,
+            "storage_seconds_per_trial_by_method": top,
+            "duplicates": duplicates, "lost": max(0, n * args.trials - len(finished)),
+            "running_left": sum(t.state.name == "RUNNING" for t in trials),
+            "workers_failed": len(failed_workers), "trial_span_seconds": round(span, 1),
+            "wall_seconds": round(wall, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--trials", type=int, default=8, help="trials each worker runs")
+    p.add_argument("--storage", default=os.environ.get("CHROMASONIC_TEST_POSTGRES",
+                                                      "postgresql://postgres@127.0.0.1:5432/test"))
+    args = p.parse_args()
+    results = []
+    for n in args.workers:
+        with tempfile.TemporaryDirectory(prefix=f"many-workers-{n}-") as tmp:
+            results.append(run(n, args, Path(tmp)))
+        print(json.dumps(results[-1]), flush=True)
+    one = next((r for r in results if r["workers"] == 1), None)
+    summary = {"cores": os.cpu_count(), "trials_per_worker": args.trials, "results": results}
+    if one and one["median_storage_seconds_per_trial"]:
+        summary["storage_time_vs_one_worker"] = {
+            r["workers"]: round(r["median_storage_seconds_per_trial"] / one["median_storage_seconds_per_trial"], 2)
+            for r in results if r["median_storage_seconds_per_trial"]}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

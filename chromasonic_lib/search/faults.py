@@ -1,0 +1,168 @@
+"""Running the trials of a search through the faults of real infrastructure.
+
+Two faults come back out of ``study.optimize`` as exceptions, and neither should end a search:
+
+- A trial that another worker failed as stale (its worker slept, was paused or lost its
+  heartbeats) can no longer be told. Its worker lets it go quietly, frees its memory and goes
+  on with its next trial.
+- A storage away for longer than ``storage_patience`` ends the worker, but with an error that
+  names the storage (Optuna may have hidden it behind an ``UnboundLocalError`` of its own),
+  and the trials it finished but could not tell are saved under ``output_dir``
+  (``untold_trials.json``) for the next run of the study to tell.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import optuna
+from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from ..atomic import atomic_write
+from .storage import RetryingStorage, StorageUnreachable, storage_error_in
+
+log = logging.getLogger(__name__)
+
+UNTOLD = "untold_trials.json"     # in output_dir: finished trials a lost storage never heard of
+
+
+class TrialEndedElsewhere(RuntimeError):
+    """The running trial was finished by another worker (failed as stale)."""
+
+
+def ended_elsewhere(e: BaseException) -> bool:
+    """Whether ``e`` says the trial was finished by someone else while it ran here."""
+    x: BaseException | None = e
+    while x is not None:
+        if isinstance(x, (UpdateFinishedTrialError, TrialEndedElsewhere)):
+            return True
+        x = x.__cause__ or x.__context__
+    return False
+
+
+def note_failure(trial: optuna.Trial, reason: str, error: BaseException) -> None:
+    """Record why ``trial`` failed; a trial already failed elsewhere raises
+    :class:`TrialEndedElsewhere` instead (it takes no more attributes)."""
+    if ended_elsewhere(error):
+        raise TrialEndedElsewhere(f"trial {trial.number} was failed by another worker while it "
+                                  f"ran here (stale: this worker paused or lost its heartbeats)")
+    try:
+        trial.set_user_attr("fail_reason", reason[:1000])
+    except UpdateFinishedTrialError:
+        raise TrialEndedElsewhere(f"trial {trial.number} was failed by another worker") from None
+
+
+def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
+             timeout: float | None, n_jobs: int, callbacks: Sequence[Callable],
+             untold: Path | None = None) -> None:
+    """``study.optimize`` for ``n_trials`` trials (``timeout`` seconds at most), going on past
+    trials that other workers failed as stale; a storage gone for good raises
+    :class:`~.storage.StorageUnreachable`, after saving the finished trials it could not tell
+    to the file ``untold`` (see :func:`tell_untold`)."""
+    started, ended = 0, []
+    begin = time.monotonic()
+    pending: dict[int, dict] = {}       # finished here, not yet known to be told
+
+    def run(trial: optuna.Trial) -> float:
+        nonlocal started
+        started += 1
+        try:
+            value = objective(trial)
+            pending[trial.number] = _record(trial, value)   # read from the trial, not the storage
+            return value
+        except Exception as e:
+            if ended_elsewhere(e):
+                ended.append(trial.number)
+                log.warning("trial %d was failed by another worker while it ran here (stale: this "
+                            "worker paused or lost its heartbeats); its work here ends, and this "
+                            "worker goes on with its next trial", trial.number)
+            raise
+
+    while started < n_trials:
+        left = None
+        if timeout:
+            left = timeout - (time.monotonic() - begin)
+            if left <= 0:
+                return
+        def told(study: optuna.Study, trial: FrozenTrial) -> None:
+            pending.pop(trial.number, None)
+
+        try:
+            study.optimize(run, n_trials=n_trials - started, timeout=left, n_jobs=n_jobs,
+                           catch=(Exception,), callbacks=[told, *callbacks], gc_after_trial=False)
+            return
+        except Exception as e:
+            gone = storage_error_in(e) or _gave_up(study)
+            if gone is not None:
+                if pending and untold is not None:
+                    _save_untold(untold, study.study_name, list(pending.values()))
+                cause = gone.__cause__ or gone
+                raise StorageUnreachable(gone.storage, gone.patience, cause) from cause
+            # Optuna can't tell a trial that is finished already ("Cannot tell a FAIL trial"):
+            # that is how a trial failed elsewhere comes back out of optimize.
+            if not ended:
+                raise
+            ended.clear()
+
+
+def _record(trial: optuna.Trial, value: float) -> dict:
+    # The trial's own copy of its attributes: those the storage never got are in it too.
+    storage = trial.study._storage
+    links = storage.held_system_attrs(trial._trial_id) if isinstance(storage, RetryingStorage) else {}
+    return {"number": trial.number, "value": value, "params": trial.params,
+            "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
+            "user_attrs": trial.user_attrs, "artifact_links": links}
+
+
+def _save_untold(path: Path, study_name: str, records: list[dict]) -> None:
+    old = json.loads(path.read_text())["trials"] if path.exists() else []
+    known = {r["number"] for r in records}
+    records = [r for r in old if r["number"] not in known] + records
+    atomic_write(path, json.dumps({"study_name": study_name, "trials": records}, indent=2,
+                                  default=str) + "\n")
+    log.error("%d finished trials could not be told to the storage: saved in %s; the next run "
+              "of study %r tells them", len(records), path, study_name)
+
+
+def tell_untold(study: optuna.Study, path: Path) -> int:
+    """Tell the study the trials an earlier run finished but could not tell (its storage was
+    away for longer than its patience); how many. A trial still RUNNING is told its value; one
+    failed meanwhile as stale is added again as a COMPLETE trial, with its weights' link."""
+    if not path.exists():
+        return 0
+    saved = json.loads(path.read_text())
+    if saved.get("study_name") != study.study_name:
+        return 0
+    trials, told = study.get_trials(deepcopy=False), 0
+    for r in saved["trials"]:
+        t = trials[r["number"]] if r["number"] < len(trials) else None
+        if t is not None and t.state == TrialState.COMPLETE:
+            continue                    # told after all (the storage answered, we didn't hear)
+        links = {**{k: v for k, v in (t.system_attrs if t else {}).items()
+                    if k.startswith("artifacts:")}, **r.get("artifact_links", {})}
+        if t is not None and t.state == TrialState.RUNNING:
+            for k, v in r["user_attrs"].items():
+                study._storage.set_trial_user_attr(t._trial_id, k, v)
+            for k, v in links.items():
+                study._storage.set_trial_system_attr(t._trial_id, k, v)
+            study.tell(t.number, r["value"])
+        else:
+            study.add_trial(optuna.trial.create_trial(
+                params=r["params"], value=r["value"], system_attrs=links,
+                distributions={k: json_to_distribution(d) for k, d in r["distributions"].items()},
+                user_attrs={**r["user_attrs"], "told_late_for_trial": r["number"]}))
+        told += 1
+    path.unlink()
+    log.warning("told study %r the %d finished trials that an earlier run could not (saved in %s)",
+                study.study_name, told, path)
+    return told
+
+
+def _gave_up(study: optuna.Study) -> StorageUnreachable | None:
+    storage = study._storage
+    return storage.gave_up if isinstance(storage, RetryingStorage) else None

@@ -1,0 +1,77 @@
+"""Housekeeping that never ends a search: result files, the history PNG, the live view,
+checkpoint uploads and the pruning of old checkpoints.
+
+Each chore runs under :class:`Chores`, which logs a failure once with its reason (disk full,
+permission denied, an S3 error) and simply tries again after the next trial. The study in its
+storage is the record; files are views of it, and weights are a bonus on a trial's value.
+A storage that stays away is not housekeeping: that error goes through.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+import optuna
+
+from .storage import StorageUnreachable
+
+log = logging.getLogger(__name__)
+
+
+class Chores:
+    """Run named chores; a failing one is logged once, and again only once it recovered."""
+
+    def __init__(self):
+        self.failing: dict[str, str] = {}       # chore -> the reason it last failed
+        self._lock = threading.Lock()
+
+    def run(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """``fn(*args, **kwargs)``, or None when it fails (logged once per outage of ``name``)."""
+        try:
+            result = fn(*args, **kwargs)
+        except (StorageUnreachable, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            reason = _reason(e)
+            with self._lock:
+                first = name not in self.failing
+                self.failing[name] = reason
+            if first:
+                log.warning("%s failed: %s; the search goes on, and tries again after the next "
+                            "trial", name, reason)
+            return None
+        with self._lock:
+            recovered = self.failing.pop(name, None)
+        if recovered is not None:
+            log.info("%s: working again", name)
+        return result
+
+    def callback(self, name: str, fn: Callable[[optuna.Study, Any], None]) -> Callable:
+        """An Optuna callback that runs ``fn`` as the chore ``name``."""
+        def call(study: optuna.Study, trial: Any = None) -> None:
+            self.run(name, fn, study, trial)
+        return call
+
+
+CHORES = Chores()       # one per process: a failure is logged once, however many searches
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{type(e).__name__}: {e.strerror}{where}"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:500]
+
+
+def upload_weights(trial: optuna.Trial, upload: Callable[[], Any]) -> None:
+    """Run ``upload`` (the trial's checkpoint to the artifact store); if it fails, the trial
+    keeps its value and says why its weights are missing (user attribute ``checkpoint_error``)."""
+    before = "checkpoint upload" in CHORES.failing
+    done = CHORES.run("checkpoint upload", upload)
+    if done is None and "checkpoint upload" in CHORES.failing:
+        reason = CHORES.failing["checkpoint upload"]
+        trial.set_user_attr("checkpoint_error", reason)
+        if before:
+            log.info("trial %d keeps its value without its weights (%s)", trial.number, reason)

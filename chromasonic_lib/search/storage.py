@@ -1,0 +1,212 @@
+"""The one door to a study's storage: every call waits out a transient outage (a database
+restart or failover, a dropped connection, a stalled journal lock) for up to ``storage_patience``
+seconds, so that no caller needs a retry loop of its own.
+
+Beyond the patience the call raises :class:`StorageUnreachable`, which names the (masked)
+storage. Optuna's ``_run_trial`` may then hide it behind an ``UnboundLocalError`` of its own
+(it reads the storage again after a failed tell); :func:`storage_error_in` finds ours in the
+chain either way, so nothing here depends on that bug being fixed.
+"""
+from __future__ import annotations
+
+import abc
+import errno
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+
+log = logging.getLogger(__name__)
+
+# Exception classes, by name, that mean "the server is away", whichever driver raised them:
+# SQLAlchemy's and the DBAPI drivers' (psycopg, psycopg2, PyMySQL, sqlite3 "database is
+# locked"), redis's, and Python's own.
+_TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
+                    "TimeoutError", "BusyLoadingError"}
+# An OSError with one of these is a network file system or a lock that stalls, not a bad path.
+_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE,
+                     errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
+                     errno.ENETUNREACH}
+# Writes a finished trial makes on its way to its tell (its metrics, its checkpoint's link):
+# beyond the patience they are held, so that the trial is saved whole (see faults.optimize)
+# and its tell, when the storage is back, writes them first.
+_HELD = ("set_trial_user_attr", "set_trial_system_attr")
+
+
+class StorageUnreachable(RuntimeError):
+    """The storage stayed unreachable for longer than ``storage_patience``."""
+
+    def __init__(self, storage: str, patience: float, cause: BaseException):
+        self.storage, self.patience = storage, patience
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"storage {storage!r} unreachable for longer than storage_patience "
+                         f"({patience:.0f} s): {type(cause).__name__}: {first}")
+
+
+def _chain(e: BaseException | None):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def transient_cause(e: BaseException) -> BaseException | None:
+    """The error behind ``e`` (Optuna wraps the driver's) that says the storage is away for
+    now, rather than that the request was wrong; None if there is none."""
+    found = None
+    for x in _chain(e):
+        if isinstance(x, StorageUnreachable):
+            return None                 # patience already spent below us
+        if any(c.__name__ in _TRANSIENT_NAMES for c in type(x).__mro__) or \
+                getattr(x, "connection_invalidated", False) or \
+                (isinstance(x, OSError) and x.errno in _TRANSIENT_ERRNOS):
+            found = x                   # the deepest says it best ("connection refused")
+    return found
+
+
+def is_transient(e: BaseException) -> bool:
+    return transient_cause(e) is not None
+
+
+def storage_error_in(e: BaseException) -> StorageUnreachable | None:
+    """The :class:`StorageUnreachable` behind ``e``, if the storage is why it was raised."""
+    return next((x for x in _chain(e) if isinstance(x, StorageUnreachable)), None)
+
+
+class RetryingStorage(BaseStorage, BaseHeartbeat):
+    """An Optuna storage that retries the transient errors of the storage it wraps.
+
+    Parameters
+    ----------
+    inner : BaseStorage
+        The storage (for an RDB URL: Optuna's ``_CachedStorage`` around its ``RDBStorage``,
+        as ``optuna.create_study`` would have wrapped it).
+    name : str
+        The storage URL as logs may show it (password masked).
+    patience : float
+        Seconds one call may wait for the storage to come back, over all its attempts.
+    """
+
+    def __init__(self, inner: BaseStorage, name: str, patience: float = 600,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.inner, self.name, self.patience, self._sleep = inner, name, patience, sleep
+        self.outages = 0            # calls that had to wait (tests and the log read it)
+        # Set when a call ran out of patience: later calls try once, so that Optuna's
+        # clean-up after a failed tell doesn't wait the whole patience again for each read.
+        self.gave_up: StorageUnreachable | None = None
+        # trial id -> {(method, key): value}: attribute writes that found the storage gone.
+        self.held: dict[int, dict[tuple[str, str], Any]] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else the wrapped storage has (e.g. RDBStorage.url), read through.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def call(self, method: str, *args, **kwargs) -> Any:
+        """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away."""
+        fn = getattr(self.inner, method)
+        if method == "set_trial_state_values" and self.held.get(args[0]):
+            fn = self._with_held(args[0], fn)
+        start, attempt, delay = time.monotonic(), 0, 0.5
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except UpdateFinishedTrialError:
+                # A state write whose commit landed before the connection dropped: the retry
+                # finds the trial finished, as asked. Anything else is a real refusal.
+                state = kwargs["state"] if "state" in kwargs else args[1] if len(args) > 1 else None
+                if attempt and method == "set_trial_state_values" and \
+                        self.inner.get_trial(args[0]).state == state:
+                    return True
+                raise
+            except Exception as e:
+                waited = time.monotonic() - start
+                cause = transient_cause(e)
+                if cause is None:
+                    raise
+                if waited >= self.patience or self.gave_up is not None:
+                    self.gave_up = StorageUnreachable(self.name, self.patience, cause)
+                    if method in _HELD:
+                        self._hold(method, *args, **kwargs)
+                        return None
+                    raise self.gave_up from cause
+                attempt += 1
+                with self._lock:
+                    self.outages += attempt == 1
+                first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+                log.warning("storage unreachable, retrying (attempt %d, waited %.0f s of %.0f s "
+                            "patience): %s in %s: %s", attempt, waited, self.patience,
+                            type(cause).__name__, method, first)
+                self._sleep(min(delay, max(0.0, self.patience - waited)))
+                delay = min(delay * 2, 15.0)
+                continue
+            self.gave_up = None
+            if attempt:
+                log.info("storage reachable again after %.0f s (%s)", time.monotonic() - start, method)
+            return result
+
+    def _hold(self, method: str, trial_id: int, key: str, value: Any) -> None:
+        with self._lock:
+            first = trial_id not in self.held
+            self.held.setdefault(trial_id, {})[(method, key)] = value
+        if first:
+            log.warning("storage %r away beyond its patience: trial attributes are held for the "
+                        "trial's tell (and saved with it if the tell fails too)", self.name)
+
+    def held_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        """The system attributes (artifact links) of ``trial_id`` not yet written."""
+        return {k: v for (m, k), v in self.held.get(trial_id, {}).items()
+                if m == "set_trial_system_attr"}
+
+    def _with_held(self, trial_id: int, tell: Callable) -> Callable:
+        def write_then_tell(*args, **kwargs):
+            held = self.held.get(trial_id, {})
+            for (method, key), value in list(held.items()):
+                getattr(self.inner, method)(trial_id, key, value)
+                held.pop((method, key))
+            self.held.pop(trial_id, None)
+            return tell(*args, **kwargs)
+        return write_then_tell
+
+    # BaseHeartbeat: only when the wrapped storage has heartbeats (Optuna asks
+    # get_heartbeat_interval() to find out).
+    def get_heartbeat_interval(self) -> int | None:
+        if not isinstance(self.inner, BaseHeartbeat):
+            return None
+        return self.inner.get_heartbeat_interval()
+
+    def get_heartbeat_stale_trial_callback(self):
+        if not isinstance(self.inner, BaseHeartbeat):
+            return None
+        return self.inner.get_heartbeat_stale_trial_callback()
+
+    def remove_session(self) -> None:
+        # Only gives a connection back to the pool: nothing to wait for when the server is away.
+        try:
+            self.inner.remove_session()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+
+
+def _retried(method: str) -> Callable:
+    def call(self, *args, **kwargs):
+        return self.call(method, *args, **kwargs)
+    call.__name__ = method
+    call.__doc__ = getattr(BaseStorage, method, getattr(BaseHeartbeat, method, None)).__doc__
+    return call
+
+
+# Every storage method Optuna and this workbench call, reads and writes alike.
+for _method in [m for m in vars(BaseStorage) if not m.startswith("__")
+                and callable(vars(BaseStorage)[m]) and m != "remove_session"] + \
+        ["record_heartbeat", "_get_stale_trial_ids"]:
+    setattr(RetryingStorage, _method, _retried(_method))
+abc.update_abstractmethods(RetryingStorage)

@@ -1,0 +1,348 @@
+"""Real faults under a running search: a PostgreSQL server of the test's own restarted and
+crashed under its workers, a full disk, a store that refuses writes, a trial failed as stale
+by another process. Each test asserts what the user keeps: trials, values, weights, a worker
+that runs on."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import PYTHON, ROOT
+
+WORKER = """
+import sys, json
+import chromasonic_lib as cl
+r = cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))
+print("WORKER DONE", r.n_trials, flush=True)
+"""
+
+MARKOV = {"models": {"markov": {"order": {"type": "int", "low": 1, "high": 3},
+                                "alpha": {"type": "float", "low": 0.05, "high": 2.0, "log": True}}}}
+
+
+def _params(tmp: Path, **kw) -> dict:
+    space = tmp / "space.yaml"
+    space.write_text(json.dumps(MARKOV))
+    p = dict(dataset="synthetic", n_sequences=30, sequence_length=20, model="markov",
+             search_space=str(space), epochs=2, device="cpu", threads=1, pruner="none",
+             output_dir=str(tmp / "out"), plot=False, live=False)
+    p.update(kw)
+    return p
+
+
+def _worker(params: dict, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([PYTHON, "-c", WORKER, json.dumps(params)], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- a PostgreSQL server of our own
+class Postgres:
+    """A throwaway PostgreSQL cluster, run as the ``postgres`` user on a free port."""
+
+    def __init__(self, root: Path):
+        self.bindir = Path(subprocess.check_output(["pg_config", "--bindir"], text=True).strip())
+        self.root, self.data, self.port = root, root / "data", _free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", "postgres", "--", str(self.bindir / args[0]), *args[1:]],
+                              capture_output=True, text=True, check=check, timeout=120)
+
+    def init(self) -> None:
+        self._as_postgres("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    def pg_ctl(self, action: str, *extra: str, check: bool = True) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres("pg_ctl", action, "-D", str(self.data), "-l", str(self.root / "log"),
+                          "-o", opts, "-w", *extra, check=check)
+
+
+@pytest.fixture
+def own_postgres():
+    if os.geteuid() != 0 or not shutil.which("pg_config") or not shutil.which("runuser"):
+        pytest.skip("needs root, runuser and an installed PostgreSQL (pg_config) to run a server")
+    root = Path(tempfile.mkdtemp(prefix="chromasonic-pg-"))
+    root.chmod(0o755)
+    shutil.chown(root, "postgres", "postgres")
+    pg = Postgres(root)
+    try:
+        pg.init()
+        pg.pg_ctl("start")
+        yield pg
+    finally:
+        pg.pg_ctl("stop", "-m", "immediate", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _count(url: str, name: str) -> int:
+    with contextlib.suppress(Exception):
+        study = optuna.load_study(study_name=name, storage=url)
+        return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    return 0
+
+
+@pytest.mark.slow
+def test_workers_wait_out_a_postgres_restart_and_a_crash(tmp_path, own_postgres):
+    """Three workers on one study; the server restarts (-m fast), then crashes (-m immediate)
+    and comes back 3 s later. Every worker runs on and finishes every trial it was asked for."""
+    pg, name, per_worker = own_postgres, "faults", 12
+    params = _params(tmp_path, study_name=name, storage=pg.url, n_trials=per_worker,
+                     heartbeat_interval=2, grace_period=20, storage_patience=60)
+    workers = [_worker(params, tmp_path / f"w{i}.log") for i in range(3)]
+    try:
+        deadline = time.monotonic() + 120
+        while _count(pg.url, name) < 4 and time.monotonic() < deadline:
+            assert all(w.poll() is None for w in workers), "a worker ended before the faults"
+            time.sleep(0.3)
+        pg.pg_ctl("restart", "-m", "fast")
+        seen = _count(pg.url, name)
+        while _count(pg.url, name) < seen + 3 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        pg.pg_ctl("stop", "-m", "immediate")
+        time.sleep(3)
+        pg.pg_ctl("start")
+        codes = [w.wait(timeout=180) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
+    assert codes == [0, 0, 0], "\n\n".join(log[-3000:] for log in logs)
+    assert all("WORKER DONE" in log for log in logs)
+    assert any("storage unreachable, retrying" in log for log in logs), "no worker saw the outage"
+    trials = optuna.load_study(study_name=name, storage=pg.url).trials
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 3 * per_worker, states
+
+
+@pytest.mark.slow
+def test_a_worker_stops_naming_the_storage_beyond_its_patience_and_the_next_run_cleans_up(
+        tmp_path, own_postgres):
+    """The server goes away for longer than storage_patience: the worker stops with an error
+    naming the storage (not Optuna's UnboundLocalError); the next run fails what it left
+    RUNNING, tells what it saved, and finishes its own trials."""
+    pg, name = own_postgres, "patience"
+    params = _params(tmp_path, study_name=name, storage=pg.url, n_trials=200,
+                     heartbeat_interval=1, grace_period=3, storage_patience=4)
+    worker = _worker(params, tmp_path / "w.log")
+    try:
+        deadline = time.monotonic() + 120
+        while _count(pg.url, name) < 3 and time.monotonic() < deadline:
+            assert worker.poll() is None, (tmp_path / "w.log").read_text()[-3000:]
+            time.sleep(0.3)
+        pg.pg_ctl("stop", "-m", "fast")
+        start = time.monotonic()
+        code = worker.wait(timeout=120)
+        waited = time.monotonic() - start
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    out = (tmp_path / "w.log").read_text()
+    assert code != 0 and "StorageUnreachable" in out, out[-3000:]
+    assert f"storage '{pg.url}' unreachable for longer than storage_patience (4 s)" in out, out[-3000:]
+    assert "UnboundLocalError" not in out.splitlines()[-1]
+    assert waited < 60
+    pg.pg_ctl("start")
+    time.sleep(3.5)         # the grace period: what the stopped worker left RUNNING is stale now
+    again = _worker({**params, "n_trials": 2}, tmp_path / "again.log")
+    assert again.wait(timeout=180) == 0, (tmp_path / "again.log").read_text()[-3000:]
+    trials = optuna.load_study(study_name=name, storage=pg.url).trials
+    assert TrialState.RUNNING not in [t.state for t in trials]
+    assert not (tmp_path / "out" / "untold_trials.json").exists()
+
+
+# A worker whose third trial, once trained, waits for the file ``gate`` (after touching ``trained``),
+# so that the test can take the storage away between a trial's training and its tell.
+GATED_WORKER = """
+import sys, json, time
+from pathlib import Path
+import chromasonic_lib as cl
+from chromasonic_lib.search import objective
+real_train, calls, here = objective.train, [], Path(sys.argv[2])
+
+def train(*args, **kwargs):
+    history = real_train(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 3:
+        (here / "trained").touch()
+        while not (here / "gate").exists():
+            time.sleep(0.1)
+    return history
+
+objective.train = train
+cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_trained_while_the_storage_is_gone_is_saved_and_told_by_the_next_run(
+        tmp_path, own_postgres):
+    """The server stops, for longer than storage_patience, while a trial finishes training:
+    the worker stops, the trial's value, metrics and weights are saved in untold_trials.json,
+    and the next run of the study tells them: the study has the trial, its weights load."""
+    import chromasonic_lib as cl
+    pg, name = own_postgres, "untold"
+    params = _params(tmp_path, study_name=name, storage=pg.url, n_trials=5,
+                     heartbeat_interval=1, grace_period=3, storage_patience=3)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "w.log"
+    worker = subprocess.Popen([PYTHON, "-c", GATED_WORKER, json.dumps(params), str(tmp_path)],
+                              cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "trained").exists() and time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        pg.pg_ctl("stop", "-m", "fast")
+        time.sleep(5)                   # beyond the patience: the heartbeats give up
+        (tmp_path / "gate").touch()     # the trial's metrics, weights and tell now find no storage
+        code = worker.wait(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    out = log.read_text()
+    assert code != 0 and f"storage '{pg.url}' unreachable for longer than storage_patience" in out, out[-3000:]
+    untold = tmp_path / "out" / "untold_trials.json"
+    assert untold.exists(), out[-3000:]
+    saved = json.loads(untold.read_text())
+    assert saved["study_name"] == name and [r["number"] for r in saved["trials"]] == [2]
+    record = saved["trials"][0]
+    assert record["user_attrs"]["val_bits_per_note"] > 0 and record["artifact_links"], record
+
+    pg.pg_ctl("start")
+    again = _worker({**params, "n_trials": 1}, tmp_path / "again.log")
+    assert again.wait(timeout=180) == 0, (tmp_path / "again.log").read_text()[-3000:]
+    assert "told study 'untold' the 1 finished trials" in (tmp_path / "again.log").read_text()
+    assert not untold.exists()
+    study = optuna.load_study(study_name=name, storage=pg.url)
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+    told = [t for t in study.trials if t.state == TrialState.COMPLETE
+            and (t.number == 2 or t.user_attrs.get("told_late_for_trial") == 2)]
+    assert len(told) == 1 and told[0].value == record["value"], [(t.number, t.state) for t in study.trials]
+    assert told[0].user_attrs["val_bits_per_note"] == record["user_attrs"]["val_bits_per_note"]
+    model, meta = cl.load_checkpoint(study, told[0].number)     # the weights survived too
+    assert meta["trial"] == 2 and meta["value"] == record["value"]
+
+
+# ---------------------------------------------------------------- full disks, refusing stores
+@pytest.fixture
+def tiny_disk():
+    """Mount a tmpfs of ``size`` bytes, ``free`` of them left free; unmounted afterwards."""
+    mounts = []
+
+    def mount(size: int, free: int | None = None) -> Path:
+        where = Path(tempfile.mkdtemp(prefix="chromasonic-full-"))
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("mounting a tmpfs is not allowed here")
+        mounts.append(where)
+        if free is not None:
+            (where / "ballast").write_bytes(b"\0" * (size - free))
+        return where
+
+    try:
+        yield mount
+    finally:
+        for where in mounts:
+            subprocess.run(["umount", str(where)], check=False)
+            shutil.rmtree(where, ignore_errors=True)
+
+
+def _search(tmp_path, **kw):
+    import chromasonic_lib as cl
+    p = _params(tmp_path, study_name="disk", storage=f"sqlite:///{tmp_path}/s.db", n_trials=4, **kw)
+    p.pop("threads")
+    return cl.run_search(cl.SearchConfig(**p))
+
+
+def _warnings(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and text in r.getMessage()]
+
+
+def test_a_full_output_dir_does_not_end_the_search(tmp_path, tiny_disk, caplog):
+    out = tiny_disk(64 * 1024, free=4096)       # room for the write test, not for the files
+    with caplog.at_level(logging.INFO):
+        result = _search(tmp_path, output_dir=str(out), plot=True)
+    states = [t.state for t in result.study.trials]
+    assert states == [TrialState.COMPLETE] * 4
+    failed = _warnings(caplog, "result files in")
+    assert len(failed) == 1 and "No space left on device" in failed[0], failed
+    assert result.best_value is not None
+
+
+def test_a_full_artifact_store_stops_the_search_before_any_training(tmp_path, tiny_disk):
+    import chromasonic_lib as cl
+    store = tiny_disk(16 * 1024, free=0)
+    with pytest.raises(cl.ConfigError, match="artifact_store .* can't keep checkpoints.*No space left"):
+        _search(tmp_path, artifact_store=str(store))
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/s.db") == []   # nothing ran
+
+
+def test_trials_keep_their_values_when_the_store_refuses_their_weights(tmp_path, tiny_disk, caplog):
+    store = tiny_disk(32 * 1024)        # takes the probe; a markov checkpoint is 35 KB or more
+    with caplog.at_level(logging.INFO):
+        result = _search(tmp_path, artifact_store=str(store))
+    trials = result.study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert all("No space left on device" in t.user_attrs["checkpoint_error"] for t in trials)
+    assert len(_warnings(caplog, "checkpoint upload failed")) == 1
+    assert result.best_value is not None
+
+
+def test_a_trial_failed_as_stale_elsewhere_ends_quietly_and_the_worker_goes_on(tmp_path, monkeypatch, caplog):
+    """Another process fails this worker's running trial (as a worker does that finds its
+    heartbeat stale after a laptop slept): the trial ends here without a traceback out of
+    optimize, and the worker runs the rest of its trials."""
+    from chromasonic_lib.search import objective as objective_module
+    real_train, calls = objective_module.train, []
+
+    def train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:         # another connection, as another worker would
+            other = optuna.load_study(study_name="disk", storage=f"sqlite:///{tmp_path}/s.db")
+            running = other.get_trials(states=(TrialState.RUNNING,))
+            other._storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", train)
+    with caplog.at_level(logging.INFO):
+        result = _search(tmp_path)
+    states = [t.state for t in result.study.trials]
+    assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1, states
+    assert len(calls) == 4
+    assert _warnings(caplog, "was failed by another worker while it ran here")
+
+
+def test_two_studies_in_one_output_folder_each_leave_their_own_best_model(tmp_path):
+    import chromasonic_lib as cl
+    import torch
+    out = tmp_path / "shared"
+    for name, n in (("first", 30), ("second", 24)):
+        p = _params(tmp_path, study_name=name, storage="memory", n_trials=1, output_dir=str(out),
+                    n_sequences=n)
+        p.pop("threads")
+        result = cl.run_search(cl.SearchConfig(**p))
+        held = torch.load(out / "best_model.pt", weights_only=True)
+        assert (held["study"], held["trial"]) == (name, 0)      # both studies' best is trial 0
+        assert held["value"] == result.best_value
