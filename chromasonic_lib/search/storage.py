@@ -104,10 +104,17 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        # Anything else the wrapped storage has (e.g. RDBStorage.url), read through.
+        # Anything else the wrapped storage has (e.g. RDBStorage.url and .engine, behind
+        # Optuna's cache), read through.
         if name == "inner":
             raise AttributeError(name)
-        return getattr(self.inner, name)
+        try:
+            return getattr(self.inner, name)
+        except AttributeError:
+            backend = getattr(self.inner, "_backend", None)
+            if backend is None:
+                raise
+            return getattr(backend, name)
 
     def call(self, method: str, *args, **kwargs) -> Any:
         """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away."""
