@@ -74,7 +74,8 @@ def _value(t: FrozenTrial) -> str:
         return f"{t.value:.4f}"
     if t.state == TrialState.PRUNED and t.intermediate_values:
         last = max(t.intermediate_values)
-        return f"{t.intermediate_values[last]:.4f} at epoch {last}"
+        where = f"after fold {last + 1}" if "folds" in t.user_attrs else f"at epoch {last}"
+        return f"{t.intermediate_values[last]:.4f} {where}"
     if t.state == TrialState.FAIL:
         return t.user_attrs.get("fail_reason", "")[:60]
     return ""

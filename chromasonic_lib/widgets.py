@@ -47,8 +47,9 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
             ax = _axes((6, 3))
             steps = sorted(t.intermediate_values)
             ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("validation loss (nats/note)")
+            folds = "folds" in t.user_attrs        # a cross-validated trial reports after each fold
+            ax.set_xlabel("fold" if folds else "epoch")
+            ax.set_ylabel("mean loss over its folds so far (nats/note)" if folds else "validation loss (nats/note)")
             ax.set_title(f"trial {t.number}: {t.state.name.lower()}")
             plain_numbers(ax)
             whole_numbers_on_x(ax)
