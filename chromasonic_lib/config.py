@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping
 
+from .data.corpora import CORPUS_FOLDERS
+from .data.encodings import ENCODINGS as ENCODING_TYPES
 from .errors import ConfigError
+from .models import MODEL_DEFAULTS, MODELS
 from .paths import has_password, mask_url, resolve
 
 log = logging.getLogger(__name__)
 
-MODELS = ("markov", "rnn", "lstm", "gru", "transformer")
-ENCODINGS = ("pitch", "grid")
-CORPORA = ("chorales", "chorales-185", "chorales-other", "essen", "oneills", "ryans", "airds")
+# The names a user may give, each read from the registry that defines them.
+ENCODINGS = tuple(ENCODING_TYPES)
+CORPORA = tuple(CORPUS_FOLDERS)
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -183,7 +186,6 @@ def _warn_password_parameter(name: str, url: str) -> None:
 def check_context(name: str, value: Any, model: str, encoding: str) -> list[str]:
     """The context features a model is to read: known names the encoding gives, a neural model."""
     from .data.context import context_names
-    from .data.encodings import ENCODINGS as ENCODING_TYPES
     names = context_names(value, name)
     if names and model == "markov":
         raise ConfigError(f"{name}: markov counts pitches only and reads no context, got {value!r}; "
@@ -641,7 +643,6 @@ def check_settings_keys(name: str, path: str, settings: Mapping[str, Any], model
                         own: Iterable[str] = ()) -> None:
     """Every key of the params file ``path`` is one of the ``model``'s or its training's
     parameters, or one of ``own`` (``tool``'s own settings the file may give)."""
-    from .models import MODEL_DEFAULTS      # torch: only once a file is read
     takes = {*MODEL_DEFAULTS[model], *(f.name for f in dataclasses.fields(TrainConfig)),
              "model", "epochs", "context", *own} - {"seed"}
     unknown = sorted(set(settings) - takes)
