@@ -4,11 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..config import SearchConfig, TrainConfig, check_float, check_int
+from ..config import TrainConfig, check_float, check_int
 from ..data import from_token_lists
 from ..errors import ConfigError
 from ..models import MODELS, MarkovModel, RecurrentModel, TransformerModel
 from ..training import pick_device
+from .config import SearchConfig
 
 
 @dataclass
