@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 import sys
 
-from .config import AnalysisConfig, DataConfig, SearchConfig, TrainBestConfig, TrainConfig
+from .config import DataConfig, TrainBestConfig, TrainConfig
 from .data import MelodySet, load_dataset, prepare
 from .errors import ChromasonicError, ConfigError, DataError, TrainingDiverged
 from .models import build_model
 from .checkpoints import load_checkpoint, save_checkpoint
 from .paths import mask_url
 from .search import SearchResult, run_search
+from .search.config import SearchConfig
+from .analysis import AnalysisConfig
 from .search.compat import HyperparameterOptimizer, HyperparameterSearchSpace
 from .surprise import per_melody, surprise
 from .training import History, Metrics, evaluate, pick_device, train

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
+from dataclasses import dataclass, field
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from .config import AnalysisConfig
+from .config.checks import check_bool, check_storage, check_study_name
+from .config.namespace import FromNamespace
+from .errors import ConfigError
 from .folds import paired_difference
 from .plots import optuna_figure
 from .search.results import report_text, summarize, trial_config
@@ -17,6 +21,26 @@ from .search.settings import stored_settings
 from .search.study import load_existing_study
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class AnalysisConfig(FromNamespace):
+    """Everything ``analysis.ipynb`` takes."""
+
+    study_name: str = "melody-search"
+    storage: str = field(default="sqlite:///runs/studies.db", repr=False)  # may hold a password
+    compare: list = field(default_factory=list)
+    watch: bool = False               # in JupyterLab: refresh the history while workers add trials
+
+    def __post_init__(self) -> None:
+        self.study_name = check_study_name("study_name", self.study_name)
+        self.storage = check_storage("storage", self.storage)
+        self.watch = check_bool("watch", self.watch)
+        if isinstance(self.compare, str):
+            self.compare = [s for s in re.split(r"[,\s]+", self.compare) if s]
+        if not isinstance(self.compare, (list, tuple)):
+            raise ConfigError(f"compare must be a list of study names, got {self.compare!r}")
+        self.compare = [check_study_name("compare", s) for s in self.compare]
 
 
 def load_study(cfg: AnalysisConfig, name: str | None = None) -> optuna.Study:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import SearchConfig, check_int, check_param_file
+from .config import check_int, check_param_file
+from .search.config import SearchConfig
 from .errors import ChromasonicError, ConfigError
 from .paths import mask_url, project_root, resolve
 

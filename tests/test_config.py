@@ -230,3 +230,18 @@ def test_the_search_starts_from_trainconfigs_defaults():
     assert first["learning_rate"] == defaults.learning_rate == 1e-2
     assert first["weight_decay"] == defaults.weight_decay == 1e-4
     assert first["batch_size"] == defaults.batch_size and first["transpose"] == defaults.transpose
+
+
+@pytest.mark.parametrize("config,injected,message", [
+    (cl.SearchConfig, "n_trial = 50", r"not a parameter of this notebook \(SearchConfig\): n_trial: did you mean n_trials\?"),
+    (cl.AnalysisConfig, "wach = True", r"wach: did you mean watch\?"),
+    (cl.TrainBestConfig, "n_trials = 1\nepoch = 3", r"these are not parameters .*n_trials: no parameter is close; "
+                                                     r"epoch: did you mean epochs\? \(the parameters: study_name"),
+])
+def test_a_parameter_the_notebook_does_not_declare_is_refused_with_the_nearest(config, injected, message):
+    """What papermill injected (-p, or a -f file's keys) is read from the cell it added."""
+    namespace = {"In": ["", "study_name: str = 'x'", f"# Parameters\n{injected}\n"], "storage": "memory"}
+    with pytest.raises(cl.ConfigError, match=message):
+        config.from_namespace(namespace)
+    namespace["In"][2] = "# Parameters\nstudy_name = 'y'\n"
+    assert config.from_namespace({**namespace, "study_name": "y"}).study_name == "y"

@@ -13,7 +13,8 @@ import yaml
 from sqlalchemy.engine import make_url
 
 import chromasonic_lib as cl
-from chromasonic_lib import batch, config
+from chromasonic_lib import batch
+from chromasonic_lib.config import checks as config
 from chromasonic_lib.paths import mask_url
 from chromasonic_lib.search.study import load_existing_study, open_storage
 from conftest import PYTHON, postgres_or_skip, run_notebook

@@ -15,7 +15,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from ..config import SearchConfig, TrainConfig, check_writable_dir
+from ..config import TrainConfig, check_writable_dir
 from ..data import Prepared, load_dataset, prepare
 from ..folds import FoldSet, Recipe, pooled
 from ..models import build_model
@@ -23,6 +23,7 @@ from ..training import train
 from ..live import LiveView
 from ..checkpoints import (CheckpointKeeper, default_artifact_location, open_artifact_store,
                            probe_artifact_store, study_store_location)
+from .config import SearchConfig
 from .devices import DeviceSlots, OneAtATime, parse_devices, stop_on_interrupt
 from .faults import UNTOLD, optimize, tell_untold
 from .heartbeat import JournalHeartbeat

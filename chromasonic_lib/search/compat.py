@@ -4,10 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..config import MODELS, SearchConfig, TrainConfig, check_float, check_int
+from ..config import TrainConfig, check_float, check_int
 from ..data import from_token_lists
 from ..errors import ConfigError
+from ..models import MODELS, MarkovModel, RecurrentModel, TransformerModel
 from ..training import pick_device
+from .config import SearchConfig
 
 
 @dataclass
@@ -97,7 +99,6 @@ def _model_name(model_class: Any) -> str:
         if model_class.lower() in MODELS:
             return model_class.lower()
     else:
-        from ..models import MarkovModel, RecurrentModel, TransformerModel
         names = {MarkovModel: "markov", TransformerModel: "transformer", RecurrentModel: "lstm"}
         if model_class in names:
             return names[model_class]

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from ..config.training import SYNTHETIC_ONLY
 from ..data import USER_TOKENS
 from ..errors import ConfigError
 from ..models import PROTOCOL
@@ -33,7 +34,6 @@ MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "vocab_siz
             "folds", "pretrain", "pretrain_epochs", "also_train_on", "search_space")
 # What a study created before a setting existed measured: the value that setting has now.
 BEFORE = {"folds": 0, "pretrain": "", "pretrain_epochs": 5, "also_train_on": ""}
-SYNTHETIC_ONLY = ("n_sequences", "sequence_length")
 
 
 @functools.lru_cache(maxsize=1)

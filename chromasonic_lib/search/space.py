@@ -17,12 +17,12 @@ from typing import Any
 import optuna
 import yaml
 
-from ..config import (MODELS, SEARCHABLE_TRAINING, TrainConfig, check_context, check_float,
+from ..config import (SEARCHABLE_TRAINING, TrainConfig, check_context, check_float,
                       check_int, check_test_transpose)
 from ..data.context import context_label, context_names
 from ..errors import ConfigError
 from ..folds import PROTOCOL_SETTINGS
-from ..models import MODEL_DEFAULTS, RHYTHM
+from ..models import FAMILIES, MODEL_DEFAULTS, MODELS, RHYTHM
 
 TYPES = ("float", "int", "categorical")
 
@@ -319,14 +319,14 @@ def load_space(source: str | Path | dict, model: str, encoding: str | None = Non
         _check_values("training", training[name], _check_protocol)
     models = {}
     for family, params in (raw.get("models") or {}).items():
-        if family not in MODEL_DEFAULTS:
+        if family not in FAMILIES:
             raise ConfigError(f"search_space: unknown model family {family!r}; allowed: "
-                              f"{', '.join(MODEL_DEFAULTS)}")
+                              f"{', '.join(MODELS)}")
         models[family] = {}
         for name, spec in (params or {}).items():
-            if name not in MODEL_DEFAULTS[family]:
+            if name not in FAMILIES[family].searchable:
                 raise ConfigError(f"search_space: {name} is not a hyperparameter of {family}; "
-                                  f"allowed: {', '.join(MODEL_DEFAULTS[family])}")
+                                  f"allowed: {', '.join(FAMILIES[family].searchable)}")
             models[family][name] = _param(f"models.{family}", name, spec)
             if name == "context":
                 models[family][name] = _context_param(f"models.{family}", models[family][name],

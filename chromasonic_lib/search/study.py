@@ -16,7 +16,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, _CachedStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-from ..config import SearchConfig
+from .config import SearchConfig
 from ..errors import ConfigError
 from ..paths import mask_url, resolve_storage_url
 from .storage import RetryingStorage

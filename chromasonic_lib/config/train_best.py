@@ -1,0 +1,201 @@
+"""What ``train_best.ipynb`` takes: :class:`TrainBestConfig`, and the primer's notes."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+from ..errors import ConfigError
+from ..paths import resolve
+from .checks import (check_dataset, check_existing_file, check_float, check_int, check_other_collection,
+                     check_pretrain_model, check_str, check_test_transpose)
+from .training import DATA_FIELDS, SYNTHETIC_ONLY, DataConfig, StudyAndData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainBestConfig(StudyAndData):
+    """Everything ``train_best.ipynb`` takes.
+
+    The data parameters and ``epochs`` default to the study's: what the search measured its
+    trials on (see :meth:`resolve_data`). Each such field's own default below stands for "the
+    study's"; with ``best_params`` and no study it means ``DataConfig``'s default (and
+    ``FILE_EPOCHS``).
+    """
+
+    dataset: str = ""
+    encoding: str = ""
+    n_sequences: int = 0
+    sequence_length: int = 0
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
+    seed: int = -1                    # -1, not 0: 0 is a real seed
+    best_params: str = ""
+    epochs: int = 0
+    n_samples: int = 3
+    sample_length: int = 64
+    temperature: float = 1.0
+    top_k: int = 0
+    primer: str = ""
+    ensemble: int = 1                 # models (seeds seed, seed+1, …) whose probabilities are averaged
+    # Score and sample as the average over the melody moved ±this; -1: the best_params file's (or 0).
+    test_transpose: int = -1
+    # Another collection the model first trains on, and one it also trains on, less every copy of
+    # a tune of ``dataset`` (as crossval's params files say); "": the best_params file's (or none);
+    # "none": none, whatever the file says.
+    pretrain: str = ""
+    pretrain_epochs: int = 0          # 0: the best_params file's (or 5)
+    also_train_on: str = ""
+
+    FILE_EPOCHS: ClassVar[int] = 30   # epochs for a best_params file that gives none
+    FROM_STUDY: ClassVar[tuple[str, ...]] = DATA_FIELDS + ("epochs",)
+    # The settings of a crossval params file (params/crossval*.yaml), beside the model's and
+    # training's parameters, that train_best takes too, each with its value when neither the
+    # file nor a parameter gives it.
+    FROM_FILE: ClassVar[dict[str, Any]] = {"test_transpose": 0, "pretrain": "", "pretrain_epochs": 5,
+                                           "also_train_on": "", "ensemble": 1}
+
+    def __post_init__(self) -> None:
+        self._check_study()
+        if self.best_params:
+            check_existing_file("best_params", self.best_params)
+        given = self.given()
+        # Each value given is checked now, before the study is opened; DataConfig's defaults
+        # stand in for the rest until resolve_data() knows the study's.
+        DataConfig(**{k: v for k, v in given.items() if k in DATA_FIELDS})
+        if "epochs" in given:
+            self.epochs = check_int("epochs", self.epochs)
+        self.n_samples = check_int("n_samples", self.n_samples, 0)
+        self.sample_length = check_int("sample_length", self.sample_length)
+        self.temperature = check_float("temperature", self.temperature, 0, 10, low_open=True)
+        self.top_k = check_int("top_k", self.top_k, 0)
+        self.ensemble = check_int("ensemble", self.ensemble)
+        if self.test_transpose != -1:
+            self.test_transpose = check_test_transpose(self.test_transpose)
+        for name in ("pretrain", "also_train_on"):
+            if check_str(name, getattr(self, name), allow_empty=True) not in ("", "none"):
+                check_dataset(name, getattr(self, name))
+        self.pretrain_epochs = check_int("pretrain_epochs", self.pretrain_epochs, 0)
+        self.primer_notes = parse_primer("primer", self.primer)
+
+    def extras(self, settings: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
+        """test_transpose, pretrain, pretrain_epochs, also_train_on, ensemble (and the file's
+        val_fraction): each given here, else the
+        best_params file's (``settings``), else none; checked against the ``dataset`` trained on
+        and the ``model`` family."""
+        unset = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.FROM_FILE}
+        out = {name: settings.get(name, default) if getattr(self, name) == unset[name] else getattr(self, name)
+               for name, default in self.FROM_FILE.items()}
+        out["test_transpose"] = check_test_transpose(out["test_transpose"])
+        out["ensemble"] = check_int("ensemble", out["ensemble"])
+        # A crossval file's share of each fold held out for early stopping: train_best holds out
+        # its own split's validation melodies instead, except that 0 (train for exactly the
+        # file's epochs, keep the last weights) is kept. None: the file says nothing.
+        out["val_fraction"] = None if settings.get("val_fraction") is None else \
+            check_float("best_params: val_fraction", settings["val_fraction"], 0, 0.5)
+        out["pretrain_epochs"] = check_int("pretrain_epochs", out["pretrain_epochs"])
+        for name in ("pretrain", "also_train_on"):
+            out[name] = check_other_collection(name, out[name], dataset,
+                                               "trained and tested on (the dataset parameter)")
+        check_pretrain_model(out["pretrain"], model)
+        if self.pretrain_epochs and not out["pretrain"]:
+            log.warning("pretrain_epochs %d is ignored: nothing is pretrained (no pretrain)", self.pretrain_epochs)
+        return out
+
+    def given(self) -> dict[str, Any]:
+        """The data parameters and epochs given explicitly (not left to the study)."""
+        unset = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.FROM_STUDY}
+        return {name: getattr(self, name) for name in self.FROM_STUDY
+                if getattr(self, name) != unset[name]}
+
+    def resolve_data(self, settings: Mapping[str, Any] | None,
+                     study_name: str | None = None) -> tuple[DataConfig, int]:
+        """The data and the epochs to train: each value given, else the study's, else the default.
+
+        ``settings`` are the study's stored settings (``None``: no study, a ``best_params``
+        file). A value given that differs from the study's is logged with what it changes; a
+        setting the study does not record is logged with the default used instead.
+        """
+        given, study = self.given(), dict(settings or {})
+        # The study's melody counts apply only to the synthetic source it searched.
+        counts_apply = given.get("dataset", study.get("dataset")) == study.get("dataset") == "synthetic"
+        values, missing = {}, []
+        for name in self.FROM_STUDY:
+            applies = name not in SYNTHETIC_ONLY or counts_apply
+            theirs = study.get(name) if applies else None
+            if name in given:
+                values[name] = given[name]
+                if theirs is not None and theirs != given[name]:
+                    log.warning("%s %r differs from the study's %r: %s", name, given[name], theirs,
+                                _what_it_changes(name, given[name], theirs))
+            elif theirs is not None:
+                values[name] = theirs
+            elif settings is not None and applies:
+                missing.append(name)
+        epochs = values.pop("epochs", self.FILE_EPOCHS)
+        data = DataConfig(**values)
+        if missing:
+            log.warning("study %r does not record its %s: using %s; give them explicitly if the "
+                        "search used others", study_name, ", ".join(missing),
+                        ", ".join(f"{n} {epochs if n == 'epochs' else getattr(data, n)!r}"
+                                  for n in missing))
+        if data.test_fraction == 0:
+            raise ConfigError(f"test_fraction: study {study_name!r} was searched with test_fraction 0 "
+                              f"(no test split) and train_best evaluates on the test split; give "
+                              f"test_fraction (e.g. 0.1): its test melodies will include melodies "
+                              f"the search trained on")
+        return data, check_int("epochs", epochs)
+
+    @property
+    def output_path(self) -> Path:
+        # A best_params file's model goes beside the file's name, not over the study's; a
+        # search's own best_hyperparameters.json names its study by its folder (runs/<study>/).
+        name = self.study_name
+        if self.best_params:
+            file = Path(self.best_params)
+            name = file.parent.name if file.stem == "best_hyperparameters" and file.parent.name else file.stem
+        return resolve(self.output_dir or f"runs/{name}/best")
+
+
+def _what_it_changes(name: str, ours: Any, theirs: Any) -> str:
+    """Why a train_best value that differs from the study's matters, in the warning's words."""
+    if name in ("seed", "test_fraction"):
+        return "the test split may overlap the search's training melodies"
+    if name == "val_fraction":
+        return "it trains and stops early on other melodies than the search's trials did"
+    if name == "epochs":
+        return f"it trains {'longer' if ours > theirs else 'shorter'} than the search's trials did"
+    return "the test scores won't compare with the search's validation losses"
+
+
+_NOTE_NAME = re.compile(r"([A-Ga-g])([#b]?)(-?\d)$")
+_STEPS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+
+
+def parse_primer(name: str, value: Any) -> list[int]:
+    """``"60 62 64"`` or ``"C4 D4 E4"`` → MIDI numbers within the piano's range (21–108)."""
+    if isinstance(value, (list, tuple)):
+        parts = [str(v) for v in value]
+    else:
+        parts = check_str(name, value, allow_empty=True).replace(",", " ").split()
+    notes = []
+    for part in parts:
+        m = _NOTE_NAME.match(part)
+        if part.isdigit():
+            midi = int(part)
+        elif m:
+            midi = 12 * (int(m.group(3)) + 1) + _STEPS[m.group(1).lower()] + \
+                {"#": 1, "b": -1, "": 0}[m.group(2)]
+        else:
+            raise ConfigError(f"{name} must be MIDI numbers or note names like C4 D#4 Bb3, "
+                              f"got {part!r} in {value!r}")
+        if not 21 <= midi <= 108:
+            raise ConfigError(f"{name}: {part!r} is MIDI {midi}, outside the piano (21–108)")
+        notes.append(midi)
+    return notes
+
+
