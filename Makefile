@@ -14,7 +14,7 @@ ARGS ?=
 # at their next epoch), so it finishes within five minutes on a 2-core CPU.
 SEARCH_TIMEOUT ?= 210
 
-.PHONY: setup search test report clean-runs
+.PHONY: setup search test report docs gallery clean-runs
 
 setup: $(STAMP)
 
@@ -43,6 +43,28 @@ test: $(STAMP)
 report: $(STAMP)
 	@test -n "$(NB)" || (echo "usage: make report NB=runs/<notebook>.ipynb [HIDE_CODE=1]"; exit 2)
 	$(VENV)/bin/jupyter nbconvert --to html --embed-images $(if $(filter 1,$(HIDE_CODE)),--no-input) "$(NB)"
+
+# The documentation site (docs/, mkdocs.yml) → site/: first the gallery, the three notebooks run
+# by papermill on a tiny study (params/gallery.yaml: synthetic data, 6 trials of 2 epochs) into
+# docs/gallery/, then `mkdocs build --strict`, so a broken link or a missing page fails.
+DOCS_STUDY := build/docs-study
+GALLERY := docs/gallery
+PAPERMILL = $(VENV)/bin/papermill --cwd . -k python3 --no-progress-bar
+
+docs: gallery
+	@echo "Building the site (mkdocs build --strict) into site/"
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+gallery: $(STAMP)
+	$(PY) -c "import mkdocs, material, mkdocstrings_handlers.python, mkdocs_jupyter" 2>/dev/null || $(PY) -m pip install --quiet -e ".[docs]"
+	rm -rf $(DOCS_STUDY) $(GALLERY)
+	mkdir -p $(DOCS_STUDY) $(GALLERY)
+	$(PAPERMILL) notebooks/search.ipynb $(GALLERY)/search.ipynb -f params/gallery.yaml
+	$(PAPERMILL) notebooks/analysis.ipynb $(GALLERY)/analysis.ipynb -p study_name gallery \
+	    -p storage sqlite:///$(DOCS_STUDY)/studies.db
+	$(PAPERMILL) notebooks/train_best.ipynb $(GALLERY)/train_best.ipynb -p study_name gallery \
+	    -p storage sqlite:///$(DOCS_STUDY)/studies.db -p output_dir $(DOCS_STUDY)/best \
+	    -p n_samples 2 -p sample_length 32
 
 clean-runs:
 	rm -rf runs
