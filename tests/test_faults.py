@@ -110,7 +110,11 @@ def test_workers_wait_out_a_postgres_restart_and_a_crash(tmp_path, own_postgres)
     workers = [_worker(params, tmp_path / f"w{i}.log") for i in range(3)]
     try:
         deadline = time.monotonic() + 120
-        while _count(pg.url, name) < 4 and time.monotonic() < deadline:
+        # Every worker past opening the storage (its progress bar shows): a worker that can't
+        # open it at all stops at once, by design (a wrong URL costs seconds, not the patience).
+        logs = [tmp_path / f"w{i}.log" for i in range(3)]
+        while (_count(pg.url, name) < 4 or not all(log.exists() and "trials:" in log.read_text() for log in logs)) \
+                and time.monotonic() < deadline:
             assert all(w.poll() is None for w in workers), "a worker ended before the faults"
             time.sleep(0.3)
         pg.pg_ctl("restart", "-m", "fast")
