@@ -173,13 +173,14 @@ def fold_differences_figure(table):
     lo = rows["difference"] - rows["ci95_low"]
     hi = rows["ci95_high"] - rows["difference"]
     colours = ["tab:red" if clear else "tab:gray" for clear in rows["clearly_worse"]]
-    ax.errorbar(rows["difference"], y, xerr=[lo, hi], fmt="none", ecolor=colours, capsize=3)
-    ax.scatter(rows["difference"], y, color=colours, zorder=3)
-    ax.axvline(0, color="tab:orange", lw=2, label=f"best: trial {table.iloc[0]['trial']}")
+    for k, colour in enumerate(colours):        # errorbar takes one colour a call
+        ax.errorbar(rows["difference"].iloc[k], y[k], xerr=[[lo.iloc[k]], [hi.iloc[k]]], fmt="o",
+                    color=colour, ecolor=colour, capsize=3)
+    ax.axvline(0, color="tab:orange", lw=2)
     ax.set_yticks(y, [f"#{r} trial {t}" for r, t in zip(rows["rank"], rows["trial"])])
     ax.set_xlabel("bits/note worse than the best, paired over the same folds (95 % interval)")
-    ax.set_title("How much of the lead is luck? (grey: the interval includes 0)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"How much of the lead is luck? Each against the best, trial {table.iloc[0]['trial']} "
+                 "(orange)\ngrey: the interval includes 0, no clear difference", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig

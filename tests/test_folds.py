@@ -55,7 +55,7 @@ def test_a_cross_validated_trial_is_the_notes_weighted_mean_of_the_same_folds_ev
     assert list(diffs["trial"]) == [t.number for t in sorted(trials, key=lambda t: t.value)]
     assert diffs.iloc[0]["difference"] == 0 and (diffs["difference"] >= 0).all()
     assert (diffs["ci95_low"] <= diffs["difference"]).all() and (diffs["difference"] <= diffs["ci95_high"]).all()
-    assert plots.fold_differences_figure(diffs).axes[0].get_title().startswith("How much of the lead is luck?")
+    assert plots.fold_differences_figure(diffs).axes[0].get_title().startswith("How much of the lead is luck? Each against the best")
 
 
 def test_crossval_and_a_one_trial_search_give_the_same_figure_and_its_file_runs_in_both(tmp_path, capsys):
