@@ -14,6 +14,7 @@ from chromasonic_lib import best as best_mod
 from chromasonic_lib.crossval import main as crossval_main
 from chromasonic_lib.data import kfold, load_dataset
 from chromasonic_lib.errors import ConfigError
+from conftest import outputs_of, run_notebook
 
 # Synthetic melodies crossval loads the same way (its defaults: 100 melodies of 64 notes, seed 42).
 FIXED = {"training": {"learning_rate": 0.01, "batch_size": 16, "transpose": 0},
@@ -31,10 +32,11 @@ def cv_cfg(tmp_path, **kw):
     return cl.SearchConfig(**base)
 
 
+@pytest.mark.slow
 def test_a_cross_validated_trial_is_the_notes_weighted_mean_of_the_same_folds_every_trial_sees(tmp_path):
-    res = cl.run_search(cv_cfg(tmp_path, search_space=SEARCHED, n_trials=3, sampler="random"))
+    res = cl.run_search(cv_cfg(tmp_path, search_space=SEARCHED, n_trials=5, sampler="random"))
     trials = res.study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(trials) == 3
+    assert len(trials) == 5
     data = load_dataset("synthetic")
     notes = [sum(len(data.melodies[i]) for i in test) for _, test in kfold(data.melodies, 3, 42)]
     for t in trials:
@@ -56,6 +58,10 @@ def test_a_cross_validated_trial_is_the_notes_weighted_mean_of_the_same_folds_ev
     assert diffs.iloc[0]["difference"] == 0 and (diffs["difference"] >= 0).all()
     assert (diffs["ci95_low"] <= diffs["difference"]).all() and (diffs["difference"] <= diffs["ci95_high"]).all()
     assert plots.fold_differences_figure(diffs).axes[0].get_title().startswith("How much of the lead is luck? Each against the best")
+    # ... and the analysis notebook draws it, with every other figure, for a cross-validated study.
+    nb = run_notebook("analysis", tmp_path / "analysis.ipynb", study_name="cv", storage=f"sqlite:///{tmp_path}/s.db")
+    assert not [o for o in outputs_of(nb) if o.get("output_type") == "error"]
+    assert "Only for a cross-validated study" not in "".join(o.get("text", "") for o in outputs_of(nb))
 
 
 def test_crossval_and_a_one_trial_search_give_the_same_figure_and_its_file_runs_in_both(tmp_path, capsys):
