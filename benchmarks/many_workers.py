@@ -2,7 +2,11 @@
 storage; last line: JSON.
 
     .venv/bin/python benchmarks/many_workers.py [--workers 1 8 32] [--trials 8]
-        [--storage postgresql://postgres@127.0.0.1:5432/test]
+        [--storage postgresql://postgres@127.0.0.1:5432/test] [--proxy]
+
+``--proxy`` runs the same through Optuna's gRPC storage proxy: one ``python -m
+chromasonic_lib.proxy`` in front of the database, started once, and workers with
+``storage: grpc://127.0.0.1:<port>`` (the study is still read and deleted in the database).
 
 For each worker count, a new study on the PostgreSQL server; every worker is a process of its
 own running ``run_search`` for ``--trials`` tiny markov trials (synthetic melodies, one epoch,
@@ -28,6 +32,7 @@ Studies are deleted afterwards.
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -85,7 +90,7 @@ def run(n: int, args, tmp: Path) -> dict:
     procs = []
     start = time.perf_counter()
     for i in range(n):
-        params = dict(study_name=name, storage=args.storage, dataset="synthetic", n_sequences=30,
+        params = dict(study_name=name, storage=args.worker_storage, dataset="synthetic", n_sequences=30,
                       sequence_length=20, model="markov", search_space=str(space), epochs=1,
                       n_trials=args.trials, sampler="random", pruner="none", device="cpu", threads=1,
                       plot=False, live=False, output_dir=str(tmp / f"out{i}"),
@@ -134,20 +139,44 @@ def run(n: int, args, tmp: Path) -> dict:
             "wall_seconds": round(wall, 1)}
 
 
+def start_proxy(storage: str) -> tuple[subprocess.Popen, str]:
+    """``python -m chromasonic_lib.proxy`` on a free loopback port; it and the workers' URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "chromasonic_lib.proxy", "--storage", storage,
+                             "--host", "127.0.0.1", "--port", str(port)], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    print(proc.stdout.readline().strip(), file=sys.stderr, flush=True)
+    return proc, f"grpc://127.0.0.1:{port}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--trials", type=int, default=8, help="trials each worker runs")
     p.add_argument("--storage", default=os.environ.get("CHROMASONIC_TEST_POSTGRES",
                                                       "postgresql://postgres@127.0.0.1:5432/test"))
+    p.add_argument("--proxy", action="store_true",
+                   help="workers go through python -m chromasonic_lib.proxy in front of --storage")
     args = p.parse_args()
+    args.worker_storage, proxy = args.storage, None
+    if args.proxy:
+        proxy, args.worker_storage = start_proxy(args.storage)
     results = []
-    for n in args.workers:
-        with tempfile.TemporaryDirectory(prefix=f"many-workers-{n}-") as tmp:
-            results.append(run(n, args, Path(tmp)))
-        print(json.dumps(results[-1]), flush=True)
+    try:
+        for n in args.workers:
+            with tempfile.TemporaryDirectory(prefix=f"many-workers-{n}-") as tmp:
+                results.append(run(n, args, Path(tmp)))
+            print(json.dumps(results[-1]), flush=True)
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=30)
     one = next((r for r in results if r["workers"] == 1), None)
-    summary = {"cores": os.cpu_count(), "trials_per_worker": args.trials, "results": results}
+    summary = {"cores": os.cpu_count(), "trials_per_worker": args.trials, "proxy": args.proxy,
+               "results": results}
     if one and one["median_storage_seconds_per_trial"]:
         summary["storage_time_vs_one_worker"] = {
             r["workers"]: round(r["median_storage_seconds_per_trial"] / one["median_storage_seconds_per_trial"], 2)

@@ -103,12 +103,12 @@ class _PrefixedStore:
 
 def default_artifact_location(storage_url: str, output_dir: Path) -> str:
     """Beside a SQLite or journal file: ``<its folder>/artifacts``; for an in-memory study,
-    ``<output_dir>/artifacts``; for a database server, ``runs/artifacts``."""
+    ``<output_dir>/artifacts``; for a database server (or its gRPC proxy), ``runs/artifacts``."""
     url = resolve_storage_url(storage_url)
     for scheme in ("sqlite:///", "journal:"):
         if url.startswith(scheme) and url != "sqlite:///:memory:":
             return str(Path(url[len(scheme):]).parent / "artifacts")
-    if not url.startswith(("postgresql", "mysql")):
+    if not url.startswith(("postgresql", "mysql", "grpc")):
         return str(output_dir / "artifacts")
     log.info("checkpoints go to runs/artifacts on this machine: workers on other machines "
              "need a shared folder or s3://bucket/prefix as artifact_store")

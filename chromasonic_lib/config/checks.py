@@ -22,7 +22,7 @@ log = logging.getLogger("chromasonic_lib.config")      # the configs' one logger
 __all__ = ["MODELS", "ENCODINGS", "CORPORA", "SAMPLERS", "PRUNERS", "OPTIMIZERS", "SCHEDULES",
            "STORAGE_SCHEMES", "STORAGE_ENV", "DEVICE_PATTERN", "check_int", "check_test_transpose",
            "check_float", "check_choice", "check_str", "check_bool", "check_study_name",
-           "check_device", "check_devices", "check_dataset", "check_storage", "check_context",
+           "check_device", "check_devices", "check_dataset", "check_storage", "grpc_address", "check_context",
            "check_existing_file", "check_writable_dir", "check_other_collection",
            "check_pretrain_model", "check_table_file", "check_npz_file"]
 
@@ -33,7 +33,9 @@ SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
-STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "journal:")
+STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "journal:", "grpc://")
+# grpc://host:port: Optuna's storage proxy (python -m chromasonic_lib.proxy) in front of a database.
+GRPC_URL = re.compile(r"grpc://(?P<host>[A-Za-z0-9._\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})/?")
 STORAGE_ENV = "CHROMASONIC_STORAGE"     # the storage URL when the storage parameter is env or empty
 
 
@@ -160,12 +162,26 @@ def check_storage(name: str, value: Any) -> str:
                               f"(e.g. postgresql://user:pw@host/db) or pass {name}")
     elif has_password(value):
         _warn_password_parameter(name, value)
+    origin = f" (from {STORAGE_ENV})" if given in ("", "env") else ""
+    if value.startswith("grpc://"):
+        grpc_address(value, f"{name}{origin}")
+        return value
     if value in ("memory", ":memory:") or value.startswith(STORAGE_SCHEMES):
         return value
-    origin = f" (from {STORAGE_ENV})" if given in ("", "env") else ""
     raise ConfigError(f"{name} must be a URL starting with sqlite:///, postgresql://, mysql:// "
-                      f"or journal:<file>, 'memory', or env (the {STORAGE_ENV} variable); "
-                      f"got {mask_url(value)!r}{origin}")
+                      f"or journal:<file>, grpc://host:port (a storage proxy), 'memory', or env "
+                      f"(the {STORAGE_ENV} variable); got {mask_url(value)!r}{origin}")
+
+
+def grpc_address(url: str, name: str = "storage") -> tuple[str, int]:
+    """``grpc://host:port`` → ``(host, port)``; anything else is an error naming ``name``."""
+    m = GRPC_URL.fullmatch(url.strip())
+    port = int(m["port"]) if m else 0
+    if not m or not 0 < port < 65536:
+        raise ConfigError(f"{name} {mask_url(url)!r} is not a gRPC storage proxy address: expected "
+                          f"grpc://host:port (e.g. grpc://10.0.0.5:13000, the host and port that "
+                          f"python -m chromasonic_lib.proxy listens on)")
+    return m["host"].strip("[]"), port
 
 
 _warned: set[str] = set()   # masked URLs already warned about: a batch builds one config per worker

@@ -199,9 +199,11 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     # A trial still running when the timeout comes stops at its next epoch (keeping its best
     # epoch so far), so `timeout` bounds the whole search, not just when the last trial starts.
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
-    # Optuna's journal storage has no heartbeats (RDB storages do: see open_storage).
+    # Optuna's journal storage and its gRPC proxy have no heartbeats (RDB storages do: see
+    # open_storage); ours keep a dead worker's trial from staying RUNNING there too.
     heartbeat = JournalHeartbeat(cfg.heartbeat_interval, cfg.grace_period) \
-        if isinstance(storage.inner, optuna.storages.JournalStorage) else None
+        if isinstance(storage.inner, (optuna.storages.JournalStorage, optuna.storages.GrpcStorageProxy)) \
+        else None
     if heartbeat:
         heartbeat.fail_stale_trials(study)      # and after each trial, as a callback
     slots = DeviceSlots(data, devices, cfg.trials_per_device)
@@ -285,7 +287,7 @@ def _wait_for_other_workers(study: optuna.Study, limit: float,
     while running and time.monotonic() < deadline:
         time.sleep(0.5)
         # A dead worker's trial is not waited for: RDB storages fail it by Optuna's heartbeats,
-        # journal files by ours.
+        # journal files and the gRPC proxy by ours.
         if heartbeat is not None:
             heartbeat.fail_stale_trials(study)
         else:

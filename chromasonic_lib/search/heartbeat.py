@@ -1,7 +1,8 @@
-"""Heartbeats for studies on a journal file (``storage="journal:<file>"``).
+"""Heartbeats for studies on a journal file (``storage="journal:<file>"``) or behind Optuna's
+gRPC storage proxy (``storage="grpc://host:port"``).
 
-Optuna gives heartbeats only to RDB storages; on its JournalStorage a worker killed by SIGKILL
-would leave its trial RUNNING forever. Here a running trial keeps its heartbeat fresh, and each
+Optuna gives heartbeats only to RDB storages opened directly; on its JournalStorage, or through
+its proxy, a worker killed by SIGKILL would leave its trial RUNNING forever. Here a running trial keeps its heartbeat fresh, and each
 worker fails the trials whose heartbeat is older than the grace period and queues their
 parameters again, as ``open_storage`` arranges for RDB storages.
 
@@ -9,6 +10,7 @@ A trial's first beat is its user attribute ``heartbeat`` (it names the worker); 
 replace one small file per running trial in ``<journal>.heartbeats/`` beside the journal,
 removed once the trial ends. A journal is never rewritten, only replayed: a record per beat of
 every running trial would grow it, and slow every worker's replay of it, without bound.
+Through the proxy every beat is that user attribute, one row the database overwrites.
 """
 from __future__ import annotations
 

@@ -24,9 +24,12 @@ log = logging.getLogger(__name__)
 
 # Exception classes, by name, that mean "the server is away", whichever driver raised them:
 # SQLAlchemy's and the DBAPI drivers' (psycopg, psycopg2, PyMySQL, sqlite3 "database is
-# locked"), redis's, and Python's own.
+# locked"), redis's, and Python's own. gRPC's (the storage proxy) are told by status code below.
 _TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
                     "TimeoutError", "BusyLoadingError"}
+# gRPC status codes (grpc.StatusCode names) that mean the storage proxy is away or overloaded
+# for now: restarting, unreachable, out of threads. Its other codes are answers (NOT_FOUND...).
+_TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
 # An OSError with one of these is a network file system or a lock that stalls, not a bad path.
 _TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE,
                      errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
@@ -64,9 +67,20 @@ def transient_cause(e: BaseException) -> BaseException | None:
             return None                 # patience already spent below us
         if any(c.__name__ in _TRANSIENT_NAMES for c in type(x).__mro__) or \
                 getattr(x, "connection_invalidated", False) or \
-                (isinstance(x, OSError) and x.errno in _TRANSIENT_ERRNOS):
+                (isinstance(x, OSError) and x.errno in _TRANSIENT_ERRNOS) or _grpc_transient(x):
             found = x                   # the deepest says it best ("connection refused")
     return found
+
+
+def _grpc_transient(e: BaseException) -> bool:
+    """A ``grpc.RpcError`` (from the storage proxy's client) whose status says "try again"."""
+    code = getattr(e, "code", None)
+    if not callable(code) or not any(c.__name__ == "RpcError" for c in type(e).__mro__):
+        return False
+    try:
+        return getattr(code(), "name", None) in _TRANSIENT_GRPC
+    except Exception:
+        return False
 
 
 def is_transient(e: BaseException) -> bool:

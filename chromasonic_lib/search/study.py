@@ -1,7 +1,9 @@
-"""Studies: storage (SQLite, PostgreSQL/MySQL, journal file), sampler, pruner, heartbeats.
+"""Studies: storage (SQLite, PostgreSQL/MySQL, journal file, gRPC proxy), sampler, pruner,
+heartbeats.
 
 Optuna's own storages are the distributed engine: workers on several machines share one
-study through an RDB URL; processes on one machine can share a journal file.
+study through an RDB URL (directly, or through Optuna's gRPC proxy when there are hundreds of
+them: see :mod:`chromasonic_lib.proxy`); processes on one machine can share a journal file.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, _Cache
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from .config import SearchConfig
+from ..config.checks import grpc_address
 from ..errors import ConfigError
 from ..paths import mask_url, resolve_storage_url
 from .storage import RetryingStorage
@@ -30,6 +33,8 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
 
     RDB storages get heartbeats: a trial whose worker died (even by SIGKILL) is marked FAIL
     after ``grace_period`` seconds by the next worker, and its parameters are queued again.
+    (Journal files and the gRPC proxy have none of Optuna's: the search gives them its own,
+    see :mod:`.heartbeat`.)
     Once open, every call waits out an outage for up to ``patience`` seconds (see
     :mod:`.storage`); the wrapped storage is its ``inner``.
     """
@@ -42,6 +47,8 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
 def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
           ) -> optuna.storages.BaseStorage:
     resolved = resolve_storage_url(url)
+    if resolved.startswith("grpc://"):
+        return _open_proxy(url)
     try:
         if url in ("memory", ":memory:"):
             return optuna.storages.InMemoryStorage()
@@ -78,6 +85,30 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(mask_url(f"storage {url!r} cannot be opened: {first}")) from None
+
+
+PROXY_WAIT = 10      # seconds a worker waits for the gRPC proxy to answer when it opens it
+
+
+def _open_proxy(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's client of the gRPC storage proxy at ``grpc://host:port``, once it answers."""
+    host, port = grpc_address(url)
+    try:
+        import grpc  # noqa: F401  (Optuna imports it lazily, and would fail on first use)
+    except ImportError as e:
+        raise ConfigError(f"storage {url!r} needs grpcio, which is not installed ({e}): "
+                          f"pip install -e '.[grpc]'") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=PROXY_WAIT)
+    except ConnectionError:
+        proxy.close()
+        raise ConfigError(f"storage {url!r} cannot be opened: no storage proxy answered at "
+                          f"{host}:{port} within {PROXY_WAIT} s (start one with python -m "
+                          f"chromasonic_lib.proxy --storage <database URL> --port {port})") from None
+    return proxy
 
 
 class _SQLiteStorage(RDBStorage):

@@ -1,0 +1,139 @@
+"""Workers through Optuna's gRPC storage proxy (``python -m chromasonic_lib.proxy``) in front of
+PostgreSQL: one study, no trial repeated or left RUNNING, a dead worker's trial failed and
+retried; a bad proxy address refused by name before any data loads."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import grpc
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from chromasonic_lib.config.checks import check_storage
+from chromasonic_lib.errors import ConfigError
+from conftest import PYTHON, ROOT, postgres_or_skip
+from test_distributed import _free_port, _kill_a_worker_mid_trial_and_check_the_retry, _run_together
+
+SPACE = {"models": {"markov": {"order": {"type": "int", "low": 1, "high": 3},
+                               "alpha": {"type": "float", "low": 0.05, "high": 2.0, "log": True}}}}
+
+
+@pytest.fixture
+def proxied_study():
+    """A proxy on a free port in front of the test database, and a study name of its own."""
+    url, name = postgres_or_skip(), f"test-proxy-{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    server = subprocess.Popen([PYTHON, "-m", "chromasonic_lib.proxy", "--storage", url, "--host", "127.0.0.1",
+                               "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        first = server.stdout.readline()
+        assert f"listening on 127.0.0.1:{port}, serving {url}" in first, first + server.stdout.read()
+        yield url, name, f"grpc://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+        try:
+            optuna.delete_study(study_name=name, storage=url)
+        except KeyError:
+            pass
+    assert server.returncode == 0 and "storage proxy stopped" in out, out
+
+
+def _params(tmp_path, i: int, **kw) -> dict:
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(SPACE))
+    p = dict(dataset="synthetic", n_sequences=30, sequence_length=20, model="markov", search_space=str(space),
+             epochs=1, sampler="random", pruner="none", device="cpu", threads=1, plot=False, live=False,
+             output_dir=str(tmp_path / f"out{i}"), artifact_store=str(tmp_path / "artifacts"))
+    p.update(kw)
+    return p
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_workers_share_one_study_through_the_proxy(tmp_path, proxied_study):
+    url, name, proxy = proxied_study
+    _run_together([_params(tmp_path, i, study_name=name, storage=proxy, n_trials=4) for i in range(2)])
+    trials = optuna.load_study(study_name=name, storage=url).trials      # the database itself
+    assert len(trials) == 8 and sorted(t.number for t in trials) == list(range(8))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 8       # none run twice
+    assert all("heartbeat" in t.user_attrs for t in trials)      # ours: the proxy has none of Optuna's
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_killed_worker_s_proxied_trial_fails_after_the_grace_period_and_is_retried(tmp_path, proxied_study):
+    url, name, proxy = proxied_study
+    trials = _kill_a_worker_mid_trial_and_check_the_retry(tmp_path, url, name, proxy)
+    assert "stopped sending heartbeats (last" in trials[0].user_attrs["fail_reason"]
+
+
+@pytest.mark.parametrize("bad", ["grpc://127.0.0.1", "grpc://:13000", "grpc://host:70000", "grpc://host:1/db"])
+def test_a_malformed_proxy_address_is_refused_by_name(bad):
+    with pytest.raises(ConfigError, match=r"storage '.*' is not a gRPC storage proxy address: expected "
+                                          r"grpc://host:port"):
+        check_storage("storage", bad)
+
+
+def test_a_malformed_proxy_address_from_the_environment_says_so(monkeypatch):
+    monkeypatch.setenv("CHROMASONIC_STORAGE", "grpc://nohost")
+    with pytest.raises(ConfigError, match=r"storage \(from CHROMASONIC_STORAGE\) 'grpc://nohost'"):
+        check_storage("storage", "env")
+
+
+@pytest.mark.slow
+def test_an_unreachable_proxy_stops_the_search_before_any_data_loads(tmp_path):
+    worker = ("import chromasonic_lib as cl, sys, json\n"
+              "sys.modules['chromasonic_lib.search'].load_dataset = lambda *a, **k: sys.exit('data loaded')\n"
+              "cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))")
+    params = _params(tmp_path, 0, study_name="unreachable", storage=f"grpc://127.0.0.1:{_free_port()}")
+    start = time.monotonic()
+    run = subprocess.run([PYTHON, "-c", worker, json.dumps(params)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode != 0
+    assert f"ConfigError: storage '{params['storage']}' cannot be opened: no storage proxy answered" in run.stderr
+    assert "data loaded" not in run.stderr and time.monotonic() - start < 60
+
+
+def test_the_proxy_refuses_a_journal_and_names_it(tmp_path):
+    run = subprocess.run([PYTHON, "-m", "chromasonic_lib.proxy", "--storage", f"journal:{tmp_path}/s.log"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "cannot be served by the gRPC proxy" in run.stderr
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+
+def test_a_proxy_that_is_away_counts_as_transient_and_a_refusal_does_not():
+    from chromasonic_lib.search.storage import RetryingStorage, is_transient
+    assert is_transient(_RpcError(grpc.StatusCode.UNAVAILABLE))
+    assert is_transient(_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED))
+    try:                            # as Optuna's client raises NOT_FOUND: a KeyError from it
+        raise KeyError from _RpcError(grpc.StatusCode.NOT_FOUND)
+    except KeyError as e:
+        assert not is_transient(e)
+
+    class Flaky(optuna.storages.InMemoryStorage):
+        calls = 0
+
+        def get_all_studies(self):
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise _RpcError(grpc.StatusCode.UNAVAILABLE)
+            return super().get_all_studies()
+
+    storage = RetryingStorage(Flaky(), "grpc://127.0.0.1:1", patience=5, sleep=lambda s: None)
+    assert storage.get_all_studies() == [] and storage.outages == 1
