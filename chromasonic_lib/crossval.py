@@ -203,16 +203,16 @@ def main(argv: list[str] | None = None) -> int:
                         "-K..K semitones (default: the params file's test_transpose, or 0)")
     p.add_argument("--val-fraction", type=float, default=None, metavar="F",
                    help="share of each fold's training melodies held out for early stopping; 0: "
-                        "train on them all for exactly the params file's epochs (default: the "
+                        "train on them all for exactly --epochs epochs (default: the "
                         "params file's val_fraction, or 0.1)")
     p.add_argument("--pretrain", default=None, metavar="NAME",
                    help="first train every fold's model on this collection's melodies, less any copy "
-                        "of a tune of --dataset (default: the params file's pretrain, or none; "none": none, "
+                        "of a tune of --dataset (default: the params file's pretrain, or none; 'none': none, "
                         "whatever the file says)")
     p.add_argument("--also-train-on", default=None, metavar="NAME",
                    help="train every fold's model on this collection's melodies too, less any copy "
                         "of a tune of --dataset (default: the params file's also_train_on, or none; "
-                        "\"none\": none, whatever the file says; --limit applies to it too)")
+                        "'none': none, whatever the file says; --limit applies to it too)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="folds trained at once, each in a process of its own with its share of the "
                         "threads (default: one per core on the CPU, 1 on a GPU)")
