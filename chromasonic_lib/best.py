@@ -16,7 +16,7 @@ import torch
 
 from . import generate
 from .atomic import write_json
-from .config import (DataConfig, TrainBestConfig, TrainConfig, check_context, check_int,
+from .config import (DataConfig, TrainBestConfig, TrainConfig, check_context,
                      check_param_file, check_settings_keys, check_writable_dir)
 from .data import MelodySet, Prepared, load_dataset, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
@@ -82,9 +82,7 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
         check_settings_keys("best_params", cfg.best_params, params, params["model"], "train_best",
                             FILE_SETTINGS)
         settings = _file_settings(params)
-        data, epochs = cfg.resolve_data(None)
-        if "epochs" in settings and "epochs" not in cfg.given():
-            epochs = check_int("best_params: epochs", settings["epochs"])
+        data, epochs = cfg.resolve_data(None, file=settings)
         return BestConfiguration(params, data, epochs,
                                  extras=cfg.extras(settings, data.dataset, params["model"]))
     study = load_existing_study(cfg.storage, cfg.study_name)
@@ -92,12 +90,10 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
         trial = study.best_trial
     except ValueError:
         raise ConfigError(f"study_name {cfg.study_name!r} has no completed trial yet") from None
-    data, epochs = cfg.resolve_data(stored_settings(study), study.study_name)
     params = trial_config(trial)
     # A cross-validated trial's config also says how it trained (epochs, test_transpose, ...).
     settings = _file_settings(params)
-    if "epochs" in settings and "epochs" not in cfg.given():
-        epochs = check_int("epochs", settings["epochs"])
+    data, epochs = cfg.resolve_data(stored_settings(study), study.study_name, settings)
     return BestConfiguration(params, data, epochs, study.study_name, trial.number,
                              cfg.extras(settings, data.dataset, params.get("model")))
 

@@ -186,31 +186,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="chorales-185", help="corpus name, essen/<file>, synthetic or a folder")
     p.add_argument("--encoding", default="pitch", help="pitch or grid")
     p.add_argument("--folds", type=int, default=10)
-    p.add_argument("--model", default="", help="markov, rnn, lstm, gru, transformer (default: the params file's)")
+    p.add_argument("--model", default=None, help="markov, rnn, lstm, gru, transformer (default: the params file's)")
     p.add_argument("--params", default=None,
                    help="YAML/JSON with model and training parameters (a best_hyperparameters.json works; "
                         "default: params/crossval.yaml, unless --model names another family)")
-    p.add_argument("--epochs", type=int, default=0, help="maximum epochs per fold (default: params file's, or 30)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs per fold (default: the params file's epochs, or 30)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
     p.add_argument("--limit", type=int, default=0, help="parse only the first N files (quick check)")
     p.add_argument("--ensemble", type=int, default=None,
                    help="average the probabilities of N models per fold, trained with seeds seed, seed+1, … "
                         "(default: the params file's ensemble, or 1)")
-    p.add_argument("--test-transpose", type=int, default=-1, metavar="K",
+    p.add_argument("--test-transpose", type=int, default=None, metavar="K",
                    help="score each test note as the average prediction over the melody moved by "
                         "-K..K semitones (default: the params file's test_transpose, or 0)")
-    p.add_argument("--val-fraction", type=float, default=-1, metavar="F",
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
                    help="share of each fold's training melodies held out for early stopping; 0: "
-                        "train on them all for exactly the params file's epochs (default: the "
+                        "train on them all for exactly --epochs epochs (default: the "
                         "params file's val_fraction, or 0.1)")
-    p.add_argument("--pretrain", default="", metavar="NAME",
+    p.add_argument("--pretrain", default=None, metavar="NAME",
                    help="first train every fold's model on this collection's melodies, less any copy "
-                        "of a tune of --dataset (default: the params file's pretrain, or none)")
-    p.add_argument("--also-train-on", default="", metavar="NAME",
+                        "of a tune of --dataset (default: the params file's pretrain, or none; 'none': none, "
+                        "whatever the file says)")
+    p.add_argument("--also-train-on", default=None, metavar="NAME",
                    help="train every fold's model on this collection's melodies too, less any copy "
                         "of a tune of --dataset (default: the params file's also_train_on, or none; "
-                        "--limit applies to it too)")
+                        "'none': none, whatever the file says; --limit applies to it too)")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="folds trained at once, each in a process of its own with its share of the "
                         "threads (default: one per core on the CPU, 1 on a GPU)")

@@ -132,11 +132,17 @@ def test_crossval_refuses_a_params_file_of_another_family():
 def test_train_best_checks_the_values_given_and_leaves_the_rest_to_the_study():
     for params, message in [({"seed": -2}, "seed must be a non-negative integer, got -2"),
                             ({"val_fraction": 1.5}, "val_fraction"), ({"dataset": "nope"}, "dataset"),
-                            ({"encoding": "midi"}, "encoding"), ({"epochs": 2.5}, "epochs")]:
+                            ({"encoding": "midi"}, "encoding"), ({"epochs": 2.5}, "epochs"),
+                            # None is "not given": 0 and -1 are values, checked as any other.
+                            ({"epochs": 0}, "epochs must be a positive integer, got 0"),
+                            ({"seed": -1}, "seed must be a non-negative integer, got -1"),
+                            ({"test_fraction": 0}, "test_fraction must be a number in"),
+                            ({"pretrain_epochs": 0}, "pretrain_epochs must be a positive integer, got 0")]:
         with pytest.raises(cl.ConfigError, match=message):
             cl.TrainBestConfig(**params)
-    assert cl.TrainBestConfig(seed=0, dataset="synthetic").given() == {"seed": 0, "dataset": "synthetic"}
-    assert cl.TrainBestConfig().given() == {}
+    data, epochs = cl.TrainBestConfig(seed=0, dataset="synthetic").resolve_data({"seed": 7, "epochs": 4}, "s")
+    assert (data.seed, data.dataset, epochs) == (0, "synthetic", 4)
+    assert cl.TrainBestConfig().epochs is None
 
 
 def test_train_best_says_which_settings_an_old_study_does_not_record(caplog):

@@ -10,36 +10,41 @@ from ..errors import ConfigError
 from .checks import (ENCODINGS, MODELS, check_choice, check_context, check_dataset, check_device,
                      check_float, check_int, check_npz_file, check_other_collection, check_pretrain_model,
                      check_table_file, check_test_transpose)
-from .params import check_param_file, check_settings_keys
+from .params import check_param_file, check_settings_keys, resolve_setting
 
 
 @dataclass
 class CrossvalConfig:
-    """Everything ``python -m chromasonic_lib.crossval`` takes."""
+    """Everything ``python -m chromasonic_lib.crossval`` takes.
+
+    ``None`` is "not given": the params file's value then, else the default (see
+    :func:`~.params.resolve_setting`); after ``__post_init__`` every field holds its final value.
+    """
 
     dataset: str = "chorales-185"
     encoding: str = "pitch"
     folds: int = 10
-    model: str = ""                     # empty: the params file's model
+    model: str | None = None            # None: the params file's model (or markov)
     # None: params/crossval.yaml, unless ``model`` names another family (then its defaults);
     # "": no params file. A file given that names another family than ``model`` is refused.
     params: str | None = None
-    epochs: int = 0                     # 0: the params file's (or 30)
+    epochs: int | None = None           # None: the params file's (or 30)
     seed: int = 42
     device: str = "auto"
     limit: int = 0                      # parse only the first files (a quick check); 0 = all
     ensemble: int | None = None         # models per fold whose probabilities are averaged; None: the params file's (or 1)
-    test_transpose: int = -1            # -1: the params file's (or 0)
+    test_transpose: int | None = None   # None: the params file's (or 0)
     # The share of each fold's training melodies held out for early stopping; 0: train on them
-    # all for exactly ``epochs`` epochs and keep the last weights. -1: the params file's (or 0.1).
-    val_fraction: float = -1
+    # all for exactly ``epochs`` epochs and keep the last weights. None: the params file's (or 0.1).
+    val_fraction: float | None = None
     # Melodies of another collection every fold's model first trains on (none of its tunes may
     # be one of ``dataset``'s: those are left out), for ``pretrain_epochs`` epochs at most.
-    # "": the params file's ``pretrain`` (or none).
-    pretrain: str = ""
+    # None: the params file's ``pretrain`` (or none); "none": none, whatever the file says.
+    pretrain: str | None = None
     # Melodies of another collection every fold's model also trains on, beside the fold's own
-    # (copies of ``dataset``'s tunes left out). "": the params file's ``also_train_on`` (or none).
-    also_train_on: str = ""
+    # (copies of ``dataset``'s tunes left out). None: the params file's ``also_train_on`` (or
+    # none); "none": none, whatever the file says.
+    also_train_on: str | None = None
     compare: tuple = ()                 # two params files (A, B) to run on the same folds instead
     # Folds trained at once, each in a process of its own with its share of the threads (small
     # models use one core far better than two). 0: on the CPU one per core (at most one per
@@ -60,7 +65,7 @@ class CrossvalConfig:
         self.sides = self._compare_sides() if self.compare else ()
         given, self.params = self.params is not None, "params/crossval.yaml" if self.params is None else self.params
         self.settings = check_param_file("params", self.params) if self.params else {}
-        self.model = self.model or self.settings.get("model", "markov")
+        self.model = resolve_setting(self.model, self.settings.get("model"), default="markov")
         self.model = check_choice("model", self.model, MODELS)
         named = self.settings.get("model", self.model)
         if named != self.model and given:
@@ -76,19 +81,20 @@ class CrossvalConfig:
             self.settings = {k: v for k, v in self.settings.items() if k != "context"}
             if context:
                 self.settings["context"] = context
-        self.epochs = check_int("epochs", self.epochs or self.settings.get("epochs", 30))
+        # epochs stays in settings (a training parameter too); crossval's own settings are taken out.
+        self.epochs = check_int("epochs", resolve_setting(self.epochs, self.settings.get("epochs"), default=30))
         # Scored, not trained: the average over the test melody moved by ±this many semitones.
-        self.test_transpose = check_test_transpose(self._own("test_transpose", self.test_transpose, 0, -1))
-        self.val_fraction = check_float("val_fraction", self._own("val_fraction", self.val_fraction, 0.1, -1),
+        self.test_transpose = check_test_transpose(self._own("test_transpose", self.test_transpose, 0))
+        self.val_fraction = check_float("val_fraction", self._own("val_fraction", self.val_fraction, 0.1),
                                         0, 0.5)
         self.pretrain = self._other_collection("pretrain", self.pretrain)
         check_pretrain_model(self.pretrain, self.model)
         self.also_train_on = self._other_collection("also_train_on", self.also_train_on)
-        self.pretrain_epochs = check_int("pretrain_epochs", self._own("pretrain_epochs", None, 5, None))
+        self.pretrain_epochs = check_int("pretrain_epochs", self._own("pretrain_epochs", None, 5))
         self.seed = check_int("seed", self.seed, 0)
         self.device = check_device("device", self.device)
         self.limit = check_int("limit", self.limit, 0)
-        self.ensemble = check_int("ensemble", self._own("ensemble", self.ensemble, 1, None))
+        self.ensemble = check_int("ensemble", self._own("ensemble", self.ensemble, 1))
         self.jobs = check_int("jobs", self.jobs, 0)
         # Every key left in the params file is one of the model's or its training's parameters.
         check_settings_keys("params", self.params, self.settings, self.model, "crossval")
@@ -100,16 +106,15 @@ class CrossvalConfig:
         if self.distributions:
             check_npz_file("distributions", self.distributions)
 
-    def _other_collection(self, key: str, given: str) -> str:
+    def _other_collection(self, key: str, given: str | None) -> str:
         """The collection crossval's own ``key`` names (``given``, else the params file's, else
         none): another one than ``dataset``."""
-        return check_other_collection(key, self._own(key, given, "", ""), self.dataset, "cross-validated")
+        return check_other_collection(key, self._own(key, given, ""), self.dataset, "cross-validated")
 
-    def _own(self, key: str, given: Any, default: Any, unset: Any) -> Any:
+    def _own(self, key: str, given: Any, default: Any) -> Any:
         """A crossval setting (not a training one, so taken out of ``settings``): ``given`` (the
-        command line's) unless it is ``unset``, else the params file's ``key``, else ``default``."""
-        from_file = self.settings.pop(key, default)
-        return from_file if given == unset else given
+        command line's), else the params file's ``key``, else ``default``."""
+        return resolve_setting(given, self.settings.pop(key, None), default=default)
 
     def _compare_sides(self) -> tuple[CrossvalConfig, CrossvalConfig]:
         if not isinstance(self.compare, (list, tuple)) or len(self.compare) != 2:

@@ -9,6 +9,13 @@ from ..models import MODEL_DEFAULTS
 from .checks import check_existing_file
 from .training import TrainConfig
 
+
+def resolve_setting(given: Any, file: Any = None, study: Any = None, default: Any = None) -> Any:
+    """A setting's final value: the one given, else the params file's, else the study's, else
+    ``default``. ``None`` is "not given" at every step, so 0, -1 or "" given are values."""
+    return next((value for value in (given, file, study) if value is not None), default)
+
+
 def check_settings_keys(name: str, path: str, settings: Mapping[str, Any], model: str, tool: str,
                         own: Iterable[str] = ()) -> None:
     """Every key of the params file ``path`` is one of the ``model``'s or its training's

@@ -1,7 +1,6 @@
 """What ``train_best.ipynb`` takes: :class:`TrainBestConfig`, and the primer's notes."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from ..errors import ConfigError
 from ..paths import resolve
 from .checks import (check_dataset, check_existing_file, check_float, check_int, check_other_collection,
                      check_pretrain_model, check_str, check_test_transpose)
+from .params import resolve_setting
 from .training import DATA_FIELDS, SYNTHETIC_ONLY, DataConfig, StudyAndData
 
 log = logging.getLogger(__name__)
@@ -21,35 +21,35 @@ log = logging.getLogger(__name__)
 class TrainBestConfig(StudyAndData):
     """Everything ``train_best.ipynb`` takes.
 
-    The data parameters and ``epochs`` default to the study's: what the search measured its
-    trials on (see :meth:`resolve_data`). Each such field's own default below stands for "the
-    study's"; with ``best_params`` and no study it means ``DataConfig``'s default (and
-    ``FILE_EPOCHS``).
+    ``None`` is "not given": the data parameters and ``epochs`` then come from the study (what
+    the search measured its trials on; see :meth:`resolve_data`), and test_transpose, pretrain,
+    pretrain_epochs, also_train_on and ensemble from a ``best_params`` file (see :meth:`extras`),
+    each through :func:`~.params.resolve_setting`. With ``best_params`` and no study, a data
+    parameter not given is ``DataConfig``'s default, and epochs the file's (or ``FILE_EPOCHS``).
     """
 
-    dataset: str = ""
-    encoding: str = ""
-    n_sequences: int = 0
-    sequence_length: int = 0
-    val_fraction: float = 0.0
-    test_fraction: float = 0.0
-    seed: int = -1                    # -1, not 0: 0 is a real seed
+    dataset: str | None = None
+    encoding: str | None = None
+    n_sequences: int | None = None
+    sequence_length: int | None = None
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    seed: int | None = None
     best_params: str = ""
-    epochs: int = 0
+    epochs: int | None = None
     n_samples: int = 3
     sample_length: int = 64
     temperature: float = 1.0
     top_k: int = 0
     primer: str = ""
-    ensemble: int = 1                 # models (seeds seed, seed+1, …) whose probabilities are averaged
-    # Score and sample as the average over the melody moved ±this; -1: the best_params file's (or 0).
-    test_transpose: int = -1
+    ensemble: int | None = None       # models (seeds seed, seed+1, …) whose probabilities are averaged
+    # Score and sample as the average over the melody moved ±this.
+    test_transpose: int | None = None
     # Another collection the model first trains on, and one it also trains on, less every copy of
-    # a tune of ``dataset`` (as crossval's params files say); "": the best_params file's (or none);
-    # "none": none, whatever the file says.
-    pretrain: str = ""
-    pretrain_epochs: int = 0          # 0: the best_params file's (or 5)
-    also_train_on: str = ""
+    # a tune of ``dataset`` (as crossval's params files say); "none": none, whatever the file says.
+    pretrain: str | None = None
+    pretrain_epochs: int | None = None
+    also_train_on: str | None = None
 
     FILE_EPOCHS: ClassVar[int] = 30   # epochs for a best_params file that gives none
     FROM_STUDY: ClassVar[tuple[str, ...]] = DATA_FIELDS + ("epochs",)
@@ -63,32 +63,36 @@ class TrainBestConfig(StudyAndData):
         self._check_study()
         if self.best_params:
             check_existing_file("best_params", self.best_params)
-        given = self.given()
         # Each value given is checked now, before the study is opened; DataConfig's defaults
         # stand in for the rest until resolve_data() knows the study's.
-        DataConfig(**{k: v for k, v in given.items() if k in DATA_FIELDS})
-        if "epochs" in given:
-            self.epochs = check_int("epochs", self.epochs)
+        DataConfig(**self._given(DATA_FIELDS))
+        if self.test_fraction is not None:      # 0 is allowed in DataConfig, not here
+            self.test_fraction = check_float("test_fraction", self.test_fraction, 0, 0.9, low_open=True)
+        for name in ("epochs", "ensemble", "pretrain_epochs"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_int(name, getattr(self, name)))
         self.n_samples = check_int("n_samples", self.n_samples, 0)
         self.sample_length = check_int("sample_length", self.sample_length)
         self.temperature = check_float("temperature", self.temperature, 0, 10, low_open=True)
         self.top_k = check_int("top_k", self.top_k, 0)
-        self.ensemble = check_int("ensemble", self.ensemble)
-        if self.test_transpose != -1:
+        if self.test_transpose is not None:
             self.test_transpose = check_test_transpose(self.test_transpose)
         for name in ("pretrain", "also_train_on"):
-            if check_str(name, getattr(self, name), allow_empty=True) not in ("", "none"):
-                check_dataset(name, getattr(self, name))
-        self.pretrain_epochs = check_int("pretrain_epochs", self.pretrain_epochs, 0)
+            value = getattr(self, name)
+            if value is not None and check_str(name, value, allow_empty=True) not in ("", "none"):
+                check_dataset(name, value)
         self.primer_notes = parse_primer("primer", self.primer)
+
+    def _given(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The parameters of ``names`` given (not None)."""
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def extras(self, settings: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
         """test_transpose, pretrain, pretrain_epochs, also_train_on, ensemble (and the file's
         val_fraction): each given here, else the
         best_params file's (``settings``), else none; checked against the ``dataset`` trained on
         and the ``model`` family."""
-        unset = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.FROM_FILE}
-        out = {name: settings.get(name, default) if getattr(self, name) == unset[name] else getattr(self, name)
+        out = {name: resolve_setting(getattr(self, name), settings.get(name), default=default)
                for name, default in self.FROM_FILE.items()}
         out["test_transpose"] = check_test_transpose(out["test_transpose"])
         out["ensemble"] = check_int("ensemble", out["ensemble"])
@@ -102,38 +106,34 @@ class TrainBestConfig(StudyAndData):
             out[name] = check_other_collection(name, out[name], dataset,
                                                "trained and tested on (the dataset parameter)")
         check_pretrain_model(out["pretrain"], model)
-        if self.pretrain_epochs and not out["pretrain"]:
+        if self.pretrain_epochs is not None and not out["pretrain"]:
             log.warning("pretrain_epochs %d is ignored: nothing is pretrained (no pretrain)", self.pretrain_epochs)
         return out
 
-    def given(self) -> dict[str, Any]:
-        """The data parameters and epochs given explicitly (not left to the study)."""
-        unset = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.FROM_STUDY}
-        return {name: getattr(self, name) for name in self.FROM_STUDY
-                if getattr(self, name) != unset[name]}
-
-    def resolve_data(self, settings: Mapping[str, Any] | None,
-                     study_name: str | None = None) -> tuple[DataConfig, int]:
-        """The data and the epochs to train: each value given, else the study's, else the default.
+    def resolve_data(self, settings: Mapping[str, Any] | None, study_name: str | None = None,
+                     file: Mapping[str, Any] | None = None) -> tuple[DataConfig, int]:
+        """The data and the epochs to train: each value given, else (epochs) the params file's
+        (``file``: a best_params file's or a cross-validated trial's settings), else the
+        study's, else the default.
 
         ``settings`` are the study's stored settings (``None``: no study, a ``best_params``
         file). A value given that differs from the study's is logged with what it changes; a
         setting the study does not record is logged with the default used instead.
         """
-        given, study = self.given(), dict(settings or {})
+        given, study, file = self._given(self.FROM_STUDY), dict(settings or {}), dict(file or {})
         # The study's melody counts apply only to the synthetic source it searched.
         counts_apply = given.get("dataset", study.get("dataset")) == study.get("dataset") == "synthetic"
         values, missing = {}, []
         for name in self.FROM_STUDY:
             applies = name not in SYNTHETIC_ONLY or counts_apply
             theirs = study.get(name) if applies else None
-            if name in given:
-                values[name] = given[name]
-                if theirs is not None and theirs != given[name]:
-                    log.warning("%s %r differs from the study's %r: %s", name, given[name], theirs,
-                                _what_it_changes(name, given[name], theirs))
-            elif theirs is not None:
-                values[name] = theirs
+            from_file = file.get(name) if name == "epochs" else None
+            if name in given and theirs is not None and theirs != given[name]:
+                log.warning("%s %r differs from the study's %r: %s", name, given[name], theirs,
+                            _what_it_changes(name, given[name], theirs))
+            value = resolve_setting(given.get(name), from_file, theirs)
+            if value is not None:
+                values[name] = value
             elif settings is not None and applies:
                 missing.append(name)
         epochs = values.pop("epochs", self.FILE_EPOCHS)
@@ -148,7 +148,8 @@ class TrainBestConfig(StudyAndData):
                               f"(no test split) and train_best evaluates on the test split; give "
                               f"test_fraction (e.g. 0.1): its test melodies will include melodies "
                               f"the search trained on")
-        return data, check_int("epochs", epochs)
+        from_file = self.epochs is None and file.get("epochs") is not None
+        return data, check_int("best_params: epochs" if from_file and self.best_params else "epochs", epochs)
 
     @property
     def output_path(self) -> Path:
