@@ -157,8 +157,9 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
         return "\n".join(lines) + "\n"
     best = tally.top[0]
     bits = summary["best_value"] / math.log(2)
+    scored = f"cross-validated over {cfg['folds']} folds" if cfg.get("folds") else "on the validation melodies"
     lines.append(f"BEST: trial {summary['best_trial']}: {summary['best_value']:.4f} nats/note "
-                 f"({bits:.3f} bits/note) on the validation melodies")
+                 f"({bits:.3f} bits/note) {scored}")
     for name, label in (("floor", "floor (the generator's own loss)"),
                         ("markov_baseline", "markov baseline")):
         if attrs.get(name) is not None:
