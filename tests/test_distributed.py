@@ -225,3 +225,18 @@ def test_total_trials_caps_the_study_across_workers(tmp_path):
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert 6 <= len(finished) <= 7                      # one may already run when the cap is reached
     assert len(trials) == len(finished)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_thirty_two_workers_on_one_postgres_study_lose_nothing_and_repeat_nothing():
+    """32 worker processes, 4 tiny markov trials each, on one PostgreSQL study (the many-workers
+    benchmark's own run, about two minutes on 2 cores): every trial asked for finishes once."""
+    url = postgres_or_skip()
+    run = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "many_workers.py"), "--workers", "32",
+                          "--trials", "4", "--storage", url], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])["results"][0]
+    assert result["workers"] == 32
+    assert (result["duplicates"], result["lost"], result["running_left"]) == (0, 0, 0), result
