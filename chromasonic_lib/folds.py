@@ -22,7 +22,7 @@ from scipy import stats
 
 from .config import TrainConfig
 from .data import MelodySet, hold_out, kfold
-from .models import build_model, split_params
+from .models import build_model
 from .pretraining import also_train_on, pretrained, start_from
 from .surprise import fold_notes
 from .training import pick_device, train_ensemble
@@ -51,16 +51,6 @@ class Recipe:
     test_transpose: int = PROTOCOL_SETTINGS["test_transpose"]
     ensemble: int = PROTOCOL_SETTINGS["ensemble"]
     device: str = "auto"
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], **given: Any) -> "Recipe":
-        """The recipe of a flat parameter dict (a params file, a trial's config): ``model``, the
-        model's hyperparameters, training settings and protocol settings; ``given`` overrides."""
-        params = {**params, **given}
-        model = params.pop("model")
-        own = {k: params.pop(k) for k in (*PROTOCOL_SETTINGS, "seed", "device") if k in params}
-        hparams, training = split_params(model, params)
-        return cls(model, hparams, training, **own)
 
     def as_params(self) -> dict[str, Any]:
         """The flat parameter dict crossval's ``--params`` and train_best's ``best_params`` read."""

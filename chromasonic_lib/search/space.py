@@ -120,9 +120,7 @@ def _check_protocol(label: str, name: str, value: Any) -> None:
 def _check_values(where: str, spec: "ParamSpec", check) -> None:
     """Every value ``spec`` can take passes ``check`` (its bounds for a range): a bad value is
     refused when the space is read, not when a trial that drew it fails."""
-    values = spec.choices if spec.type == "categorical" else [spec.value] if spec.type == "fixed" \
-        else [spec.low, spec.high]
-    for value in values:
+    for value in _possible(spec, None):
         check(f"search_space: {where}.{spec.name}", spec.name, value)
 
 
