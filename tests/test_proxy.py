@@ -19,6 +19,7 @@ from chromasonic_lib.config.checks import check_storage
 from chromasonic_lib.errors import ConfigError
 from conftest import PYTHON, ROOT, postgres_or_skip
 from test_distributed import _free_port, _kill_a_worker_mid_trial_and_check_the_retry, _run_together
+from test_faults import own_postgres  # noqa: F401  (a fixture: a PostgreSQL server of the test's own)
 
 SPACE = {"models": {"markov": {"order": {"type": "int", "low": 1, "high": 3},
                                "alpha": {"type": "float", "low": 0.05, "high": 2.0, "log": True}}}}
@@ -110,17 +111,28 @@ def test_the_proxy_refuses_a_journal_and_names_it(tmp_path):
 
 
 class _RpcError(grpc.RpcError):
-    def __init__(self, code):
-        self._code = code
+    def __init__(self, code, details=""):
+        self._code, self._details = code, details
 
     def code(self):
         return self._code
+
+    def details(self):
+        return self._details
 
 
 def test_a_proxy_that_is_away_counts_as_transient_and_a_refusal_does_not():
     from chromasonic_lib.search.storage import RetryingStorage, is_transient
     assert is_transient(_RpcError(grpc.StatusCode.UNAVAILABLE))
     assert is_transient(_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED))
+    assert is_transient(_RpcError(grpc.StatusCode.CANCELLED))     # a proxy stopping mid-call
+    # The proxy is up, its database is not: Optuna's proxy answers UNKNOWN with the error's text.
+    assert is_transient(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: storage "
+                                  "'postgresql://db' unreachable for longer than storage_patience (1 s)"))
+    assert is_transient(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: "
+                                  "(psycopg.OperationalError) connection failed"))
+    assert not is_transient(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: "
+                                      "ValueError: bad distribution"))
     try:                            # as Optuna's client raises NOT_FOUND: a KeyError from it
         raise KeyError from _RpcError(grpc.StatusCode.NOT_FOUND)
     except KeyError as e:
@@ -137,3 +149,55 @@ def test_a_proxy_that_is_away_counts_as_transient_and_a_refusal_does_not():
 
     storage = RetryingStorage(Flaky(), "grpc://127.0.0.1:1", patience=5, sleep=lambda s: None)
     assert storage.get_all_studies() == [] and storage.outages == 1
+
+
+def _start_proxy(url: str, port: int, patience: float) -> subprocess.Popen:
+    server = subprocess.Popen([PYTHON, "-m", "chromasonic_lib.proxy", "--storage", url, "--host", "127.0.0.1",
+                               "--port", str(port), "--patience", str(patience)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = server.stdout.readline()
+    assert "listening on" in first, first + server.stdout.read()
+    return server
+
+
+@pytest.mark.slow
+def test_a_worker_waits_out_a_proxy_restart_and_a_database_outage_behind_the_proxy(tmp_path, own_postgres):
+    """One worker through the proxy, on a PostgreSQL server of the test's own. The proxy is
+    stopped and started again on its port; then the database stops for longer than the proxy's
+    own patience, so the proxy answers with its error (gRPC UNKNOWN) and the worker, whose
+    patience is longer, retries it. The worker runs on and finishes every trial."""
+    from test_faults import _count, _worker
+    pg, port, name, asked = own_postgres, _free_port(), "via-proxy", 30
+    proxy = _start_proxy(pg.url, port, patience=1)
+    params = _params(tmp_path, 0, study_name=name, storage=f"grpc://127.0.0.1:{port}", n_trials=asked,
+                     epochs=2, storage_patience=60, heartbeat_interval=2, grace_period=30)
+    worker = _worker(params, tmp_path / "w.log")
+    try:
+        deadline = time.monotonic() + 150
+        while _count(pg.url, name) < 4 and time.monotonic() < deadline:
+            assert worker.poll() is None, (tmp_path / "w.log").read_text()[-3000:]
+            time.sleep(0.3)
+        proxy.send_signal(signal.SIGTERM)       # the proxy restarts: UNAVAILABLE meanwhile
+        proxy.communicate(timeout=30)
+        time.sleep(2)
+        proxy = _start_proxy(pg.url, port, patience=1)
+        seen = _count(pg.url, name)
+        while _count(pg.url, name) < seen + 3 and time.monotonic() < deadline:
+            assert worker.poll() is None, (tmp_path / "w.log").read_text()[-3000:]
+            time.sleep(0.3)
+        pg.pg_ctl("stop", "-m", "fast")         # longer than the proxy's patience: UNKNOWN
+        time.sleep(5)
+        pg.pg_ctl("start")
+        code = worker.wait(timeout=180)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        proxy.send_signal(signal.SIGTERM)
+        proxy.communicate(timeout=30)
+    log = (tmp_path / "w.log").read_text()
+    assert code == 0 and "WORKER DONE" in log, log[-3000:]
+    assert "_InactiveRpcError in" in log and ": UNAVAILABLE: " in log, "the worker never saw the proxy away"
+    assert "unreachable for longer than storage_patience" in log, "the worker never saw the database away"
+    trials = optuna.load_study(study_name=name, storage=pg.url).trials
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == asked
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)

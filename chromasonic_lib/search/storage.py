@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import errno
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -28,8 +29,13 @@ log = logging.getLogger(__name__)
 _TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
                     "TimeoutError", "BusyLoadingError"}
 # gRPC status codes (grpc.StatusCode names) that mean the storage proxy is away or overloaded
-# for now: restarting, unreachable, out of threads. Its other codes are answers (NOT_FOUND...).
-_TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+# for now: restarting (a proxy that stops cancels the calls it was serving), unreachable, out of
+# threads. Its other codes are answers (NOT_FOUND...). No call of ours is cancelled by us.
+_TRANSIENT_GRPC = {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+# What Optuna's proxy says (gRPC UNKNOWN, "Exception calling application: ...") when its database
+# is away: our own patience spent there, or the driver's error by its class name.
+_PROXIED_OUTAGE = re.compile(r"unreachable for longer than storage_patience|\b(?:%s)\b"
+                             % "|".join(sorted(_TRANSIENT_NAMES)))
 # An OSError with one of these is a network file system or a lock that stalls, not a bad path.
 _TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE,
                      errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
@@ -45,9 +51,21 @@ class StorageUnreachable(RuntimeError):
 
     def __init__(self, storage: str, patience: float, cause: BaseException):
         self.storage, self.patience = storage, patience
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         super().__init__(f"storage {storage!r} unreachable for longer than storage_patience "
-                         f"({patience:.0f} s): {type(cause).__name__}: {first}")
+                         f"({patience:.0f} s): {type(cause).__name__}: {describe(cause)}")
+
+
+def describe(e: BaseException) -> str:
+    """The first line of an error, or a gRPC error's status and details (its first line says
+    only "<_InactiveRpcError of RPC that terminated with:")."""
+    code, details = getattr(e, "code", None), getattr(e, "details", None)
+    if callable(code) and callable(details):
+        try:
+            return f"{getattr(code(), 'name', code())}: {details()}"
+        except Exception:
+            pass
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _chain(e: BaseException | None):
@@ -73,12 +91,19 @@ def transient_cause(e: BaseException) -> BaseException | None:
 
 
 def _grpc_transient(e: BaseException) -> bool:
-    """A ``grpc.RpcError`` (from the storage proxy's client) whose status says "try again"."""
+    """A ``grpc.RpcError`` (from the storage proxy's client) whose status says "try again":
+    the proxy is away, or the proxy is up and its database is not. Optuna's proxy answers an
+    error of its database with UNKNOWN, whose details name it: the proxy's own
+    :class:`StorageUnreachable` (its ``--patience`` spent) or a driver's error."""
     code = getattr(e, "code", None)
     if not callable(code) or not any(c.__name__ == "RpcError" for c in type(e).__mro__):
         return False
     try:
-        return getattr(code(), "name", None) in _TRANSIENT_GRPC
+        name = getattr(code(), "name", None)
+        if name in _TRANSIENT_GRPC:
+            return True
+        details = e.details() if callable(getattr(e, "details", None)) else ""
+        return name == "UNKNOWN" and bool(_PROXIED_OUTAGE.search(details or ""))
     except Exception:
         return False
 
@@ -161,10 +186,9 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 attempt += 1
                 with self._lock:
                     self.outages += attempt == 1
-                first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
                 log.warning("storage unreachable, retrying (attempt %d, waited %.0f s of %.0f s "
                             "patience): %s in %s: %s", attempt, waited, self.patience,
-                            type(cause).__name__, method, first)
+                            type(cause).__name__, method, describe(cause)[:200])
                 self._sleep(min(delay, max(0.0, self.patience - waited)))
                 delay = min(delay * 2, 15.0)
                 continue
