@@ -350,3 +350,33 @@ def test_two_studies_in_one_output_folder_each_leave_their_own_best_model(tmp_pa
         held = torch.load(out / "best_model.pt", weights_only=True)
         assert (held["study"], held["trial"]) == (name, 0)      # both studies' best is trial 0
         assert held["value"] == result.best_value
+
+
+def test_a_trial_failed_as_stale_after_it_finished_keeps_its_value(tmp_path, monkeypatch, caplog):
+    """Another process fails this worker's trial after its training ended and before its tell
+    (the worker paused just then): the value is not lost, it comes back as a COMPLETE trial
+    that names the one it stands for, and the worker runs the rest of its trials."""
+    from chromasonic_lib.search import objective as objective_module
+    real_call, calls = objective_module.Objective.__call__, []
+
+    def call(self, trial):
+        value = real_call(self, trial)
+        calls.append((trial.number, value))
+        if len(calls) == 2:         # another connection, as another worker would
+            other = optuna.load_study(study_name="disk", storage=f"sqlite:///{tmp_path}/s.db")
+            other._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return value
+
+    monkeypatch.setattr(objective_module.Objective, "__call__", call)
+    with caplog.at_level(logging.INFO):
+        result = _search(tmp_path)
+    trials = result.study.trials
+    states = [t.state for t in trials]
+    assert len(calls) == 4 and states.count(TrialState.FAIL) == 1, states
+    assert states.count(TrialState.COMPLETE) == 4, states
+    late = [t for t in trials if "told_late_for_trial" in t.user_attrs]
+    number, value = calls[1]
+    assert [t.user_attrs["told_late_for_trial"] for t in late] == [number]
+    assert late[0].value == value and late[0].params == trials[number].params
+    assert late[0].user_attrs["config"] == trials[number].user_attrs["config"]
+    assert _warnings(caplog, "its value is kept as trial")

@@ -104,10 +104,34 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
                 cause = gone.__cause__ or gone
                 raise StorageUnreachable(gone.storage, gone.patience, cause) from cause
             # Optuna can't tell a trial that is finished already ("Cannot tell a FAIL trial"):
-            # that is how a trial failed elsewhere comes back out of optimize.
-            if not ended:
+            # that is how a trial failed elsewhere comes back out of optimize (its assertion
+            # "Should not reach" on top). Failed after its objective had returned here (the
+            # worker paused before its tell), it keeps its value.
+            late = _failed_elsewhere(study, pending)
+            if not ended and not late:
                 raise
+            for r in late:
+                _add_again(study, r, {})
+                pending.pop(r["number"], None)
+                log.warning("trial %d was failed by another worker after it finished here (stale: "
+                            "this worker paused before telling it); its value is kept as trial %d",
+                            r["number"], len(study.get_trials(deepcopy=False)) - 1)
             ended.clear()
+
+
+def _failed_elsewhere(study: optuna.Study, pending: dict[int, dict]) -> list[dict]:
+    """The records of trials finished here, not told, that the study has as failed."""
+    trials = study.get_trials(deepcopy=False)
+    return [r for n, r in pending.items() if n < len(trials) and trials[n].state == TrialState.FAIL]
+
+
+def _add_again(study: optuna.Study, r: dict, links: dict) -> None:
+    """A trial failed elsewhere that had finished here: added again, COMPLETE, with its value,
+    its attributes and its weights' link, and the number of the trial it stands for."""
+    study.add_trial(optuna.trial.create_trial(
+        params=r["params"], value=r["value"], system_attrs={**links, **r.get("artifact_links", {})},
+        distributions={k: json_to_distribution(d) for k, d in r["distributions"].items()},
+        user_attrs={**r["user_attrs"], "told_late_for_trial": r["number"]}))
 
 
 def _record(trial: optuna.Trial, value: float) -> dict:
@@ -143,19 +167,15 @@ def tell_untold(study: optuna.Study, path: Path) -> int:
         t = trials[r["number"]] if r["number"] < len(trials) else None
         if t is not None and t.state == TrialState.COMPLETE:
             continue                    # told after all (the storage answered, we didn't hear)
-        links = {**{k: v for k, v in (t.system_attrs if t else {}).items()
-                    if k.startswith("artifacts:")}, **r.get("artifact_links", {})}
+        links = {k: v for k, v in (t.system_attrs if t else {}).items() if k.startswith("artifacts:")}
         if t is not None and t.state == TrialState.RUNNING:
             for k, v in r["user_attrs"].items():
                 study._storage.set_trial_user_attr(t._trial_id, k, v)
-            for k, v in links.items():
+            for k, v in {**links, **r.get("artifact_links", {})}.items():
                 study._storage.set_trial_system_attr(t._trial_id, k, v)
             study.tell(t.number, r["value"])
         else:
-            study.add_trial(optuna.trial.create_trial(
-                params=r["params"], value=r["value"], system_attrs=links,
-                distributions={k: json_to_distribution(d) for k, d in r["distributions"].items()},
-                user_attrs={**r["user_attrs"], "told_late_for_trial": r["number"]}))
+            _add_again(study, r, links)
         told += 1
     path.unlink()
     log.warning("told study %r the %d finished trials that an earlier run could not (saved in %s)",
