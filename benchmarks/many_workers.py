@@ -23,6 +23,12 @@ not training, is what is measured. Per worker count:
   time: with more processes than cores it includes waiting for a core, which
   ``median_storage_cpu_seconds_per_trial`` (the calling thread's own CPU time) does not;
   ``storage_seconds_per_trial_by_method`` names where the time goes (the five largest);
+- ``storage_cpu_seconds_per_trial``: what a trial costs the machine in storage work, however
+  many processes share its cores: the workers' CPU time inside storage calls (mean per trial)
+  plus the database server's (every ``postgres`` process, those that ended included) and, with
+  ``--proxy``, the proxy's, over the run, divided by the trials finished. On a machine with
+  fewer cores than workers this, not the wall-clock figure, says whether the storage scales:
+  wall-clock time there is mostly waiting for a core (``load_average``);
 - ``duplicates``: finished trials whose parameters another finished trial already had (a trial
   run twice), retries of stale trials excepted; ``lost``: trials asked for that never finished;
   ``running_left``: trials still RUNNING after every worker exited.
@@ -30,6 +36,7 @@ not training, is what is measured. Per worker count:
 Studies are deleted afterwards.
 """
 import argparse
+import pwd
 import json
 import os
 import socket
@@ -88,6 +95,7 @@ def run(n: int, args, tmp: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     procs = []
+    server_cpu = _server_cpu(args)
     start = time.perf_counter()
     for i in range(n):
         params = dict(study_name=name, storage=args.worker_storage, dataset="synthetic", n_sequences=30,
@@ -100,6 +108,8 @@ def run(n: int, args, tmp: Path) -> dict:
                                       cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
     codes = [p.wait() for p in procs]
     wall = time.perf_counter() - start
+    load = os.getloadavg()[0]
+    server_cpu = _server_cpu(args) - server_cpu
     study = optuna.load_study(study_name=name, storage=args.storage)
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
@@ -114,6 +124,7 @@ def run(n: int, args, tmp: Path) -> dict:
     per_trial = [s for r in reports for s in r["per_trial"]]
     cpu = [s for r in reports for s in r["cpu_per_trial"]]
     counted = sum(r["trials"] for r in reports) or 1
+    client_cpu = sum(cpu) / len(cpu) if cpu else 0.0
     methods = {}
     for r in reports:
         for m, seconds in r["methods"].items():
@@ -133,10 +144,48 @@ def run(n: int, args, tmp: Path) -> dict:
             "median_storage_seconds_per_trial": round(statistics.median(per_trial), 4) if per_trial else None,
             "median_storage_cpu_seconds_per_trial": round(statistics.median(cpu), 4) if cpu else None,
             "storage_seconds_per_trial_by_method": top,
+            "storage_cpu_seconds_per_trial": {
+                "workers": round(client_cpu, 4), "server": round(server_cpu / max(1, len(finished)), 4),
+                "total": round(client_cpu + server_cpu / max(1, len(finished)), 4)},
+            "load_average": round(load, 1),
             "duplicates": duplicates, "lost": max(0, n * args.trials - len(finished)),
             "running_left": sum(t.state.name == "RUNNING" for t in trials),
             "workers_failed": len(failed_workers), "trial_span_seconds": round(span, 1),
             "wall_seconds": round(wall, 1)}
+
+
+def _ticks(pid: str, children: bool = False) -> int:
+    """A process's CPU clock ticks (user and system), with its reaped children's if asked."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:13] + (fields[13:15] if children else []))
+
+
+def _cpu_seconds(user: str | None = None, pid: int | None = None) -> float:
+    """CPU seconds so far of every process of ``user`` (a server's ended connections included:
+    they are its main process's reaped children), or of process ``pid``."""
+    ticks = 0
+    uid = pwd.getpwnam(user).pw_uid if user else None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if pid is not None:
+                if int(entry.name) == pid:
+                    ticks += _ticks(entry.name)
+            elif entry.stat().st_uid == uid:
+                ticks += _ticks(entry.name, children=True)
+        except (OSError, ValueError, IndexError):
+            continue                # ended meanwhile
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(args) -> float:
+    """CPU seconds so far of the storage's servers on this machine: PostgreSQL, and the proxy."""
+    try:
+        total = _cpu_seconds(user="postgres")
+    except KeyError:                # no postgres user: the server is elsewhere, not counted
+        total = 0.0
+    return total + (_cpu_seconds(pid=args.proxy_pid) if args.proxy_pid else 0.0)
 
 
 def start_proxy(storage: str) -> tuple[subprocess.Popen, str]:
@@ -161,9 +210,10 @@ def main() -> None:
     p.add_argument("--proxy", action="store_true",
                    help="workers go through python -m chromasonic_lib.proxy in front of --storage")
     args = p.parse_args()
-    args.worker_storage, proxy = args.storage, None
+    args.worker_storage, proxy, args.proxy_pid = args.storage, None, None
     if args.proxy:
         proxy, args.worker_storage = start_proxy(args.storage)
+        args.proxy_pid = proxy.pid
     results = []
     try:
         for n in args.workers:
@@ -181,6 +231,10 @@ def main() -> None:
         summary["storage_time_vs_one_worker"] = {
             r["workers"]: round(r["median_storage_seconds_per_trial"] / one["median_storage_seconds_per_trial"], 2)
             for r in results if r["median_storage_seconds_per_trial"]}
+        summary["storage_cpu_vs_one_worker"] = {
+            r["workers"]: round(r["storage_cpu_seconds_per_trial"]["total"]
+                                / one["storage_cpu_seconds_per_trial"]["total"], 2)
+            for r in results if one["storage_cpu_seconds_per_trial"]["total"]}
     print(json.dumps(summary))
 
 

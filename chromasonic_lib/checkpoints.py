@@ -306,6 +306,8 @@ class CheckpointKeeper:
         self.synced: int | None = None      # the trial whose weights best_model.pt holds
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
+        if trial is not None and trial.state != TrialState.COMPLETE:
+            return      # a pruned or failed trial has no weights and moves no one out of the best
         done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                       key=lambda t: t.value)
         for t in done[self.keep:]:
