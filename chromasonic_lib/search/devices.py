@@ -9,6 +9,7 @@ overlap instead of queueing behind each other.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import queue
 import signal
@@ -147,8 +148,31 @@ class OneAtATime:
 
     def __call__(self, study, trial) -> None:
         with self.lock:
+            seen = ReadOnce(study)
             for callback in self.callbacks:
-                callback(study, trial)
+                callback(seen, trial)
+
+
+class ReadOnce:
+    """The study as the callbacks after one trial see it: its trials read from the storage once
+    for all of them (the result files, the checkpoint keeper and the live view each read them,
+    and with dozens of workers each read costs the database). Everything else is the study's."""
+
+    def __init__(self, study):
+        self._study, self._trials = study, None
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        if self._trials is None:
+            self._trials = self._study.get_trials(deepcopy=False)
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()
 
 
 @contextlib.contextmanager
