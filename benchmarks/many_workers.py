@@ -10,8 +10,8 @@ chromasonic_lib.proxy`` in front of the database, started once, and workers with
 
 For each worker count, a new study on the PostgreSQL server; every worker is a process of its
 own running ``run_search`` for ``--trials`` tiny markov trials (synthetic melodies, one epoch,
-random sampler, one thread, its own output folder, one shared artifact store), so the storage,
-not training, is what is measured. Per worker count:
+random sampler, one thread, its own output folder, one shared artifact store, logging set up
+as the search notebook sets it), so the storage, not training, is what is measured. Per worker count:
 
 - ``trials_per_minute``: finished trials over the span from the first trial's start to the last
   one's end (process start-up, importing torch, is left out; ``wall_seconds`` has it);
@@ -78,6 +78,7 @@ def call(self, method, *args, **kwargs):
             current[:] = [0.0, 0.0]
 
 door.RetryingStorage.call = call
+cl.setup_logging()          # as the search notebook does: our line per trial, not Optuna's too
 result = cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))
 # The first bucket holds the worker's set-up too: leave it out unless it is the only one.
 kept = buckets[1:] or buckets
