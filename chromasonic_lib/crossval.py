@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 def recipe(cfg: CrossvalConfig) -> Recipe:
     """The configuration ``cfg`` cross-validates, as the fold loop (and a search trial) runs it."""
+    if cfg.members:
+        return Recipe("mixture", seed=cfg.seed, device=cfg.device, members=tuple(map(recipe, cfg.members)))
     hparams, training = split_params(cfg.model, {k: v for k, v in cfg.settings.items()
                                                  if k not in ("model", "epochs")})
     return Recipe(cfg.model, hparams, training, cfg.epochs, cfg.seed, cfg.val_fraction,
@@ -106,6 +108,7 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     melodies = per_melody(table)
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
             "params": {**r.hparams, **r.training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
+            "members": [m.params for m in cfg.members] or None,
             "jobs": folds.jobs, "threads_per_job": folds.threads,
             "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
             "pretrain": pretraining or None, "also_train_on": folds.also_trained or None,
@@ -156,6 +159,8 @@ def summary(result: dict) -> str:
         epochs = result["per_fold"][0]["epochs"]
         scored += (f", trained on every training melody for {epochs if isinstance(epochs, int) else epochs[0]} "
                    "epochs (none held out)")
+    if result.get("members"):
+        scored += f" (the average of {' and '.join(result['members'])}, note by note)"
     text = (f"{result['model']} on {result['dataset']}{scored}: {result['bits_per_note']:.3f} bits/note "
             f"(SEM {result['fold_sem']:.3f}, ±{result['fold_std']:.3f} across {result['folds']} folds, "
             f"{result['n_notes']} notes, {result['seconds']:.0f} s)")

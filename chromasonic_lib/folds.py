@@ -23,6 +23,7 @@ from scipy import stats
 from .config import TrainConfig
 from .data import MelodySet, hold_out, kfold
 from .models import build_model
+from .models.ensemble import Ensemble
 from .pretraining import also_train_on, pretrained, start_from
 from .surprise import fold_notes
 from .training import pick_device, train_ensemble
@@ -51,6 +52,10 @@ class Recipe:
     test_transpose: int = PROTOCOL_SETTINGS["test_transpose"]
     ensemble: int = PROTOCOL_SETTINGS["ensemble"]
     device: str = "auto"
+    # A mixture: these configurations, each trained and scored on every fold as it is (its own
+    # transposition average and ensemble), and their probabilities averaged, note by note. The
+    # recipe's own model fields are then unused.
+    members: tuple[Recipe, ...] = ()
 
     def as_params(self) -> dict[str, Any]:
         """The flat parameter dict crossval's ``--params`` and train_best's ``best_params`` read."""
@@ -64,7 +69,11 @@ class Recipe:
 def train_fold(recipe: Recipe, pool: MelodySet, extra: list[int], state: dict | None, i: int,
                train_idx: list[int], on_epoch: Callable[[int, float], bool] | None = None):
     """Fold ``i``'s model (or ensemble), trained on ``train_idx`` less its held-out share (both
-    in ``pool``) and on ``extra``, and each member's history."""
+    in ``pool``) and on ``extra``, and each member's history. A mixture's model is the
+    average of its members' (``Ensemble``), each trained as its own recipe says."""
+    if recipe.members:
+        trained = [train_fold(m, pool, extra, state, i, train_idx, on_epoch) for m in recipe.members]
+        return Ensemble([model for model, _ in trained]), [h for _, hs in trained for h in hs]
     device = pick_device(recipe.device)
     fit, val = hold_out(pool.melodies, train_idx, recipe.val_fraction, recipe.seed + i)
     model, histories = train_ensemble(

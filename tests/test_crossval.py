@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT
 
@@ -232,3 +233,51 @@ def test_crossval_bad_input_is_one_clear_line():
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert "params: params/markov.yaml has settings crossval does not take: dataset, n_trials, " \
            "study_name." in run.stderr
+
+
+def test_a_mixture_averages_its_members_probabilities_note_by_note(tmp_path):
+    """A params file of `mixture: [A, B]`: each member trained and scored on every fold as its own
+    file says, and each note's probability the mean of theirs (the same folds, the same notes)."""
+    a, b, mix = tmp_path / "order1.yaml", tmp_path / "order3.yaml", tmp_path / "mix.yaml"
+    a.write_text("model: markov\norder: 1\n")
+    b.write_text("model: markov\norder: 3\nalpha: 0.5\n")
+    mix.write_text(f"mixture: [{a}, {b}]\n")
+    tables = {}
+    for name, path in (("a", a), ("b", b), ("mix", mix)):
+        run = _run("--dataset", "synthetic", "--folds", "3", "--params", str(path), "--json",
+                   "--per-note", str(tmp_path / f"{name}.csv"))
+        assert run.returncode == 0, run.stderr
+        tables[name] = pd.read_csv(tmp_path / f"{name}.csv")["probability"].to_numpy()
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert tables["mix"] == pytest.approx((tables["a"] + tables["b"]) / 2, rel=1e-5)
+    assert result["model"] == "mixture" and result["members"] == [str(a), str(b)]
+    assert result["bits_per_note"] == pytest.approx(float(np.mean(-np.log2(tables["mix"]))), rel=1e-5)
+    assert f"(the average of {a} and {b}, note by note)" in run.stdout
+
+
+def test_a_mixture_of_a_context_and_a_pitch_only_lstm_runs(tmp_path):
+    c, p, mix = tmp_path / "c.yaml", tmp_path / "p.yaml", tmp_path / "mix.yaml"
+    c.write_text("model: lstm\nembedding_dim: 8\nhidden_size: 8\nepochs: 1\ncontext: [duration, metre, phrase, key]\n"
+                 "memory_order: 2\nmemory_rhythm: 0.5\ntest_transpose: 1\n")
+    p.write_text("model: lstm\nembedding_dim: 8\nhidden_size: 8\nepochs: 1\n")
+    mix.write_text(f"mixture: [{c}, {p}]\n")
+    run = _run("--dataset", "chorales-185", "--limit", "16", "--folds", "2", "--params", str(mix), "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert all(f["epochs"] == [1, 1] for f in result["per_fold"])     # one per member
+
+
+def test_a_mixture_is_refused_by_name_where_it_cannot_run(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("model: markov\norder: 1\n")
+    cases = {f"mixture: [{a}]\n": "mixture in '{mix}' must list two or more params files",
+             f"mixture: [{a}, {a}]\norder: 2\n": "params '{mix}' is a mixture: it holds only `mixture`",
+             f"mixture: [{a}, nope.yaml]\n": "mixture in '{mix}': member 'nope.yaml': params: file not found"}
+    mix = tmp_path / "mix.yaml"
+    for text, message in cases.items():
+        mix.write_text(text)
+        run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(mix))
+        assert run.returncode == 2 and message.format(mix=mix) in run.stderr, run.stderr
+    mix.write_text(f"mixture: [{a}, {a}]\n")
+    run = _run("--dataset", "synthetic", "--folds", "2", "--params", str(mix), "--test-transpose", "2")
+    assert run.returncode == 2 and "give test_transpose in its members' files" in run.stderr

@@ -65,6 +65,9 @@ class CrossvalConfig:
         self.sides = self._compare_sides() if self.compare else ()
         given, self.params = self.params is not None, "params/crossval.yaml" if self.params is None else self.params
         self.settings = check_param_file("params", self.params) if self.params else {}
+        self.members = self._mixture() if "mixture" in self.settings else ()
+        if self.members:
+            return
         self.model = resolve_setting(self.model, self.settings.get("model"), default="markov")
         self.model = check_choice("model", self.model, MODELS)
         named = self.settings.get("model", self.model)
@@ -98,6 +101,40 @@ class CrossvalConfig:
         self.jobs = check_int("jobs", self.jobs, 0)
         # Every key left in the params file is one of the model's or its training's parameters.
         check_settings_keys("params", self.params, self.settings, self.model, "crossval")
+
+    def _mixture(self) -> tuple[CrossvalConfig, ...]:
+        """A params file that mixes configurations (``mixture: [A, B, ...]``): each member is its
+        own params file, trained and scored on every fold as it is, and the members'
+        probabilities are averaged note by note. The command line then sets only what all the
+        members share (dataset, folds, seed, device, jobs, outputs)."""
+        paths, rest = self.settings["mixture"], sorted(set(self.settings) - {"mixture"})
+        if rest:
+            raise ConfigError(f"params {self.params!r} is a mixture: it holds only `mixture` (its "
+                              f"members' params files), got {', '.join(rest)} beside it")
+        if not isinstance(paths, list) or len(paths) < 2 or not all(isinstance(x, str) for x in paths):
+            raise ConfigError(f"mixture in {self.params!r} must list two or more params files, got {paths!r}")
+        given = [k for k in ("model", "epochs", "ensemble", "test_transpose", "val_fraction", "pretrain",
+                             "also_train_on") if getattr(self, k) is not None]
+        if given:
+            raise ConfigError(f"params {self.params!r} is a mixture of configurations: give "
+                              f"{', '.join(given)} in its members' files, not for the mixture")
+        members = []
+        for path in paths:
+            try:
+                members.append(CrossvalConfig(self.dataset, self.encoding, self.folds, params=path,
+                                              seed=self.seed, device=self.device, limit=self.limit, jobs=self.jobs))
+            except ConfigError as e:
+                raise ConfigError(f"mixture in {self.params!r}: member {path!r}: {e}") from None
+        for path, m in zip(paths, members):
+            if m.members:
+                raise ConfigError(f"mixture in {self.params!r}: member {path!r} is a mixture itself")
+            if m.pretrain or m.also_train_on:
+                raise ConfigError(f"mixture in {self.params!r}: member {path!r} trains on another "
+                                  f"collection (pretrain or also_train_on), which a mixture's members "
+                                  f"can't (they share one set of folds)")
+        self.model, self.epochs, self.test_transpose, self.val_fraction = "mixture", 0, 0, 0.1
+        self.pretrain, self.also_train_on, self.pretrain_epochs, self.ensemble = "", "", 5, 1
+        return tuple(members)
 
     def _check_outputs(self) -> None:
         """``per_note`` and ``distributions`` name files of a kind that can be written."""
