@@ -161,19 +161,13 @@ def _ticks(pid: str, children: bool = False) -> int:
     return sum(int(f) for f in fields[11:13] + (fields[13:15] if children else []))
 
 
-def _cpu_seconds(user: str | None = None, pid: int | None = None) -> float:
-    """CPU seconds so far of every process of ``user`` (a server's ended connections included:
-    they are its main process's reaped children), or of process ``pid``."""
-    ticks = 0
-    uid = pwd.getpwnam(user).pw_uid if user else None
+def _user_cpu(user: str) -> float:
+    """CPU seconds so far of every process of ``user``, a server's ended connections included
+    (they are its main process's reaped children)."""
+    uid, ticks = pwd.getpwnam(user).pw_uid, 0
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
         try:
-            if pid is not None:
-                if int(entry.name) == pid:
-                    ticks += _ticks(entry.name)
-            elif entry.stat().st_uid == uid:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
                 ticks += _ticks(entry.name, children=True)
         except (OSError, ValueError, IndexError):
             continue                # ended meanwhile
@@ -183,10 +177,10 @@ def _cpu_seconds(user: str | None = None, pid: int | None = None) -> float:
 def _server_cpu(args) -> float:
     """CPU seconds so far of the storage's servers on this machine: PostgreSQL, and the proxy."""
     try:
-        total = _cpu_seconds(user="postgres")
+        total = _user_cpu("postgres")
     except KeyError:                # no postgres user: the server is elsewhere, not counted
         total = 0.0
-    return total + (_cpu_seconds(pid=args.proxy_pid) if args.proxy_pid else 0.0)
+    return total + (_ticks(str(args.proxy_pid)) / os.sysconf("SC_CLK_TCK") if args.proxy_pid else 0.0)
 
 
 def start_proxy(storage: str) -> tuple[subprocess.Popen, str]:

@@ -100,6 +100,13 @@ def _count(url: str, name: str) -> int:
     return 0
 
 
+def _wait_for_trials(url: str, name: str, n: int, worker: subprocess.Popen, log: Path, deadline: float) -> None:
+    """Until the study has ``n`` finished trials (or ``deadline``), asserting ``worker`` still runs."""
+    while _count(url, name) < n and time.monotonic() < deadline:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.3)
+
+
 @pytest.mark.slow
 def test_workers_wait_out_a_postgres_restart_and_a_crash(tmp_path, own_postgres):
     """Three workers on one study; the server restarts (-m fast), then crashes (-m immediate)
@@ -151,10 +158,7 @@ def test_a_worker_stops_naming_the_storage_beyond_its_patience_and_the_next_run_
                      heartbeat_interval=1, grace_period=3, storage_patience=4)
     worker = _worker(params, tmp_path / "w.log")
     try:
-        deadline = time.monotonic() + 120
-        while _count(pg.url, name) < 3 and time.monotonic() < deadline:
-            assert worker.poll() is None, (tmp_path / "w.log").read_text()[-3000:]
-            time.sleep(0.3)
+        _wait_for_trials(pg.url, name, 3, worker, tmp_path / "w.log", time.monotonic() + 120)
         pg.pg_ctl("stop", "-m", "fast")
         start = time.monotonic()
         code = worker.wait(timeout=120)

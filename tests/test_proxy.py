@@ -166,7 +166,7 @@ def test_a_worker_waits_out_a_proxy_restart_and_a_database_outage_behind_the_pro
     stopped and started again on its port; then the database stops for longer than the proxy's
     own patience, so the proxy answers with its error (gRPC UNKNOWN) and the worker, whose
     patience is longer, retries it. The worker runs on and finishes every trial."""
-    from test_faults import _count, _worker
+    from test_faults import _count, _wait_for_trials, _worker
     pg, port, name, asked = own_postgres, _free_port(), "via-proxy", 30
     proxy = _start_proxy(pg.url, port, patience=1)
     params = _params(tmp_path, 0, study_name=name, storage=f"grpc://127.0.0.1:{port}", n_trials=asked,
@@ -174,17 +174,12 @@ def test_a_worker_waits_out_a_proxy_restart_and_a_database_outage_behind_the_pro
     worker = _worker(params, tmp_path / "w.log")
     try:
         deadline = time.monotonic() + 150
-        while _count(pg.url, name) < 4 and time.monotonic() < deadline:
-            assert worker.poll() is None, (tmp_path / "w.log").read_text()[-3000:]
-            time.sleep(0.3)
+        _wait_for_trials(pg.url, name, 4, worker, tmp_path / "w.log", deadline)
         proxy.send_signal(signal.SIGTERM)       # the proxy restarts: UNAVAILABLE meanwhile
         proxy.communicate(timeout=30)
         time.sleep(2)
         proxy = _start_proxy(pg.url, port, patience=1)
-        seen = _count(pg.url, name)
-        while _count(pg.url, name) < seen + 3 and time.monotonic() < deadline:
-            assert worker.poll() is None, (tmp_path / "w.log").read_text()[-3000:]
-            time.sleep(0.3)
+        _wait_for_trials(pg.url, name, _count(pg.url, name) + 3, worker, tmp_path / "w.log", deadline)
         pg.pg_ctl("stop", "-m", "fast")         # longer than the proxy's patience: UNKNOWN
         time.sleep(5)
         pg.pg_ctl("start")
