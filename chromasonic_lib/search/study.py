@@ -40,7 +40,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     """
     storage = _open(url, heartbeat_interval, grace_period)
     if isinstance(storage, RDBStorage):     # as optuna.create_study would wrap it
-        storage = _CachedStorage(storage)
+        storage = _Cache(storage)
     return RetryingStorage(storage, mask_url(url), patience)
 
 
@@ -124,6 +124,26 @@ class _SQLiteStorage(RDBStorage):
     def set_trial_state_values(self, trial_id, state, values=None) -> bool:
         with self._state_lock:
             return super().set_trial_state_values(trial_id, state, values)
+
+
+class _Cache(_CachedStorage):
+    """Optuna's cache in front of an RDB storage, which also takes the parameters of trials it
+    never saw.
+
+    Optuna's cache looks a trial's study up in its own memory to set a parameter, and fails the
+    trial with a bare ``KeyError`` when it isn't there. A worker's cache has seen every trial it
+    runs, but a gRPC proxy restarted under running workers hasn't: it is asked for the next
+    parameter of trials created through the proxy before it. Those go to the database itself,
+    which checks them against the study's earlier ones as the cache would.
+    """
+
+    def set_trial_param(self, trial_id, param_name, param_value_internal, distribution) -> None:
+        with self._lock:
+            known = trial_id in self._trial_id_to_study_id_and_number
+        if known:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        else:
+            self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
 
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:
