@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--params", default="params/crossval.yaml")
     p.add_argument("--dataset", default="chorales-185")
     args = p.parse_args()
-    cfg = CrossvalConfig(args.dataset, "pitch", 10, "", args.params, args.epochs, 42, "cpu", 0, 1)
+    cfg = CrossvalConfig(dataset=args.dataset, params=args.params, epochs=args.epochs, device="cpu")
     data = load_dataset(args.dataset)
     profile = cProfile.Profile()
     start = time.perf_counter()
