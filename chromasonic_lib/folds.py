@@ -93,6 +93,13 @@ def score_fold(recipe: Recipe, pool: MelodySet, extra: list[int], state: dict | 
     under ``"notes"`` its test notes' per-note records (``surprise.FoldNotes``, with each note's
     distribution if ``distributions``), of which the line's figures are means."""
     model, histories = train_fold(recipe, pool, extra, state, i, train_idx, on_epoch)
+    return fold_line(recipe, pool, distributions, i, test_idx, model, histories)
+
+
+def fold_line(recipe: Recipe, pool: MelodySet, distributions: bool, i: int, test_idx: list[int],
+              model: torch.nn.Module, histories: list) -> dict:
+    """Fold ``i``'s trained ``model`` scored on its test melodies: the fold's line (see
+    :func:`score_fold`)."""
     notes = fold_notes(model, pool, test_idx, i, pick_device(recipe.device), distributions)
     epochs = [h.epochs_trained for h in histories]      # one per ensemble member
     return {"fold": i, "bits_per_note": notes.bits_per_note, "nats_per_note": notes.bits_per_note * math.log(2),
@@ -182,6 +189,11 @@ def _worker_fold(i: int, train_idx: list[int], test_idx: list[int]) -> dict:
     return score_fold(*_worker, i, train_idx, test_idx)
 
 
+def _worker_member(i: int, j: int, train_idx: list[int]) -> tuple:
+    recipe, pool, extra, state, _ = _worker
+    return train_fold(recipe.members[j], pool, extra, state, i, train_idx)
+
+
 def scored_folds(recipe: Recipe, folds: list[tuple[list[int], list[int]]], pool: MelodySet,
                  extra: list[int], state: dict | None, jobs: int, threads: int,
                  on_epoch: Callable[[int, float], bool] | None = None,
@@ -199,15 +211,33 @@ def scored_folds(recipe: Recipe, folds: list[tuple[list[int], list[int]]], pool:
     # spawn: a forked copy of a process whose torch threads already ran can hang.
     workers = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_start_worker, initargs=(threads, *shared))
-    running: set = set()
+    # A mixture's members train one at a time a worker, each fold's scored here once all of its
+    # members are in: with units that much smaller, no worker sits idle while the last fold's
+    # two trainings run one after the other in the other.
+    units = [(i, j) for i, _ in todo for j in range(len(recipe.members))] if recipe.members else \
+        [(i, None) for i, _ in todo]
+    trained: dict[int, dict[int, tuple]] = {}
+    running: dict = {}
     try:
-        while todo or running:
-            while todo and len(running) < jobs:     # one fold a worker: none waits in a queue
-                i, (train_idx, test_idx) = todo.pop(0)
-                running.add(workers.submit(_worker_fold, i, train_idx, test_idx))
-            done, running = wait(running, return_when=FIRST_COMPLETED)
+        while units or running:
+            while units and len(running) < jobs:     # one unit a worker: none waits in a queue
+                i, j = units.pop(0)
+                train_idx, test_idx = folds[i]
+                future = workers.submit(_worker_fold, i, train_idx, test_idx) if j is None else \
+                    workers.submit(_worker_member, i, j, train_idx)
+                running[future] = (i, j)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
+                i, j = running.pop(future)
+                if j is None:
+                    yield future.result()
+                    continue
+                trained.setdefault(i, {})[j] = future.result()
+                if len(trained[i]) == len(recipe.members):
+                    members = [m for _, m in sorted(trained.pop(i).items())]
+                    yield fold_line(recipe, pool, distributions, i, folds[i][1],
+                                    Ensemble([model for model, _ in members]),
+                                    [h for _, hs in members for h in hs])
     except BaseException:   # a fold failed, pruned, Ctrl-C, a notebook's stop: no fold goes on
         _stop(workers)
         raise
@@ -237,5 +267,5 @@ def _stop(workers: ProcessPoolExecutor) -> None:
     workers.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["Recipe", "FoldSet", "PROTOCOL_SETTINGS", "score_fold", "scored_folds", "train_fold", "pooled",
+__all__ = ["Recipe", "FoldSet", "PROTOCOL_SETTINGS", "score_fold", "fold_line", "scored_folds", "train_fold", "pooled",
            "jobs_and_threads", "in_order", "kfold", "paired_difference"]

@@ -237,15 +237,17 @@ def test_crossval_bad_input_is_one_clear_line():
 
 def test_a_mixture_averages_its_members_probabilities_note_by_note(tmp_path):
     """A params file of `mixture: [A, B]`: each member trained and scored on every fold as its own
-    file says, and each note's probability the mean of theirs (the same folds, the same notes)."""
+    file says, and each note's probability the mean of theirs (the same folds, the same notes),
+    whether the members train one after another or side by side."""
     a, b, mix = tmp_path / "order1.yaml", tmp_path / "order3.yaml", tmp_path / "mix.yaml"
     a.write_text("model: markov\norder: 1\n")
     b.write_text("model: markov\norder: 3\nalpha: 0.5\n")
     mix.write_text(f"mixture: [{a}, {b}]\n")
     tables = {}
     for name, path in (("a", a), ("b", b), ("mix", mix)):
+        # The mixture's folds two at a time: each member of each fold trained in a worker of its own.
         run = _run("--dataset", "synthetic", "--folds", "3", "--params", str(path), "--json",
-                   "--per-note", str(tmp_path / f"{name}.csv"))
+                   "--per-note", str(tmp_path / f"{name}.csv"), jobs="2" if name == "mix" else "1")
         assert run.returncode == 0, run.stderr
         tables[name] = pd.read_csv(tmp_path / f"{name}.csv")["probability"].to_numpy()
     result = json.loads(run.stdout.strip().splitlines()[-1])
