@@ -68,8 +68,10 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
         xs = [t.number for t in done]
         ys = [t.value for t in done]
         ax.scatter(xs, ys, color="tab:blue", label="complete")
-        ax.step(xs, np.minimum.accumulate(ys), where="post", color="tab:orange", lw=2,
-                label="best so far")
+        best = list(np.minimum.accumulate(ys))
+        last = max(t.number for t in trials)     # the best so far holds until the last trial
+        ax.step(xs + [last] * (last > xs[-1]), best + best[-1:] * (last > xs[-1]), where="post",
+                color="tab:orange", lw=2, label="best so far")
     _reference_lines(ax, study)
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss (nats/note)")
@@ -83,7 +85,8 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
     if above:
         ax.text(0.01, 0.98, f"{above} pruned trial{'s' if above > 1 else ''} above {top:.2f}, off the plot",
                 transform=ax.transAxes, va="top", fontsize=8, color="tab:gray")
-    ax.legend(loc="upper right", fontsize=8)
+    # Below the axes: inside, it hid the trials of the upper right corner.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -402,6 +402,8 @@ def test_history_plot_keeps_the_baseline_in_view_and_counts_pruned_trials_off_it
     low, top = ax.get_ylim()
     assert low < 1.37 and 1.6 < top < 3.2
     assert any(t.get_text() == f"2 pruned trials above {top:.2f}, off the plot" for t in ax.texts)
+    best = next(line for line in ax.get_lines() if line.get_label() == "best so far")
+    assert (best.get_xdata()[-1], best.get_ydata()[-1]) == (4, 1.37)    # held to the last trial
     plots.plt.close(fig)
 
 
