@@ -43,6 +43,12 @@ class AnalysisConfig(FromNamespace):
         self.compare = [check_study_name("compare", s) for s in self.compare]
 
 
+# Fewer complete trials than this, and the importances plot comes with a word of caution.
+FEW_FOR_IMPORTANCES = 20
+# The slice plot's panels a figure.
+SLICES_PER_ROW = 4
+
+
 def load_study(cfg: AnalysisConfig, name: str | None = None) -> optuna.Study:
     """Load ``name`` (default: ``cfg.study_name``) from ``cfg.storage``; a missing one names the others."""
     return load_existing_study(cfg.storage, name or cfg.study_name)
@@ -87,6 +93,17 @@ def show(kind: str, study: optuna.Study, **kwargs) -> None:
     elif len(complete_trials(study)) < 2:
         print(f"{kind}: needs at least two complete trials; this study has "
               f"{len(complete_trials(study))}.")
+        return
+    n = len(complete_trials(study))
+    if kind == "importances" and n < FEW_FOR_IMPORTANCES:
+        print(f"importances: from {n} complete trials they are mostly chance, and their order may "
+              f"change with the next trials (it settles after a few dozen).")
+    if kind == "slice" and "params" not in kwargs:
+        # Optuna draws every parameter in one row: with ten, each panel is a sliver. Four a
+        # figure here, the four most important in the first.
+        names = top_params(study, n=1000)
+        for start in range(0, len(names), SLICES_PER_ROW):
+            show(kind, study, params=names[start:start + SLICES_PER_ROW], **kwargs)
         return
     try:
         optuna_figure(kind, study, **kwargs)

@@ -162,7 +162,9 @@ def pruning_savings_figure(study: optuna.Study, max_epochs: int):
     ax.set_title(f"Pruning saved {sum(saved)} of {total} {unit} ({pct:.0f} %)")
     ax.set_xlabel("trial")
     ax.set_ylabel(unit)
-    ax.legend(fontsize=8)
+    whole_numbers_on_x(ax)
+    # Below the axes: every pruned trial's bar reaches the top, where the legend would cover it.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -244,7 +246,7 @@ def optuna_figure(kind: str, study: optuna.Study, **kwargs):
         first = ax.flat[0] if isinstance(ax, np.ndarray) else ax
         fig = first.figure
         fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 4.5))
-        if kind != "parallel_coordinate":   # its colour bar axes do not take tight_layout
+        if kind not in ("parallel_coordinate", "slice"):    # their colour bars don't take tight_layout
             fig.tight_layout()
     return fig
 

@@ -419,3 +419,38 @@ def test_history_plot_shows_close_losses_as_they_are_without_an_offset():
     assert any(t.get_text().startswith("3.716") for t in ax.get_yticklabels())
     assert all(float(t.get_text().replace("\u2212", "-")).is_integer() for t in ax.get_xticklabels())
     plots.plt.close(fig)
+
+
+def test_importances_from_a_few_complete_trials_come_with_a_caution(capsys):
+    from chromasonic_lib import analysis, plots
+    study = optuna.create_study(direction="minimize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1), "y": optuna.distributions.FloatDistribution(0, 1)}
+    for i in range(3):
+        study.add_trial(optuna.trial.create_trial(value=float(i), params={"x": i / 3, "y": 1 - i / 3},
+                                                  distributions=dist))
+    analysis.show("importances", study)
+    assert "importances: from 3 complete trials they are mostly chance" in capsys.readouterr().out
+    plots.plt.close("all")
+    for i in range(3, analysis.FEW_FOR_IMPORTANCES):
+        study.add_trial(optuna.trial.create_trial(value=float(i), params={"x": i / 30, "y": 0.5},
+                                                  distributions=dist))
+    analysis.show("importances", study)
+    assert "mostly chance" not in capsys.readouterr().out
+    plots.plt.close("all")
+
+
+def test_the_slice_plot_draws_four_parameters_a_figure_the_most_important_first():
+    from chromasonic_lib import analysis, plots
+    plots.plt.close("all")
+    study = optuna.create_study(direction="minimize")
+    names = [f"p{i}" for i in range(6)]
+    dist = {n: optuna.distributions.FloatDistribution(0, 1) for n in names}
+    for i in range(4):
+        study.add_trial(optuna.trial.create_trial(value=float(i), params={n: (i + k) % 4 / 4 for k, n in
+                                                                          enumerate(names)}, distributions=dist))
+    analysis.show("slice", study)
+    figures = [plots.plt.figure(n) for n in plots.plt.get_fignums()]
+    drawn = [[ax.get_xlabel() for ax in fig.axes if ax.get_xlabel() in names] for fig in figures]
+    assert [len(d) for d in drawn] == [4, 2] and sorted(sum(drawn, [])) == names
+    assert sorted(drawn[0]) == sorted(analysis.top_params(study, 4))    # Optuna orders a figure's by name
+    plots.plt.close("all")
