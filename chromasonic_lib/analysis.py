@@ -46,7 +46,7 @@ class AnalysisConfig(FromNamespace):
 # Fewer complete trials than this, and the importances plot comes with a word of caution.
 FEW_FOR_IMPORTANCES = 20
 # The slice plot's panels a figure.
-SLICES_PER_ROW = 4
+SLICES_PER_FIGURE = 4
 
 
 def load_study(cfg: AnalysisConfig, name: str | None = None) -> optuna.Study:
@@ -70,8 +70,9 @@ def complete_trials(study: optuna.Study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def top_params(study: optuna.Study, n: int = 2) -> list[str]:
-    """The ``n`` most important parameters (PED-ANOVA), or the first ones when too few trials."""
+def top_params(study: optuna.Study, n: int | None = 2) -> list[str]:
+    """The ``n`` most important parameters (PED-ANOVA; None: all of them, in that order), or the
+    first ones when too few trials."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -86,29 +87,29 @@ def show(kind: str, study: optuna.Study, **kwargs) -> None:
 
     Returns nothing: in a notebook the figure is shown once, by matplotlib's inline backend.
     """
+    n = len(complete_trials(study))
     if kind == "timeline":
         if not study.trials:
             print("timeline: the study has no trial yet.")
             return
-    elif len(complete_trials(study)) < 2:
-        print(f"{kind}: needs at least two complete trials; this study has "
-              f"{len(complete_trials(study))}.")
+    elif n < 2:
+        print(f"{kind}: needs at least two complete trials; this study has {n}.")
         return
-    n = len(complete_trials(study))
     if kind == "importances" and n < FEW_FOR_IMPORTANCES:
         print(f"importances: from {n} complete trials they are mostly chance, and their order may "
               f"change with the next trials (it settles after a few dozen).")
+    figures = [kwargs]
     if kind == "slice" and "params" not in kwargs:
-        # Optuna draws every parameter in one row: with ten, each panel is a sliver. Four a
-        # figure here, the four most important in the first.
-        names = top_params(study, n=1000)
-        for start in range(0, len(names), SLICES_PER_ROW):
-            show(kind, study, params=names[start:start + SLICES_PER_ROW], **kwargs)
-        return
-    try:
-        optuna_figure(kind, study, **kwargs)
-    except Exception as e:          # e.g. a contour with a single parameter
-        print(f"{kind}: cannot be drawn for this study ({type(e).__name__}: {e})")
+        # Optuna draws every parameter in one row: with ten, each panel is a sliver. A few a
+        # figure here, the most important in the first.
+        names = top_params(study, n=None)
+        figures = [{**kwargs, "params": names[i:i + SLICES_PER_FIGURE]}
+                   for i in range(0, len(names), SLICES_PER_FIGURE)]
+    for args in figures:
+        try:
+            optuna_figure(kind, study, **args)
+        except Exception as e:          # e.g. a contour with a single parameter
+            print(f"{kind}: cannot be drawn for this study ({type(e).__name__}: {e})")
 
 
 def top_trials(study: optuna.Study, n: int = 10) -> pd.DataFrame:

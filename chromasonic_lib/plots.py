@@ -68,10 +68,10 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
         xs = [t.number for t in done]
         ys = [t.value for t in done]
         ax.scatter(xs, ys, color="tab:blue", label="complete")
-        best = list(np.minimum.accumulate(ys))
-        last = max(t.number for t in trials)     # the best so far holds until the last trial
-        ax.step(xs + [last] * (last > xs[-1]), best + best[-1:] * (last > xs[-1]), where="post",
-                color="tab:orange", lw=2, label="best so far")
+        best = np.minimum.accumulate(ys)
+        # Held to the last trial, complete or not: the pruned ones after the best ran too.
+        ax.step(xs + [trials[-1].number], [*best, best[-1]], where="post", color="tab:orange", lw=2,
+                label="best so far")
     _reference_lines(ax, study)
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss (nats/note)")
