@@ -39,6 +39,12 @@ def whole_numbers_on_x(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def legend_below(ax, ncol: int, gap: float = 0.13) -> None:
+    """The legend in a row (or rows) under the axes: inside, it covered the data of a study's
+    plots (the trials in a corner, bars reaching the top, curves)."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -gap), ncol=ncol, fontsize=8, frameon=False)
+
+
 def _reference_lines(ax, study: optuna.Study) -> None:
     floor, baseline = study.user_attrs.get("floor"), study.user_attrs.get("markov_baseline")
     if baseline is not None:
@@ -85,8 +91,7 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
     if above:
         ax.text(0.01, 0.98, f"{above} pruned trial{'s' if above > 1 else ''} above {top:.2f}, off the plot",
                 transform=ax.transAxes, va="top", fontsize=8, color="tab:gray")
-    # Below the axes: inside, it hid the trials of the upper right corner.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, fontsize=8, frameon=False)
+    legend_below(ax, ncol=4)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -140,7 +145,7 @@ def learning_curves_figure(study: optuna.Study):
         ax.set_title("Learning curves of all trials")
     plain_numbers(ax)
     whole_numbers_on_x(ax)
-    ax.legend(fontsize=8)
+    legend_below(ax, ncol=3)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -163,8 +168,7 @@ def pruning_savings_figure(study: optuna.Study, max_epochs: int):
     ax.set_xlabel("trial")
     ax.set_ylabel(unit)
     whole_numbers_on_x(ax)
-    # Below the axes: every pruned trial's bar reaches the top, where the legend would cover it.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8, frameon=False)
+    legend_below(ax, ncol=2, gap=0.18)
     fig.tight_layout()
     return fig
 
