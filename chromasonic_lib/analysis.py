@@ -47,6 +47,11 @@ class AnalysisConfig(FromNamespace):
 FEW_FOR_IMPORTANCES = 20
 # The slice plot's panels a figure.
 SLICES_PER_FIGURE = 4
+# The parallel-coordinate plot's parameter axes (the most important).
+PARALLEL_AXES = 6
+# The complete trials the parallel-coordinate and contour plots wait for: with fewer, no range is
+# seen to be shared, and the contour interpolates a landscape between a few points that isn't there.
+FEW_FOR_SHAPES = 5
 
 
 def load_study(cfg: AnalysisConfig, name: str | None = None) -> optuna.Study:
@@ -95,6 +100,10 @@ def show(kind: str, study: optuna.Study, **kwargs) -> None:
     elif n < 2:
         print(f"{kind}: needs at least two complete trials; this study has {n}.")
         return
+    if kind in ("parallel_coordinate", "contour") and n < FEW_FOR_SHAPES:
+        print(f"{kind}: {n} complete trials are too few to show where the good ones lie; it is drawn "
+              f"from {FEW_FOR_SHAPES}.")
+        return
     if kind == "importances" and n < FEW_FOR_IMPORTANCES:
         print(f"importances: from {n} complete trials they are mostly chance, and their order may "
               f"change with the next trials (it settles after a few dozen).")
@@ -105,6 +114,13 @@ def show(kind: str, study: optuna.Study, **kwargs) -> None:
         names = top_params(study, n=None)
         figures = [{**kwargs, "params": names[i:i + SLICES_PER_FIGURE]}
                    for i in range(0, len(names), SLICES_PER_FIGURE)]
+    if kind == "parallel_coordinate" and "params" not in kwargs:
+        # Optuna's axes share one row and their tick labels overlap past a few: the most important.
+        names = top_params(study, n=None)
+        if len(names) > PARALLEL_AXES:
+            print(f"parallel_coordinate: the {PARALLEL_AXES} most important of {len(names)} parameters "
+                  f"(others: analysis.show(\"parallel_coordinate\", study, params=[...])).")
+        figures = [{**kwargs, "params": names[:PARALLEL_AXES]}]
     for args in figures:
         try:
             optuna_figure(kind, study, **args)

@@ -37,8 +37,8 @@ models:
     hidden_size: {type: int, low: 8, high: 32}
     embedding_dim: 8
 """
-# Seconds, not minutes, on two cores. No pruner: all four trials complete, and the analysis'
-# importances and contour need two complete trials.
+# Seconds, not minutes, on two cores. No pruner: every trial completes, and the analysis'
+# parallel coordinates and contour need five complete trials (analysis.FEW_FOR_SHAPES).
 SEARCH_PARAMETERS = f"""\
 study_name = "{STUDY}"
 storage = "{STORAGE}"

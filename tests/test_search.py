@@ -454,3 +454,28 @@ def test_the_slice_plot_draws_four_parameters_a_figure_the_most_important_first(
     assert [len(d) for d in drawn] == [4, 2] and sorted(sum(drawn, [])) == names
     assert sorted(drawn[0]) == sorted(analysis.top_params(study, 4))    # Optuna orders a figure's by name
     plots.plt.close("all")
+
+
+def test_the_parallel_coordinate_and_contour_plots_wait_for_enough_trials(capsys):
+    from chromasonic_lib import analysis, plots
+    plots.plt.close("all")
+    study = optuna.create_study(direction="minimize")
+    names = [f"p{i}" for i in range(analysis.PARALLEL_AXES + 3)]
+    dist = {n: optuna.distributions.FloatDistribution(0, 1) for n in names}
+
+    def add(i):
+        study.add_trial(optuna.trial.create_trial(value=float(i), params={n: (i + k) % 5 / 5 for k, n in
+                                                                          enumerate(names)}, distributions=dist))
+    for i in range(analysis.FEW_FOR_SHAPES - 1):
+        add(i)
+    for kind in ("parallel_coordinate", "contour"):    # a few points show no shape: a word instead
+        analysis.show(kind, study)
+        assert f"{kind}: {analysis.FEW_FOR_SHAPES - 1} complete trials are too few" in capsys.readouterr().out
+    assert not plots.plt.get_fignums()
+    add(analysis.FEW_FOR_SHAPES)
+    analysis.show("parallel_coordinate", study)
+    assert f"the {analysis.PARALLEL_AXES} most important of {len(names)} parameters" in capsys.readouterr().out
+    ax = plots.plt.figure(plots.plt.get_fignums()[0]).axes[0]
+    drawn = [t.get_text() for t in ax.get_xticklabels()][1:]      # the first axis is the loss
+    assert sorted(drawn) == sorted(analysis.top_params(study, analysis.PARALLEL_AXES))
+    plots.plt.close("all")
