@@ -97,29 +97,31 @@ def show(kind: str, study: optuna.Study, **kwargs) -> None:
         if not study.trials:
             print("timeline: the study has no trial yet.")
             return
+    elif kind in ("parallel_coordinate", "contour") and n < FEW_FOR_SHAPES:
+        print(f"{kind}: {n} complete trials are too few to show where the good ones lie; it is drawn "
+              f"once {FEW_FOR_SHAPES} are complete.")
+        return
     elif n < 2:
         print(f"{kind}: needs at least two complete trials; this study has {n}.")
-        return
-    if kind in ("parallel_coordinate", "contour") and n < FEW_FOR_SHAPES:
-        print(f"{kind}: {n} complete trials are too few to show where the good ones lie; it is drawn "
-              f"from {FEW_FOR_SHAPES}.")
         return
     if kind == "importances" and n < FEW_FOR_IMPORTANCES:
         print(f"importances: from {n} complete trials they are mostly chance, and their order may "
               f"change with the next trials (it settles after a few dozen).")
     figures = [kwargs]
-    if kind == "slice" and "params" not in kwargs:
+    if kind == "slice" and kwargs.get("params") is None:
         # Optuna draws every parameter in one row: with ten, each panel is a sliver. A few a
         # figure here, the most important in the first.
         names = top_params(study, n=None)
         figures = [{**kwargs, "params": names[i:i + SLICES_PER_FIGURE]}
                    for i in range(0, len(names), SLICES_PER_FIGURE)]
-    if kind == "parallel_coordinate" and "params" not in kwargs:
+    if kind == "parallel_coordinate" and kwargs.get("params") is None:
         # Optuna's axes share one row and their tick labels overlap past a few: the most important.
         names = top_params(study, n=None)
         if len(names) > PARALLEL_AXES:
-            print(f"parallel_coordinate: the {PARALLEL_AXES} most important of {len(names)} parameters "
-                  f"(others: analysis.show(\"parallel_coordinate\", study, params=[...])).")
+            chance = (f"; from {n} complete trials that ranking is mostly chance" if n < FEW_FOR_IMPORTANCES
+                      else "")
+            print(f"parallel_coordinate: the {PARALLEL_AXES} most important of {len(names)} parameters"
+                  f"{chance} (others: analysis.show(\"parallel_coordinate\", study, params=[...])).")
         figures = [{**kwargs, "params": names[:PARALLEL_AXES]}]
     for args in figures:
         try:

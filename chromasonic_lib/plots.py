@@ -251,7 +251,7 @@ def optuna_figure(kind: str, study: optuna.Study, **kwargs):
         fig = first.figure
         fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 4.5))
         if kind == "parallel_coordinate":   # room for each axis' ticks, and for the slanted names below
-            fig.set_size_inches(max(fig.get_size_inches()[0], 1.6 * len(first.figure.axes[0].get_xticks())), 5)
+            fig.set_size_inches(min(max(fig.get_size_inches()[0], 1.6 * len(first.get_xticks())), 20), 5)
             fig.subplots_adjust(bottom=0.2)
         elif kind != "slice":               # their colour bars don't take tight_layout
             fig.tight_layout()

@@ -462,20 +462,31 @@ def test_the_parallel_coordinate_and_contour_plots_wait_for_enough_trials(capsys
     study = optuna.create_study(direction="minimize")
     names = [f"p{i}" for i in range(analysis.PARALLEL_AXES + 3)]
     dist = {n: optuna.distributions.FloatDistribution(0, 1) for n in names}
+    rng = np.random.default_rng(0)
 
-    def add(i):
-        study.add_trial(optuna.trial.create_trial(value=float(i), params={n: (i + k) % 5 / 5 for k, n in
-                                                                          enumerate(names)}, distributions=dist))
-    for i in range(analysis.FEW_FOR_SHAPES - 1):
-        add(i)
+    def add():
+        params = {n: float(rng.random()) for n in dist}
+        study.add_trial(optuna.trial.create_trial(value=10 * params["p0"] + params["p1"], params=params,
+                                                  distributions=dist))
+    for _ in range(analysis.FEW_FOR_SHAPES - 1):
+        add()
     for kind in ("parallel_coordinate", "contour"):    # a few points show no shape: a word instead
         analysis.show(kind, study)
         assert f"{kind}: {analysis.FEW_FOR_SHAPES - 1} complete trials are too few" in capsys.readouterr().out
     assert not plots.plt.get_fignums()
-    add(analysis.FEW_FOR_SHAPES)
+    add()
+    analysis.show("contour", study, params=["p0", "p1"])
+    assert len(plots.plt.get_fignums()) == 1
+    plots.plt.close("all")
+    for _ in range(40):
+        add()
     analysis.show("parallel_coordinate", study)
-    assert f"the {analysis.PARALLEL_AXES} most important of {len(names)} parameters" in capsys.readouterr().out
-    ax = plots.plt.figure(plots.plt.get_fignums()[0]).axes[0]
-    drawn = [t.get_text() for t in ax.get_xticklabels()][1:]      # the first axis is the loss
+    out = capsys.readouterr().out
+    assert f"the {analysis.PARALLEL_AXES} most important of {len(dist)} parameters" in out
+    assert "mostly chance" not in out
+    fig = plots.plt.figure(plots.plt.get_fignums()[0])
+    drawn = [t.get_text() for t in fig.axes[0].get_xticklabels()][1:]   # the first axis is the loss
     assert sorted(drawn) == sorted(analysis.top_params(study, analysis.PARALLEL_AXES))
+    assert "p0" in drawn                            # the one the loss depends on most
+    assert 1.6 * (analysis.PARALLEL_AXES + 1) <= fig.get_size_inches()[0] <= 20
     plots.plt.close("all")
