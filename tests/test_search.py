@@ -468,7 +468,10 @@ def test_the_parallel_coordinate_and_contour_plots_wait_for_enough_trials(capsys
         params = {n: float(rng.random()) for n in dist}
         study.add_trial(optuna.trial.create_trial(value=10 * params["p0"] + params["p1"], params=params,
                                                   distributions=dist))
-    for _ in range(analysis.FEW_FOR_SHAPES - 1):
+    add()
+    analysis.show("contour", study)                  # one trial: the same word, not "needs two"
+    assert "contour: 1 complete trials are too few" in capsys.readouterr().out
+    for _ in range(analysis.FEW_FOR_SHAPES - 2):
         add()
     for kind in ("parallel_coordinate", "contour"):    # a few points show no shape: a word instead
         analysis.show(kind, study)
@@ -477,6 +480,10 @@ def test_the_parallel_coordinate_and_contour_plots_wait_for_enough_trials(capsys
     add()
     analysis.show("contour", study, params=["p0", "p1"])
     assert len(plots.plt.get_fignums()) == 1
+    analysis.show("parallel_coordinate", study)      # drawn, its choice of axes called chance
+    assert f"from {analysis.FEW_FOR_SHAPES} complete trials that ranking is mostly chance" in \
+        capsys.readouterr().out
+    assert len(plots.plt.get_fignums()) == 2
     plots.plt.close("all")
     for _ in range(40):
         add()
