@@ -16,12 +16,12 @@ import torch
 
 from . import generate
 from .atomic import write_json
-from .config import (DataConfig, TrainBestConfig, TrainConfig, check_context,
+from .config import (check_model, DataConfig, TrainBestConfig, TrainConfig, check_context,
                      check_param_file, check_settings_keys, check_writable_dir)
 from .data import MelodySet, Prepared, load_dataset, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
-from .models import MODEL_DEFAULTS, build_model, split_params
+from .models import MODELS, build_model, check_model as dry_run, split_params
 from .pretraining import also_train_on, describe_also_train_on, pretrained, start_from
 from .plots import history_curves_figure, save_figure
 from .checkpoints import save_checkpoint
@@ -75,10 +75,11 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
     """
     if cfg.best_params:
         params = check_param_file("best_params", cfg.best_params)
-        if params.get("model") not in MODEL_DEFAULTS:
-            raise ConfigError(f"best_params: {cfg.best_params} must name a model ({', '.join(MODEL_DEFAULTS)}) "
-                              f"under 'model', as a search's best_hyperparameters.json and "
-                              f"params/crossval*.yaml do; got {params.get('model')!r}")
+        if "model" not in params:
+            raise ConfigError(f"best_params: {cfg.best_params} must name a model ({', '.join(MODELS)}, or "
+                              f"'package.module:Class') under 'model', as a search's "
+                              f"best_hyperparameters.json and params/crossval*.yaml do")
+        params["model"] = check_model(f"best_params: {cfg.best_params}: model", params["model"])
         check_settings_keys("best_params", cfg.best_params, params, params["model"], "train_best",
                             FILE_SETTINGS)
         settings = _file_settings(params)
@@ -148,9 +149,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     the data set's own splits; the markov baseline counts its training split.
     """
     params = dict(best.params)
-    family = params.pop("model", None)
-    if family not in MODEL_DEFAULTS:
-        raise ConfigError(f"best_params: 'model' must be one of {', '.join(MODEL_DEFAULTS)}, got {family!r}")
+    family = check_model("best_params: model", params.pop("model", None))
     hparams, training = split_params(family, params)
     unknown = set(training) - set(TrainConfig.__dataclass_fields__)
     if unknown:
@@ -163,6 +162,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     data = prepare(load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed),
                    d.val_fraction, d.test_fraction, d.seed, device)
     log.info(data.describe())
+    dry_run(family, data.vocab_size, device, [hparams])      # a model of one's own: checked before training
     settings = best.extras
     state, pretraining = pretrained(settings["pretrain"], settings["pretrain_epochs"], family,
                                     (hparams, training), data.data, device, d.seed)

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .atomic import atomic_write
 from .errors import ConfigError
 from .models import PROTOCOL, Ensemble, build_model, full_hparams
+from .models import family as model_family
 from .transposition import TranspositionAverage
 from .paths import resolve, resolve_storage_url
 
@@ -51,7 +52,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: di
     hparams = full_hparams(family, hparams)
     if "context" in hparams:
         hparams["context"] = list(hparams["context"])
-    payload = {"family": family, "hparams": hparams, "encoding": encoding,
+    fam = model_family(family)
+    where = {"class": fam.name, "source_hash": fam.source_hash} if fam.own else {}
+    payload = {"family": fam.name, **where, "hparams": hparams, "encoding": encoding,
                "vocab_size": model.vocab_size, "protocol": PROTOCOL, "ensemble": members,
                "test_transpose": semitones, "state_dict": state, **(extra or {})}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
@@ -75,6 +78,7 @@ def load_checkpoint(source: str | Path | optuna.Study, trial_number: int | None 
                           f"{protocol}: no start token, the first note never predicted); this one "
                           f"reads protocol {PROTOCOL}. Train the model again (train_best, or a new "
                           f"search)")
+    _check_source(payload, source)
     members = [build_model(payload["family"], payload["hparams"], payload["vocab_size"])
                for _ in range(payload.get("ensemble", 1))]
     model = members[0] if len(members) == 1 else Ensemble(members)
@@ -82,6 +86,22 @@ def load_checkpoint(source: str | Path | optuna.Study, trial_number: int | None 
     if payload.get("test_transpose"):
         model = TranspositionAverage(model, payload["test_transpose"])
     return model.to(device).eval(), payload
+
+
+def _check_source(payload: dict, source: Any) -> None:
+    """A model of one's own: its class imported (or a :class:`ConfigError` naming the path and
+    the import error), and a warning where its source changed since the weights were saved."""
+    if "class" not in payload:
+        return
+    try:
+        fam = model_family(payload["class"])
+    except ConfigError as e:
+        raise ConfigError(f"checkpoint {source} holds weights of {payload['class']}, which can't be "
+                          f"loaded here: {e}") from None
+    if payload.get("source_hash") and fam.source_hash != payload["source_hash"]:
+        log.warning("checkpoint %s was saved from another version of %s (source hash %s, now %s): "
+                    "its weights load only if the layers kept their names and shapes", source,
+                    payload["class"], payload["source_hash"], fam.source_hash)
 
 
 # ---------------------------------------------------------------- the artifact store

@@ -32,7 +32,7 @@ from .config import CrossvalConfig
 from .data import MelodySet, load_dataset, melody_groups
 from .errors import ChromasonicError
 from .folds import FoldSet, Recipe, paired_difference, train_fold
-from .models import split_params
+from .models import check_model, split_params
 from .pretraining import describe_also_train_on
 from .surprise import joined_notes, per_melody, write_notes
 from .training import pick_device
@@ -89,6 +89,9 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     """Cross-validated bits/note of ``cfg`` (on ``data`` when given); ``label`` starts each fold's line."""
     r = recipe(cfg)
     data = data or load_dataset(cfg.dataset, cfg.encoding, limit=cfg.limit or None)
+    for member in (r, *r.members):      # a model of one's own: a dry run before any fold trains
+        if not member.members:
+            check_model(member.model, data.vocab_size, pick_device(cfg.device), [member.hparams])
     results = []
     start = time.perf_counter()
     folds = fold_set(cfg, data)
@@ -191,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="chorales-185", help="corpus name, essen/<file>, synthetic or a folder")
     p.add_argument("--encoding", default="pitch", help="pitch or grid")
     p.add_argument("--folds", type=int, default=10)
-    p.add_argument("--model", default=None, help="markov, rnn, lstm, gru, transformer (default: the params file's)")
+    p.add_argument("--model", default=None, help="markov, rnn, lstm, gru, transformer, or a class of one's own: package.module:Class "
+                        "or path/to/file.py:Class (default: the params file's)")
     p.add_argument("--params", default=None,
                    help="YAML/JSON with model and training parameters (a best_hyperparameters.json works; "
                         "default: params/crossval.yaml, unless --model names another family)")

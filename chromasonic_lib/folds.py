@@ -22,6 +22,7 @@ from scipy import stats
 
 from .config import TrainConfig
 from .data import MelodySet, hold_out, kfold
+from .errors import ConfigError
 from .models import build_model
 from .models.ensemble import Ensemble
 from .pretraining import also_train_on, pretrained, start_from
@@ -208,6 +209,13 @@ def scored_folds(recipe: Recipe, folds: list[tuple[list[int], list[int]]], pool:
         for i, (train_idx, test_idx) in todo:
             yield score_fold(*shared, i, train_idx, test_idx, on_epoch)
         return
+    for r in (recipe, *recipe.members):     # each worker imports the class by its path
+        if r.model.startswith("__main__:"):
+            raise ConfigError(
+                f"model {r.model!r} is defined in a notebook or script (__main__), which the fold "
+                f"workers (separate processes) can't import: put the class in a file and give "
+                f"model as 'path/to/file.py:{r.model.partition(':')[2]}', or train the folds in "
+                f"this process (jobs 1)")
     # spawn: a forked copy of a process whose torch threads already ran can hang.
     workers = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_start_worker, initargs=(threads, *shared))

@@ -24,7 +24,8 @@ from .atomic import atomic_write
 from .config import TrainConfig
 from .data import MelodySet, hold_out, load_dataset, not_copies
 from .errors import DataError
-from .models import MODEL_DEFAULTS, PROTOCOL, build_model
+from .models import PROTOCOL, build_model
+from .models import family as model_family
 from .paths import cache_dir
 from .training import train
 
@@ -96,7 +97,9 @@ def _pretrained_path(source: str, family: str, hparams: dict, train_cfg: TrainCo
     """Where the weights pretrained on these melodies (and their context), with this
     configuration (every setting, defaults included), seed and kind of device, are kept: the
     pretraining is paid once per configuration."""
-    h = hashlib.sha256(json.dumps({"model": family, "hparams": {**MODEL_DEFAULTS[family], **hparams},
+    fam = model_family(family)
+    # A model of one's own by its source too: weights of an edited class are never reused.
+    h = hashlib.sha256(json.dumps({"model": family, "source": fam.source_hash, "hparams": {**fam.defaults, **hparams},
                                    "training": dataclasses.asdict(train_cfg), "device": device.type,
                                    "encoding": extra.encoding.name, "protocol": PROTOCOL, "version": VERSION},
                                   sort_keys=True, default=str).encode())
@@ -106,7 +109,8 @@ def _pretrained_path(source: str, family: str, hparams: dict, train_cfg: TrainCo
         if extra.contexts is not None:
             h.update(extra.contexts[i].tobytes())
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)[-40:]
-    return cache_dir() / "pretrained" / f"{slug}-{family}-{h.hexdigest()[:16]}.pt"
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in family)[-40:]
+    return cache_dir() / "pretrained" / f"{slug}-{name}-{h.hexdigest()[:16]}.pt"
 
 
 def start_from(model, state: dict | None):

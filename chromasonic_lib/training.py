@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +26,21 @@ from .config import TrainConfig
 from .data.splits import IGNORE, MelodyTensor, epoch_batches, n_batches
 from .errors import TrainingDiverged
 from .models import Ensemble
+from .models.own import import_object
 
 log = logging.getLogger(__name__)
 
 OnEpoch = Callable[[int, float], bool]   # (epoch, val_loss) -> True to stop now
+
+
+class Batch(NamedTuple):
+    """What a training step of one's own (``TrainConfig.train_step``) is given: ``x`` the input
+    tokens [B, T] (the start token, then the notes), ``y`` the notes to predict [B, T] (``IGNORE``,
+    -100, at padding), ``context`` the context features where the model reads some."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    context: dict | None = None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -200,6 +212,11 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
     (``History.stopped_by == "callback"``). With no validation melodies (``val_data`` None)
     it trains every epoch and keeps the last weights (their average, with ``weight_average``);
     the validation losses are then NaN. A NaN/inf loss raises :class:`TrainingDiverged`.
+    With ``cfg.train_step`` (a training step of one's own, for a custom loss) each batch calls
+    ``fn(model, batch, optimizer, params)`` (a :class:`Batch`; ``params`` the TrainConfig as a
+    dict) after the gradients are zeroed: it computes the loss, calls ``backward`` and returns
+    the loss; the clipping, the optimizer step, the schedule, validation in nats/note, pruning
+    and checkpoints stay the workbench's.
     The data must already be on the device the model should train on.
     """
     device = train_data.tokens.device
@@ -221,6 +238,8 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
 
     gen = torch.Generator().manual_seed(cfg.seed)
     precision = mixed_precision(device, model)
+    own_step = import_object(cfg.train_step, "train_step") if cfg.train_step else None
+    step_params = dataclasses.asdict(cfg)
     optimizer = _make_optimizer(model, cfg)
     steps_per_epoch = n_batches(train_data, cfg.min_epoch_tokens, cfg.batch_size)
     # Cosine decay to zero over the planned epochs: big early steps, precise late ones.
@@ -246,12 +265,20 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
             shifts = train_data.random_shifts(idx, cfg.transpose, gen) if cfg.transpose else None
             x, y = train_data.batch(idx, shifts, bos=model.vocab_size,
                                     length=int(train_data.host_lengths[batch].max()))
-            with precision:
-                logits = model(x, **_context(model, train_data, idx, x, shifts))
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                       ignore_index=IGNORE)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with precision:
+                context = _context(model, train_data, idx, x, shifts)
+                if own_step is None:
+                    logits = model(x, **context)
+                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                           ignore_index=IGNORE)
+                else:
+                    loss = own_step(model, Batch(x, y, context.get("context")), optimizer, step_params)
+            if own_step is None:
+                loss.backward()
+            elif not isinstance(loss, torch.Tensor) or loss.dim():
+                raise TypeError(f"train_step {cfg.train_step} must return the batch's loss as a "
+                                f"0-dim tensor, got {loss!r:.80}")
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()

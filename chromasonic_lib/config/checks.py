@@ -14,14 +14,14 @@ from ..data.corpora import CORPUS_FOLDERS, essen_files
 from ..data.encodings import ENCODINGS as ENCODING_TYPES
 from ..data.files import folder_files
 from ..errors import ConfigError
-from ..models import MODELS
+from ..models import MODELS, family_name
 from ..paths import has_password, mask_url, resolve
 
 log = logging.getLogger("chromasonic_lib.config")      # the configs' one logger
 
 __all__ = ["MODELS", "ENCODINGS", "CORPORA", "SAMPLERS", "PRUNERS", "OPTIMIZERS", "SCHEDULES",
            "STORAGE_SCHEMES", "STORAGE_ENV", "DEVICE_PATTERN", "check_int", "check_test_transpose",
-           "check_float", "check_choice", "check_str", "check_bool", "check_study_name",
+           "check_float", "check_choice", "check_model", "check_str", "check_bool", "check_study_name",
            "check_device", "check_devices", "check_dataset", "check_storage", "grpc_address", "check_context",
            "check_existing_file", "check_writable_dir", "check_other_collection",
            "check_pretrain_model", "check_table_file", "check_npz_file"]
@@ -78,6 +78,19 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value
+
+
+def check_model(name: str, value: Any, extra: Iterable[str] = ()) -> str:
+    """One of our families (or of ``extra``, e.g. ``any``), or a model class of one's own
+    (``package.module:Class``, ``path/to/file.py:Class``, or the class itself), imported now: a
+    path that doesn't import is named with its error before anything runs. Returns the name a
+    study records (a file made absolute)."""
+    if isinstance(value, str) and value in (*MODELS, *extra):
+        return value
+    try:
+        return family_name(value)
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}" if not str(e).startswith(name) else str(e)) from None
 
 
 def check_str(name: str, value: Any, allow_empty: bool = False) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .checks import (ENCODINGS, MODELS, check_choice, check_context, check_dataset, check_device,
+from .checks import (ENCODINGS, check_choice, check_context, check_model, check_dataset, check_device,
                      check_float, check_int, check_npz_file, check_other_collection, check_pretrain_model,
                      check_table_file, check_test_transpose)
 from .params import check_param_file, check_settings_keys, resolve_setting
@@ -69,8 +69,9 @@ class CrossvalConfig:
         if self.members:
             return
         self.model = resolve_setting(self.model, self.settings.get("model"), default="markov")
-        self.model = check_choice("model", self.model, MODELS)
-        named = self.settings.get("model", self.model)
+        self.model = check_model("model", self.model)
+        named = check_model(f"model in {self.params}", self.settings["model"]) if "model" in self.settings \
+            else self.model
         if named != self.model and given:
             # Dropping the file's context, transposition and epochs quietly would run another
             # configuration than the one asked for.

@@ -5,7 +5,7 @@ import dataclasses
 from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError
-from ..models import MODEL_DEFAULTS
+from ..models import family
 from .checks import check_existing_file
 from .training import TrainConfig
 
@@ -20,7 +20,7 @@ def check_settings_keys(name: str, path: str, settings: Mapping[str, Any], model
                         own: Iterable[str] = ()) -> None:
     """Every key of the params file ``path`` is one of the ``model``'s or its training's
     parameters, or one of ``own`` (``tool``'s own settings the file may give)."""
-    takes = {*MODEL_DEFAULTS[model], *(f.name for f in dataclasses.fields(TrainConfig)),
+    takes = {*family(model).defaults, *(f.name for f in dataclasses.fields(TrainConfig)),
              "model", "epochs", "context", *own} - {"seed"}
     unknown = sorted(set(settings) - takes)
     if unknown:

@@ -35,6 +35,9 @@ class TrainConfig:
     # instead of the weights themselves; 0 = off.
     weight_average: float = 0.0
     seed: int = 42
+    # A training step of one's own, "package.module:function" or "file.py:function": called as
+    # fn(model, batch, optimizer, params), it computes the loss and calls backward (see train).
+    train_step: str = ""
 
     def __post_init__(self) -> None:
         self.optimizer = check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -51,6 +54,9 @@ class TrainConfig:
         self.min_epoch_tokens = check_int("min_epoch_tokens", self.min_epoch_tokens, 0)
         self.weight_average = check_float("weight_average", self.weight_average, 0, 0.9999)
         self.seed = check_int("seed", self.seed, 0)
+        if self.train_step:
+            from ..models.own import function_name
+            self.train_step = function_name(self.train_step)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

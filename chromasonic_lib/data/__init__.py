@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+from typing import Any
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -236,21 +237,54 @@ def prepare(data: MelodySet, val_fraction: float = 0.1, test_fraction: float = 0
 USER_TOKENS = "user token lists"
 
 
-def from_token_lists(train: list, val: list, vocab_size: int = 88, device="cpu",
-                     transposable: bool | None = None) -> Prepared:
-    """Lists of token lists (the seed API's data) as prepared data, split as given.
+def from_token_lists(train: Any, val: Any, vocab_size: int = 88, device="cpu",
+                     transposable: bool | None = None, pad_id: int | None = None) -> Prepared:
+    """The caller's melodies (the seed API's data) as prepared data, split as given.
+
+    Each of ``train`` and ``val`` is a list of token lists, a 2-D array or tensor (one melody a
+    row, right-padded with ``pad_id``), or any ``torch.utils.data.Dataset`` (or sequence) of
+    melodies: token lists, 1-D arrays or tensors, or tuples whose first element is one.
 
     ``vocab_size`` 88 means the piano keys (the pitch encoding); any other size is a vocabulary
     of its own. ``transposable``: may transposition move the tokens (all of them, as one
     keyboard)? None: only the piano keys, since shifting any other token ids means nothing.
     """
-    parts = [_check_tokens(name, part, vocab_size) for name, part in (("train_data", train), ("val_data", val))]
+    parts = [_check_tokens(name, _as_melodies(name, part, pad_id), vocab_size)
+             for name, part in (("train_data", train), ("val_data", val))]
     piano = vocab_size == N_KEYS
     enc = get_encoding("pitch") if piano else TokenVocabulary(vocab_size)
     n_keys = vocab_size if (piano if transposable is None else transposable) else 0
     s = Splits(parts[0], parts[1], [])
     return Prepared(MelodySet(USER_TOKENS, enc, s.train + s.val), s,
                     MelodyTensor(s.train, device, n_keys), MelodyTensor(s.val, device, n_keys), None)
+
+
+def _as_melodies(name: str, data: Any, pad_id: int | None) -> list:
+    """``data`` as a list of melodies, each without the trailing ``pad_id`` tokens of its row."""
+    if hasattr(data, "detach"):                     # a tensor
+        data = data.detach().cpu().numpy()
+    if isinstance(data, np.ndarray) and data.ndim == 2:
+        melodies = list(data)
+    elif isinstance(data, (list, tuple, np.ndarray)):
+        melodies = list(data)
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):     # a torch Dataset
+        melodies = [data[i] for i in range(len(data))]
+    else:
+        raise DataError(f"{name} must be a list of melodies, a 2-D array or tensor, or a Dataset of "
+                        f"melodies, got {type(data).__name__}")
+    out = []
+    for melody in melodies:
+        if isinstance(melody, tuple) and melody and not isinstance(melody[0], numbers.Real):
+            melody = melody[0]                      # (tokens, target, ...): the tokens
+        if hasattr(melody, "detach"):
+            melody = melody.detach().cpu().numpy()
+        if pad_id is not None:
+            m = np.asarray(melody)
+            if m.ndim == 1:
+                keep = np.flatnonzero(m != pad_id)
+                melody = m[: keep[-1] + 1] if len(keep) else m[:0]
+        out.append(melody)
+    return out
 
 
 def _check_tokens(name: str, melodies: list, vocab_size: int) -> list[np.ndarray]:

@@ -21,11 +21,13 @@ each has. The pitch alone is predicted, as without context.
 
 The modules: ``markov`` (the count model), ``neural`` (recurrent, transformer, context
 embeddings), ``memory`` (the melody memory), ``ensemble`` (wrappers and ensembles). This one
-holds the registry, :data:`FAMILIES`, which everything that names a family reads
-(``MODELS``, ``MODEL_DEFAULTS``, the search space's families).
+holds the registry, :data:`FAMILIES`, and :func:`family`, which everything that names a family
+asks: it also understands a model of one's own (``package.module:Class`` or ``file.py:Class``,
+see ``own``), made into a family on demand, its defaults read from the constructor.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,8 @@ from .ensemble import Ensemble, Wrapper, _forward, _step  # noqa: F401  (re-expo
 from .markov import MarkovModel
 from .memory import MEMORY_DEFAULTS, RHYTHM, MelodyMemory, MemoryState, remember  # noqa: F401
 from .neural import ContextEmbedding, RecurrentModel, ScaleDegrees, TransformerModel  # noqa: F401
+from .own import OwnModel, import_class, is_own, name_of
+from . import own
 
 # What a model's input and output mean (see the module docstring), recorded in checkpoints and
 # studies so that models or losses of two protocols never mix. 2: a start token, every note
@@ -55,10 +59,27 @@ class Family:
     cls: type[nn.Module]
     defaults: dict[str, Any]
     fixed: dict[str, Any] = field(default_factory=dict)     # constructor arguments no search changes
+    source_hash: str = ""       # a model of one's own: its class's source, so an edit is seen
 
     @property
     def searchable(self) -> tuple[str, ...]:
         return tuple(self.defaults)
+
+    @property
+    def own(self) -> bool:
+        return self.cls is OwnModel
+
+    @property
+    def user_class(self) -> type[nn.Module]:
+        """The class whose constructor takes the model's hyperparameters (a user's, or ours)."""
+        return self.fixed.get("cls", self.cls)
+
+    @property
+    def model_params(self) -> tuple[str, ...]:
+        """The hyperparameters the class's own constructor takes (not the memory's, not context)."""
+        if not self.own:
+            return self.searchable
+        return tuple(n for n in self.defaults if n not in MEMORY_DEFAULTS and n != "context")
 
 
 def _family(name: str, cls: type[nn.Module], **fixed: Any) -> Family:
@@ -74,8 +95,45 @@ MODELS: tuple[str, ...] = tuple(FAMILIES)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {name: dict(f.defaults) for name, f in FAMILIES.items()}
 
 
+def family(name: Any) -> Family:
+    """The family ``name`` names: one of ours (``lstm``), or a model of one's own by its import
+    path (``package.module:Class``, ``path/to/file.py:Class``) or its class. A :class:`ConfigError`
+    names what is wrong: an unknown name, a class that can't be imported or isn't a Module."""
+    if isinstance(name, type):
+        name = name_of(name)
+    if isinstance(name, str) and name in FAMILIES:
+        return FAMILIES[name]
+    if not is_own(name):
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, or a model class of one's own "
+                          f"as 'package.module:Class' or 'path/to/file.py:Class'; got {name!r}")
+    return _own_family(own.canonical(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _own_family(name: str) -> Family:
+    import dataclasses
+
+    from ..config.training import TrainConfig       # late: the config package reads the registry
+    from ..folds import PROTOCOL_SETTINGS
+    cls = import_class(name)
+    own.RESERVED.update(f.name for f in dataclasses.fields(TrainConfig))
+    own.RESERVED.update(PROTOCOL_SETTINGS, MEMORY_DEFAULTS)
+    defaults = own.constructor_defaults(cls, name)
+    if own.reads_context(cls):
+        defaults["context"] = ()
+    return Family(name, OwnModel, {**defaults, **MEMORY_DEFAULTS}, {"cls": cls, "name": name},
+                  own.source_hash(cls))
+
+
+def family_name(name: Any) -> str:
+    """The name a study, a checkpoint and a params file record for ``name`` (checked)."""
+    return family(name).name
+
+
 def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
-    allowed = MODEL_DEFAULTS[name]
+    fam = family(name)
+    name = fam.name
+    allowed = fam.defaults
     unknown = sorted(set(hparams) - set(allowed))
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a hyperparameter of {name}; allowed: "
@@ -97,6 +155,9 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
         elif key == "context":
             out[key] = context_names(value, f"context of {name}")      # raises, naming the features
             continue
+        elif fam.own:
+            own.check_value(name, key, value, allowed[key])
+            continue
         else:
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
             what = "a positive integer"
@@ -113,14 +174,13 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
 def full_hparams(name: str, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
     """``hparams`` over the family's defaults, checked: what a checkpoint records, so that a
     default changed later never changes what an old checkpoint rebuilds."""
-    if name not in MODEL_DEFAULTS:
-        raise ConfigError(f"model must be one of {', '.join(MODEL_DEFAULTS)}; got {name!r}")
     return _check_hparams(name, dict(hparams or {}))
 
 
 def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: int = 88,
                 seed: int | None = None) -> nn.Module:
-    """The model ``name`` (markov, rnn, lstm, gru, transformer) with ``hparams`` over the defaults.
+    """The model ``name`` (markov, rnn, lstm, gru, transformer, or a class of one's own:
+    ``package.module:Class``, ``file.py:Class``) with ``hparams`` over the defaults.
 
     With ``seed`` the initial weights are reproducible (same seed, same weights). A neural
     family's ``context`` (a list, or names joined by ``+``) names the context features it reads.
@@ -129,17 +189,34 @@ def build_model(name: str, hparams: dict[str, Any] | None = None, vocab_size: in
     if seed is not None:
         torch.manual_seed(seed)
     memory_order, memory_alpha, rhythm = hp.pop("memory_order"), hp.pop("memory_alpha"), hp.pop("memory_rhythm")
-    family = FAMILIES[name]
-    model = family.cls(vocab_size, **family.fixed, **hp)
+    fam = family(name)
+    model = fam.cls(vocab_size, **fam.fixed, **hp)
     if rhythm and not (memory_order and set(RHYTHM) & set(getattr(model, "context", ()))):
         raise ConfigError(f"memory_rhythm needs the melody memory (memory_order ≥ 1) and a model that "
                           f"reads at least one of the context features {', '.join(RHYTHM)}")
     return MelodyMemory(model, memory_order, memory_alpha, rhythm) if memory_order else model
 
 
+def check_model(name: Any, vocab_size: int, device: Any = "cpu",
+                variants: list[dict[str, Any]] | None = None) -> None:
+    """The dry run of a model of one's own (nothing for ours): built with each of ``variants``
+    (hyperparameters over its defaults; default: the defaults alone) and a tiny batch run
+    through it on ``device``. A model that fails, gives logits of the wrong shape or NaN, or
+    sees later notes is a :class:`ConfigError` here, before any trial (see ``own.dry_run``)."""
+    fam = family(name)
+    if not fam.own:
+        return
+
+    def build(hparams: dict[str, Any]) -> nn.Module:
+        hp = {k: v for k, v in full_hparams(fam.name, hparams).items() if k not in MEMORY_DEFAULTS}
+        return fam.cls(vocab_size, **fam.fixed, **hp)
+    from ..data.context import CONTEXT_FEATURES
+    own.dry_run(fam.name, build, variants or [{}], vocab_size, torch.device(device), CONTEXT_FEATURES)
+
+
 def split_params(name: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a flat parameter dict into (model hyperparameters, everything else)."""
-    names = MODEL_DEFAULTS[name]
+    names = family(name).defaults
     return ({k: v for k, v in params.items() if k in names},
             {k: v for k, v in params.items() if k not in names})
 

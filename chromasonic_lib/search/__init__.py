@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, check_writable_dir
 from ..data import Prepared, load_dataset, prepare
 from ..folds import FoldSet, Recipe, pooled
-from ..models import build_model
+from ..models import build_model, check_model
 from ..training import train
 from ..live import LiveView
 from ..checkpoints import (CheckpointKeeper, default_artifact_location, open_artifact_store,
@@ -167,6 +167,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         melodies = load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed)
         data = prepare(melodies, d.val_fraction, d.test_fraction, d.seed, devices[0])
     log.info(data.describe())
+    for family in cfg.space.families:   # a model of one's own: a dry run, before any trial exists
+        check_model(family, data.vocab_size, devices[0], cfg.space.variants(family))
     settings = study_settings(cfg, data)
     study, created = create_study(cfg, storage)
     folds = None
@@ -195,7 +197,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         study.set_user_attr("markov_baseline", baseline)
     log.info("markov baseline %.4f nats/note%s", baseline,
              f"; floor (the generator's own loss) {floor:.4f}" if floor is not None else "")
-    base = TrainConfig(epochs=cfg.epochs, seed=cfg.seed)
+    base = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, train_step=cfg.train_step)
     # A trial still running when the timeout comes stops at its next epoch (keeping its best
     # epoch so far), so `timeout` bounds the whole search, not just when the last trial starts.
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None

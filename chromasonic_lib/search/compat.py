@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from ..config import TrainConfig, check_float, check_int
 from ..data import from_token_lists
 from ..errors import ConfigError
-from ..models import MODELS, MarkovModel, RecurrentModel, TransformerModel
+from ..models import MODELS, MarkovModel, RecurrentModel, TransformerModel, family, is_own, own
 from ..training import pick_device
 from .config import SearchConfig
 
@@ -34,16 +34,26 @@ class HyperparameterSearchSpace:
             raise ConfigError("batch_size_options must be a non-empty list, got []")
         self.num_epochs = check_int("num_epochs", self.num_epochs)
 
-    def to_space(self) -> dict[str, Any]:
-        """The same structure as a YAML file in ``params/spaces/``."""
+    def to_space(self, model: str | None = None) -> dict[str, Any]:
+        """The same structure as a YAML file in ``params/spaces/``; for a model of one's own
+        (``model``), the model ranges its constructor takes, under its name (the others are
+        left out, and the log says so once)."""
         rng = lambda kind, r, **kw: {"type": kind, "low": r[0], "high": r[1], **kw}
         recurrent = {"embedding_dim": rng("int", self.embedding_dim_range),
                      "hidden_size": rng("int", self.hidden_size_range),
                      "num_layers": rng("int", self.num_layers_range),
                      "dropout": rng("float", self.dropout_range)}
-        return {"training": {"learning_rate": rng("float", self.learning_rate_range, log=True),
-                             "batch_size": {"type": "categorical",
-                                            "choices": list(self.batch_size_options)}},
+        training = {"learning_rate": rng("float", self.learning_rate_range, log=True),
+                    "batch_size": {"type": "categorical", "choices": list(self.batch_size_options)}}
+        if model is not None and is_own(model):
+            takes = family(model).model_params
+            left_out = [n for n in recurrent if n not in takes]
+            if left_out:
+                own.log_once(f"{model}: its constructor takes no {', '.join(left_out)}, so "
+                             f"HyperparameterSearchSpace's {' and '.join(n + '_range' for n in left_out)} "
+                             f"{'is' if len(left_out) == 1 else 'are'} left out of the search")
+            return {"training": training, "models": {model: {n: r for n, r in recurrent.items() if n in takes}}}
+        return {"training": training,
                 "models": {"rnn": recurrent, "lstm": recurrent, "gru": recurrent,
                            "transformer": {"num_layers": rng("int", self.num_layers_range),
                                            "dropout": rng("float", self.dropout_range)},
@@ -53,22 +63,33 @@ class HyperparameterSearchSpace:
 class HyperparameterOptimizer:
     """``HyperparameterOptimizer(model_class, search_space).optimize(train_data, val_data)``.
 
-    ``model_class`` is a model name (``lstm``, ``gru``, ``rnn``, ``transformer``, ``markov``)
-    or one of our model classes; the data are lists of token lists (0..vocab_size-1).
+    ``model_class`` is a model class of one's own (any ``nn.Module`` whose constructor takes
+    ``vocab_size`` and keyword hyperparameters, see ``models.own``), its import path
+    (``package.module:Class``, ``file.py:Class``), a model name (``lstm``, ``gru``, ``rnn``,
+    ``transformer``, ``markov``) or one of our model classes. The data are lists of token
+    lists (0..vocab_size-1), 2-D arrays or tensors padded with ``pad_id``, or Datasets of
+    melodies. ``train_step``: a function ``(model, batch, optimizer, params) -> loss`` that
+    computes the loss and calls ``backward`` itself (see ``training.train``).
     """
 
     def __init__(self, model_class: Any = "lstm", search_space: HyperparameterSearchSpace | None = None,
                  device: str = "auto", output_dir: str = "runs/optimizer",
-                 storage: str = "memory", sampler: str = "tpe", pruner: str = "median", seed: int = 42):
+                 storage: str = "memory", sampler: str = "tpe", pruner: str = "median", seed: int = 42,
+                 train_step: Any = None):
         self.model = _model_name(model_class)
+        self.train_step = own.function_name(train_step) if train_step is not None else ""
         self.search_space = search_space or HyperparameterSearchSpace()
         self.device, self.output_dir, self.storage = device, output_dir, storage
         self.sampler, self.pruner, self.seed = sampler, pruner, seed
 
-    def optimize(self, train_data: list, val_data: list, vocab_size: int = 88, n_trials: int = 20,
+    def optimize(self, train_data: Any, val_data: Any, vocab_size: int = 88, n_trials: int = 20,
                  timeout: float | None = None, study_name: str = "melody-search",
-                 transpose: int | None = None) -> dict[str, Any]:
+                 transpose: int | None = None, pad_id: int | None = None) -> dict[str, Any]:
         """Search on the caller's melodies: ``train_data`` to train, ``val_data`` to score.
+
+        Returns the seed's dict (``best_params``, ``best_value``, ``n_trials``, ``total_time``,
+        ``trial_results``) and ``model_params``: the best trial's hyperparameters of the model
+        class itself, so ``model_class(vocab_size=vocab_size, **result["model_params"])`` builds it.
 
         ``vocab_size`` 88 means the piano keys; the models predict ``vocab_size`` tokens.
         ``transpose``: random transposition of the training melodies by up to ± that many
@@ -77,7 +98,7 @@ class HyperparameterOptimizer:
         """
         from . import run_search
         check_int("vocab_size", vocab_size, 2)
-        space = self.search_space.to_space()
+        space = self.search_space.to_space(self.model)
         if transpose is not None:       # checked as training checks it
             space["training"]["transpose"] = TrainConfig(transpose=transpose).transpose
         # dataset="synthetic" only passes the config's checks: the data are the caller's, and
@@ -86,21 +107,30 @@ class HyperparameterOptimizer:
                            dataset="synthetic", model=self.model, search_space=space,
                            n_trials=n_trials, timeout=check_float("timeout", timeout or 0),
                            epochs=self.search_space.num_epochs, sampler=self.sampler,
-                           pruner=self.pruner, seed=self.seed, device=self.device)
+                           pruner=self.pruner, seed=self.seed, device=self.device,
+                           train_step=self.train_step)
         data = from_token_lists(train_data, val_data, vocab_size, pick_device(self.device),
-                                None if transpose is None else transpose > 0)
+                                None if transpose is None else transpose > 0, pad_id)
         for config in (cfg, cfg.data):
             config.dataset, config.encoding = data.data.source, data.data.encoding.name
-        return run_search(cfg, data).as_dict()
+        result = run_search(cfg, data).as_dict()
+        takes = family(self.model).model_params
+        result["model_params"] = {k: v for k, v in result["best_params"].items() if k in takes}
+        return result
 
 
 def _model_name(model_class: Any) -> str:
-    if isinstance(model_class, str):
-        if model_class.lower() in MODELS:
-            return model_class.lower()
-    else:
-        names = {MarkovModel: "markov", TransformerModel: "transformer", RecurrentModel: "lstm"}
-        if model_class in names:
-            return names[model_class]
-    raise ConfigError(f"model_class must be one of {', '.join(MODELS)} or a chromasonic_lib "
-                      f"model class, got {model_class!r}")
+    """Our family's name, or the import path of a class of one's own (checked: a Module class)."""
+    if isinstance(model_class, str) and model_class.lower() in MODELS:
+        return model_class.lower()
+    names = {MarkovModel: "markov", TransformerModel: "transformer", RecurrentModel: "lstm"}
+    if isinstance(model_class, type) and model_class in names:
+        return names[model_class]
+    if isinstance(model_class, type) or is_own(model_class):
+        try:
+            return family(model_class).name
+        except ConfigError as e:
+            raise ConfigError(f"model_class: {e}") from None
+    raise ConfigError(f"model_class must be a torch.nn.Module class, its import path "
+                      f"('package.module:Class' or 'file.py:Class') or one of {', '.join(MODELS)}; "
+                      f"got {model_class!r}")

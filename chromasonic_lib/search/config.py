@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.checks import (MODELS, PRUNERS, SAMPLERS, check_bool, check_choice, check_devices,
+from ..config.checks import (PRUNERS, SAMPLERS, check_bool, check_choice, check_devices, check_model,
                              check_existing_file, check_float, check_int, check_other_collection,
                              check_pretrain_model, check_str)
 from ..config.params import check_param_file
-from ..config.training import StudyAndData
+from ..config.training import StudyAndData, TrainConfig
 from ..errors import ConfigError
 from ..paths import resolve
 from .space import load_space
@@ -43,10 +43,13 @@ class SearchConfig(StudyAndData):
     pretrain: str = ""                # folds only: every model first trains on this other collection
     pretrain_epochs: int = 5
     also_train_on: str = ""           # folds only: every fold also trains on this other collection
+    # A training step of one's own for a custom loss, "package.module:function" or
+    # "file.py:function": fn(model, batch, optimizer, params) computes the loss and calls backward.
+    train_step: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.model = check_choice("model", self.model, MODELS + ("any",))
+        self.model = check_model("model", self.model, ("any",))
         self.n_trials = check_int("n_trials", self.n_trials)
         self.timeout = check_float("timeout", self.timeout, 0)
         self.epochs = check_int("epochs", self.epochs)
@@ -75,6 +78,7 @@ class SearchConfig(StudyAndData):
             raise ConfigError("folds must be 0 (a single validation split) or at least 2, got 1")
         self.fold_jobs = check_int("fold_jobs", self.fold_jobs, 0)
         self.pretrain_epochs = check_int("pretrain_epochs", self.pretrain_epochs)
+        self.train_step = TrainConfig(train_step=check_str("train_step", self.train_step, allow_empty=True)).train_step
         for name in ("pretrain", "also_train_on"):
             value = check_other_collection(name, check_str(name, getattr(self, name), allow_empty=True),
                                            self.dataset, "searched")

@@ -69,6 +69,8 @@ class Objective:
 
     def run(self, trial: optuna.Trial, data: Prepared) -> float:
         family, hparams, training = self.space.suggest(trial)
+        if self.base.train_step:        # recorded with the trial, so train_best trains it so too
+            training["train_step"] = self.base.train_step
         if self.folds is not None:
             return self.cross_validate(trial, family, hparams, training, data)
         trial.set_user_attr("config", {"model": family, **hparams, **training})

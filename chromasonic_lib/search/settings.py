@@ -21,7 +21,7 @@ import optuna
 from ..config.training import SYNTHETIC_ONLY
 from ..data import USER_TOKENS
 from ..errors import ConfigError
-from ..models import PROTOCOL
+from ..models import PROTOCOL, family, is_own
 from ..paths import resolve
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,14 @@ def study_settings(cfg, data) -> dict[str, Any]:
         # Where a study starts is not what its trials measure: start_from is left out.
         "search_space": {k: v for k, v in dataclasses.asdict(cfg.space).items() if k != "start_from"},
         "library_version": library_version(),
+        # A model of one's own: its class's source, so an edit between runs is seen.
+        "model_source": model_source(cfg.model),
     }))
+
+
+def model_source(name: str) -> str | None:
+    """The source hash of a model class of one's own (None for ours and for ``any``)."""
+    return family(name).source_hash or None if is_own(name) else None
 
 
 def stored_settings(study: optuna.Study) -> dict[str, Any]:
@@ -156,6 +163,11 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
             f"with different settings: {what}. New trials would not compare with them. To add "
             f"trials to this study, {advice}; for the new settings, choose a new study_name "
             f"(e.g. {study.study_name + '-2'!r}). The study keeps all its trials.")
+    source = old.get("model_source")
+    if source and source != settings.get("model_source"):
+        log.warning("the source of %s changed since study %r was created (hash %s there, %s now): "
+                    "new trials train the edited class, old ones the class as it was",
+                    settings["model"], study.study_name, source, settings.get("model_source"))
     version = old.get("library_version")
     if version and version != settings.get("library_version"):
         log.warning("study %r was created by chromasonic-lab %s, this is %s: if training changed "

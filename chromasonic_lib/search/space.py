@@ -22,7 +22,9 @@ from ..config import (SEARCHABLE_TRAINING, TrainConfig, check_context, check_flo
 from ..data.context import context_label, context_names
 from ..errors import ConfigError
 from ..folds import PROTOCOL_SETTINGS
-from ..models import FAMILIES, MODEL_DEFAULTS, MODELS, RHYTHM
+from ..models import MODELS, RHYTHM, is_own
+from ..models import family as model_family
+from ..models.own import canonical
 
 TYPES = ("float", "int", "categorical")
 
@@ -216,12 +218,12 @@ class SearchSpace:
                               f"does not search ({', '.join(self.families)})")
         prefix = "" if len(self.families) == 1 else f"{family}."
         out = {} if len(self.families) == 1 else {"model": family}
-        known = {**MODEL_DEFAULTS[family], **TRAINING_DEFAULTS, **study}
+        known = {**model_family(family).defaults, **TRAINING_DEFAULTS, **study}
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ConfigError(f"search_space: start_from {where} sets {', '.join(unknown)}, which a "
                               f"search does not take")
-        hparams = {n: params.get(n, d) for n, d in MODEL_DEFAULTS[family].items()}
+        hparams = {n: params.get(n, d) for n, d in model_family(family).defaults.items()}
         if "context" in hparams:
             hparams["context"] = context_label(hparams["context"])
         specs = {**{prefix + n: (p, hparams[n]) for n, p in self.models.get(family, {}).items()
@@ -246,6 +248,17 @@ class SearchSpace:
                                   f"this space's trials take {expected!r}: add {name} to the space")
         return out
 
+    def variants(self, family: str) -> list[dict[str, Any]]:
+        """Hyperparameters a dry run builds ``family`` with: its defaults, then each categorical
+        choice (and fixed value) of the space over them (a range is drawn anew each trial)."""
+        out: list[dict[str, Any]] = [{}]
+        for name, spec in self.models.get(family, {}).items():
+            if name in ("context", "memory_order", "memory_alpha", "memory_rhythm"):
+                continue
+            if spec.type in ("categorical", "fixed"):
+                out += [{name: v} for v in (spec.choices if spec.type == "categorical" else [spec.value])]
+        return out
+
     def check_single_split(self) -> None:
         """Refuse what only a cross-validated search can search (folds 0: one split)."""
         for name in FOLDS_ONLY:
@@ -267,7 +280,7 @@ class SearchSpace:
             [f for f in ("markov", "lstm") if f in self.families] or self.families[:1]
         trials = []
         for family in families:
-            defaults = {**MODEL_DEFAULTS[family], **(overrides or {}).get(family, {})}
+            defaults = {**model_family(family).defaults, **(overrides or {}).get(family, {})}
             prefix = "" if len(self.families) == 1 else f"{family}."
             params = {} if len(self.families) == 1 else {"model": family}
             for name, spec in self.models.get(family, {}).items():
@@ -317,14 +330,22 @@ def load_space(source: str | Path | dict, model: str, encoding: str | None = Non
         _check_values("training", training[name], _check_protocol)
     models = {}
     for family, params in (raw.get("models") or {}).items():
-        if family not in FAMILIES:
+        if is_own(family):
+            # A model of one's own under its import path; checked (imported) where it is searched.
+            family = canonical(family)
+            if family != model:
+                continue
+        elif family not in MODELS:
             raise ConfigError(f"search_space: unknown model family {family!r}; allowed: "
-                              f"{', '.join(MODELS)}")
+                              f"{', '.join(MODELS)}, or a class of one's own as 'package.module:Class' "
+                              f"or 'path/to/file.py:Class'")
         models[family] = {}
+        searchable = model_family(family).searchable
         for name, spec in (params or {}).items():
-            if name not in FAMILIES[family].searchable:
-                raise ConfigError(f"search_space: {name} is not a hyperparameter of {family}; "
-                                  f"allowed: {', '.join(FAMILIES[family].searchable)}")
+            if name not in searchable:
+                raise ConfigError(f"search_space: {name} is not a hyperparameter of {family} "
+                                  f"({'its constructor does not take it; ' if is_own(family) else ''}"
+                                  f"allowed: {', '.join(searchable)})")
             models[family][name] = _param(f"models.{family}", name, spec)
             if name == "context":
                 models[family][name] = _context_param(f"models.{family}", models[family][name],
@@ -341,7 +362,7 @@ def load_space(source: str | Path | dict, model: str, encoding: str | None = Non
 
 def _rhythm_applies(family: str, hparams: dict[str, Any]) -> bool:
     """A trial's model can take memory_rhythm: it has the melody memory and reads the rhythm."""
-    defaults = MODEL_DEFAULTS[family]
+    defaults = model_family(family).defaults
     return bool(hparams.get("memory_order", defaults["memory_order"])) and \
         bool(set(RHYTHM) & set(context_names(hparams.get("context", defaults.get("context", ())))))
 
@@ -352,7 +373,7 @@ def _check_rhythm(family: str, params: dict[str, ParamSpec]) -> None:
     spec = params.get("memory_rhythm")
     if spec is None or not any(_possible(spec, 0)):
         return
-    defaults = MODEL_DEFAULTS[family]
+    defaults = model_family(family).defaults
     orders = _possible(params.get("memory_order"), defaults["memory_order"])
     contexts = _possible(params.get("context"), defaults.get("context", ()))
     if not any(orders) or not any(set(RHYTHM) & set(context_names(c)) for c in contexts):
@@ -368,7 +389,7 @@ def _check_transformer_heads(params: dict[str, ParamSpec]) -> None:
     def values(name):
         p = params.get(name)
         if p is None:
-            return [MODEL_DEFAULTS["transformer"][name]]
+            return [model_family("transformer").defaults[name]]
         return p.choices if p.type == "categorical" else [p.value] if p.type == "fixed" else None
     d_models, heads = values("d_model"), values("nhead")
     if d_models and heads:
