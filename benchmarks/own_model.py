@@ -1,7 +1,7 @@
 """Does a model class of one's own run as fast inside the workbench as in one's own loop? On the CPU.
 
     .venv/bin/python benchmarks/own_model.py [--melodies 256] [--length 64] [--batch-size 32]
-        [--epochs 2] [--repeats 3] [--notes 512] [--threads 1] [--profile]
+        [--epochs 2] [--repeats 5] [--gen-repeats 3] [--notes 512] [--threads 1] [--profile]
 
 Training: the example's ``examples/my_models.py:SimpleRNN`` (default hyperparameters) trained by
 ``training.train`` (the adapter ``OwnModel`` around it) against a plain PyTorch loop over the same
@@ -14,7 +14,8 @@ validation data (``val_data=None``), so its time is the epochs alone; it is time
 whole ``train`` call (optimizer set-up included: negligible). The plain loop is timed over batches
 cut beforehand (the batch cutting is the workbench's own cost). What differs is the adapter (its
 slice off the start token's logit and the tuple unpacking) and ``train``'s bookkeeping.
-One warm-up run of each, then ``--repeats`` runs interleaved; the median counts.
+One warm-up run of each, then ``--repeats`` runs interleaved; the median counts (runs
+of the two measured on this 2-core machine differed by up to ~15% from run to run).
 
 Generation: ``generate.sample`` of ``--notes`` notes from untrained weights with SimpleRNN (its
 forward returns its state: stepped by it) and TinyTransformer (no state: forward re-run over
@@ -131,7 +132,8 @@ def main() -> None:
     p.add_argument("--length", type=int, default=64, help="tokens per melody")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed run")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="timed training runs of each")
+    p.add_argument("--gen-repeats", type=int, default=3, help="timed samples of each model")
     p.add_argument("--notes", type=int, default=512)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--profile", action="store_true")
@@ -166,9 +168,9 @@ def main() -> None:
         profile.disable()
         pstats.Stats(profile).sort_stats("tottime").print_stats(15)
 
-    gen_rnn, stateful_rnn = time_sample(RNN, args.notes, args.repeats)
-    gen_tf, stateful_tf = time_sample(TRANSFORMER, args.notes, args.repeats)
-    gen_plain = plain_sample_rnn(args.notes, args.repeats)
+    gen_rnn, stateful_rnn = time_sample(RNN, args.notes, args.gen_repeats)
+    gen_tf, stateful_tf = time_sample(TRANSFORMER, args.notes, args.gen_repeats)
+    gen_plain = plain_sample_rnn(args.notes, args.gen_repeats)
 
     ratio = tps_wb / tps_pl
     g_rnn, g_tf, g_plain = (statistics.median(t) for t in (gen_rnn, gen_tf, gen_plain))

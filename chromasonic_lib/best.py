@@ -21,6 +21,7 @@ from .config import (check_model, DataConfig, TrainBestConfig, TrainConfig, chec
 from .data import MelodySet, Prepared, load_dataset, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
+from .imports import label, short
 from .models import MODELS, build_model, check_model as dry_run, split_params
 from .pretraining import also_train_on, describe_also_train_on, pretrained, start_from
 from .plots import history_curves_figure, save_figure
@@ -60,7 +61,7 @@ class BestConfiguration:
         more += f"; scored over transpositions ±{x['test_transpose']}" if x["test_transpose"] else ""
         more += f"; an ensemble of {x['ensemble']}" if x.get("ensemble", 1) > 1 else ""
         more += "; exactly those epochs, none held out (val_fraction 0)" if x.get("val_fraction") == 0 else ""
-        return (f"{self.params.get('model')} from {source}; data {d.dataset}{melodies}, {d.encoding} "
+        return (f"{short(self.params.get('model'))} from {source}; data {d.dataset}{melodies}, {d.encoding} "
                 f"encoding, split val {d.val_fraction:g} / test {d.test_fraction:g} with seed "
                 f"{d.seed}; at most {self.epochs} epochs{more}")
 
@@ -126,8 +127,13 @@ class TrainedRun:
     test_notes: pd.DataFrame | None = None
     baseline_notes: pd.DataFrame | None = None      # the same under the markov baseline
 
+    @property
+    def name(self) -> str:
+        """The model's name for titles and legends (a class of one's own: its class name)."""
+        return label(self.family)
+
     def metrics_table(self) -> pd.DataFrame:
-        rows = {f"{self.family} (best configuration)": self.test.as_dict(),
+        rows = {f"{self.name} (best configuration)": self.test.as_dict(),
                 "markov baseline": self.baseline.as_dict()}
         return pd.DataFrame(rows).T[["nats_per_note", "bits_per_note", "accuracy", "perplexity", "n_notes"]]
 
@@ -204,7 +210,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         "epochs_trained": history.epochs_trained if len(histories) == 1 else [h.epochs_trained for h in histories],
         "best_epoch": history.best_epoch if len(histories) == 1 else [h.best_epoch for h in histories],
         "audio": generate.audio_source()})
-    save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{family}: learning curves"),
+    save_figure(history_curves_figure(history.train_loss, history.val_loss, f"{label(family)}: learning curves"),
                 out / "learning_curves.png")
     return TrainedRun(family, hparams, training, model, history, data, test, baseline, out, best,
                       histories, test_notes, baseline_notes)

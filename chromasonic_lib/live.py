@@ -20,6 +20,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from .imports import short
 from .search.results import trial_config
 from .throttle import Throttle
 
@@ -82,7 +83,7 @@ def _value(t: FrozenTrial) -> str:
 
 
 def params_text(t: FrozenTrial) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={short(v)}"
                      for k, v in trial_config(t).items())
 
 

@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .data.splits import IGNORE, MelodyTensor, epoch_batches, n_batches
 from .errors import TrainingDiverged
 from .models import Ensemble
-from .models.own import import_object
+from .imports import import_object
 
 log = logging.getLogger(__name__)
 

@@ -47,3 +47,10 @@ class TinyTransformer(nn.Module):
         h = self.tokens(x) * self.scale + self.positions(torch.arange(T, device=x.device))
         mask = torch.triu(torch.full((T, T), float("-inf"), device=x.device), diagonal=1)
         return self.out(self.encoder(h, mask=mask))
+
+
+def rising_and_falling():
+    """Melodies of one's own for ``dataset: examples/my_models.py:rising_and_falling``: token
+    lists of piano keys (0..87, MIDI pitch − 21), here scales up and down from a few tonics."""
+    major = [0, 2, 4, 5, 7, 9, 11, 12]
+    return [[tonic + step for step in major + major[::-1]] for tonic in range(27, 51)]

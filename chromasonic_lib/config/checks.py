@@ -14,6 +14,7 @@ from ..data.corpora import CORPUS_FOLDERS, essen_files
 from ..data.encodings import ENCODINGS as ENCODING_TYPES
 from ..data.files import folder_files
 from ..errors import ConfigError
+from ..imports import canonical, import_object, is_own
 from ..models import MODELS, family_name
 from ..paths import has_password, mask_url, resolve
 
@@ -87,6 +88,9 @@ def check_model(name: str, value: Any, extra: Iterable[str] = ()) -> str:
     study records (a file made absolute)."""
     if isinstance(value, str) and value in (*MODELS, *extra):
         return value
+    if not (isinstance(value, type) or is_own(value)):
+        raise ConfigError(f"{name} must be one of {', '.join((*MODELS, *extra))}, or a model class of "
+                          f"one's own as 'package.module:Class' or 'path/to/file.py:Class'; got {value!r}")
     try:
         return family_name(value)
     except ConfigError as e:
@@ -141,6 +145,9 @@ def check_dataset(name: str, value: Any) -> str:
     check_str(name, value)
     if value == "synthetic" or value in CORPORA:
         return value
+    if is_own(value) and not resolve(value).exists():      # a function of one's own
+        import_object(value, name)
+        return canonical(value)
     if value.startswith("essen/"):
         files = essen_files()
         if value[len("essen/"):] in files:
@@ -155,8 +162,9 @@ def check_dataset(name: str, value: Any) -> str:
         return value
     if path.exists():
         raise ConfigError(f"{name} must be a corpus name or a folder, got the file {value!r}")
-    raise ConfigError(f"{name} must be synthetic, one of {', '.join(CORPORA)}, essen/<file> "
-                      f"or an existing folder of score files; got {value!r} (not found)")
+    raise ConfigError(f"{name} must be synthetic, one of {', '.join(CORPORA)}, essen/<file>, an "
+                      f"existing folder of score files or a function of one's own "
+                      f"('package.module:function', 'file.py:function'); got {value!r} (not found)")
 
 
 def check_storage(name: str, value: Any) -> str:

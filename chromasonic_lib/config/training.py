@@ -55,7 +55,7 @@ class TrainConfig:
         self.weight_average = check_float("weight_average", self.weight_average, 0, 0.9999)
         self.seed = check_int("seed", self.seed, 0)
         if self.train_step:
-            from ..models.own import function_name
+            from ..imports import function_name
             self.train_step = function_name(self.train_step)
 
     def replace(self, **changes: Any) -> "TrainConfig":

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..imports import import_object, is_own
 from ..paths import resolve
 from . import cache, corpora, synthetic
 from .copies import MelodyGroups, melody_groups, not_copies
+from .context import NoteContext
 from .encodings import LOWEST_MIDI, N_KEYS, Encoding, Notes, TokenVocabulary, get_encoding, midi_name
 from .files import folder_files, parse_files
 from .splits import MelodyTensor, Splits, hold_out, kfold, split
@@ -108,6 +110,33 @@ class MelodySet:
         return text + ("; " + ", ".join(extras) if extras else "")
 
 
+def _own_melodies(source: str) -> list[Notes]:
+    """The melodies a function of one's own returns (``dataset: package.module:function`` or
+    ``file.py:function``, called without arguments): :class:`Notes` as our file readers give
+    them, or token lists of piano keys 0..87 (MIDI pitch − 21), each note a quarter long."""
+    fn = import_object(source, "dataset")
+    try:
+        melodies = list(fn())
+    except Exception as e:      # the user's function may raise anything
+        raise DataError(f"dataset {source!r}: calling it failed: {type(e).__name__}: {e}") from None
+    out = []
+    for i, m in enumerate(melodies):
+        if isinstance(m, Notes):
+            out.append(m)
+            continue
+        keys = np.asarray(m.detach().cpu() if hasattr(m, "detach") else m)
+        if keys.ndim != 1 or (len(keys) and keys.dtype.kind not in "iu"):
+            raise DataError(f"dataset {source!r}: melody {i} must be Notes or a list of tokens (piano "
+                            f"keys 0..87), got {m!r:.60}")
+        bad = np.flatnonzero((keys < 0) | (keys >= N_KEYS))
+        if len(bad):
+            raise DataError(f"dataset {source!r}: melody {i}, position {bad[0]}: token {keys[bad[0]]} is "
+                            f"outside the piano keys 0..87")
+        durations = np.ones(len(keys), dtype=np.float32)
+        out.append(Notes((keys + LOWEST_MIDI).astype(np.int16), durations, NoteContext.neutral(durations)))
+    return out
+
+
 def load_notes(source: str, n_sequences: int = 100, sequence_length: int = 64, seed: int = 42,
                limit: int | None = None, use_cache: bool = True
                ) -> tuple[list[Notes], list[tuple[str, str]]]:
@@ -122,6 +151,9 @@ def _load_notes(source: str, n_sequences: int, sequence_length: int, seed: int, 
     if source == "synthetic":
         walks = synthetic.generate(n_sequences, sequence_length, seed)
         return walks, [f"walk {i + 1}" for i in range(len(walks))], []
+    if is_own(source):
+        melodies = _own_melodies(source)
+        return melodies, [f"{source.rpartition(':')[2]} {i + 1}" for i in range(len(melodies))], []
     root = None
     if source in corpora.CORPUS_FOLDERS or source.startswith("essen/"):
         files, part = corpora.corpus_files(source), corpora.part_for(source)

@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
-import importlib.util
 import inspect
 import logging
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,69 +30,13 @@ from torch import nn
 
 from ..data.context import context_names
 from ..errors import ConfigError
+from ..imports import canonical, function_name, import_object, is_own, name_of  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-# Classes given as objects (the seed API's ``model_class=SimpleRNN``), by their name: a class
-# defined in a notebook or script (``__main__``) is found again in this process only.
-_GIVEN: dict[str, type] = {}
 # Names a hyperparameter of one's own may not have: the settings the workbench routes elsewhere
 # (filled in by the registry, which knows the training settings).
 RESERVED: set[str] = {"model", "seed", "epochs", "context", "vocab_size"}
-
-
-def is_own(name: Any) -> bool:
-    """Whether ``name`` names a class of one's own (``module:Class`` or ``file.py:Class``)."""
-    return isinstance(name, str) and ":" in name
-
-
-def name_of(cls: Any) -> str:
-    """The import path a class (or function) is found by again: ``module:Class``, or
-    ``/abs/file.py:Class`` for one imported from a file (its module is ours, named after it)."""
-    module = sys.modules.get(cls.__module__)
-    path = getattr(module, "__chromasonic_file__", None)
-    name = f"{path or cls.__module__}:{cls.__qualname__}"
-    _GIVEN[name] = cls
-    return name
-
-
-def canonical(name: str) -> str:
-    """``name`` with a ``file.py`` made absolute (the working directory first, then the project
-    root), so other processes, other workers and a later load find the same file."""
-    path, _, attr = name.rpartition(":")
-    if not path.endswith(".py"):
-        return name
-    from ..paths import resolve
-    p = Path(path).expanduser()
-    if not p.is_absolute():
-        p = (Path.cwd() / p) if (Path.cwd() / p).is_file() else resolve(p)
-    return f"{p.resolve()}:{attr}"
-
-
-def import_object(name: str, what: str = "model") -> Any:
-    """What ``name`` (``module:attr`` or ``file.py:attr``) names, imported; a
-    :class:`ConfigError` names ``what``, the path and the error."""
-    name = canonical(name)
-    if name in _GIVEN:
-        return _GIVEN[name]
-    path, _, attr = name.rpartition(":")
-    if not path or not attr:
-        raise ConfigError(f"{what} {name!r} must be 'package.module:Name' or 'path/to/file.py:Name'")
-    if path == "__main__":
-        raise ConfigError(
-            f"{what} {name!r} is defined in a notebook or script (__main__), which this process "
-            f"can't import: put it in a file and give {what} as 'path/to/file.py:{attr}' (or "
-            f"'package.module:{attr}')")
-    try:
-        obj: Any = _import_file(Path(path)) if path.endswith(".py") else importlib.import_module(path)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except ConfigError:
-        raise
-    except Exception as e:     # the user's module may raise anything while it is imported
-        raise ConfigError(f"{what} {name!r}: cannot import {attr} from {path}: "
-                          f"{type(e).__name__}: {e}") from None
-    return obj
 
 
 def import_class(name: str) -> type[nn.Module]:
@@ -105,34 +45,6 @@ def import_class(name: str) -> type[nn.Module]:
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise ConfigError(f"model {name!r} is not a torch.nn.Module class, got {obj!r}")
     return obj
-
-
-def function_name(fn: Any, what: str = "train_step") -> str:
-    """The import path of a function given as an object or a path (checked: it imports, and is
-    callable)."""
-    name = name_of(fn) if callable(fn) and not isinstance(fn, str) else canonical(fn)
-    if not callable(import_object(name, what)):
-        raise ConfigError(f"{what} {name!r} is not a function")
-    return name
-
-
-def _import_file(path: Path):
-    if not path.is_file():
-        raise ConfigError(f"model file not found: {str(path)!r}")
-    # One module per file, named after its path, so that two files of one name never clash.
-    module_name = "chromasonic_own_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    module.__chromasonic_file__ = str(path)
-    sys.modules[module_name] = module          # before exec: dataclasses and pickle look it up
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
 
 
 def source_hash(cls: type) -> str:
@@ -252,7 +164,9 @@ class OwnModel(nn.Module):
         self.eval()
         try:
             device = next(self.parameters(), torch.zeros(())).device
-            x = torch.randint(0, self.vocab_size + 1, (2, 6), device=device)
+            # Its own generator: the check must not move the global one a sampler may be seeded by.
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randint(0, self.vocab_size + 1, (2, 6), generator=gen).to(device)
             ctx = None
             if self.context:
                 ctx = {n: torch.zeros_like(x) for n in self.context}
