@@ -124,9 +124,14 @@ class FoldSet:
     also_train_on: str = ""
     limit: int = 0                      # of the other collections' files: the first N (a quick check)
     distributions: bool = False         # keep every note's whole predicted distribution
+    # Melodies no fold holds: a search's test melodies, kept for train_best's test alone.
+    exclude: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        self.folds = kfold(self.data.melodies, self.k, self.seed)
+        left_out = set(self.exclude)
+        keep = [i for i in range(len(self.data.melodies)) if i not in left_out]
+        self.folds = [([keep[j] for j in train], [keep[j] for j in test]) for train, test in
+                      kfold([self.data.melodies[i] for i in keep], self.k, self.seed)]
         self.pool, self.extra, self.also_trained = also_train_on(self.also_train_on, self.data, self.limit)
         self.jobs, self.threads = jobs_and_threads(self.jobs, self.k, self.device)
 

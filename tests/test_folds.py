@@ -37,8 +37,12 @@ def test_a_cross_validated_trial_is_the_notes_weighted_mean_of_the_same_folds_ev
     res = cl.run_search(cv_cfg(tmp_path, search_space=SEARCHED, n_trials=5, sampler="random"))
     trials = res.study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 5
-    data = load_dataset("synthetic")
-    notes = [sum(len(data.melodies[i]) for i in test) for _, test in kfold(data.melodies, 3, 42)]
+    # The folds of every melody but the test ones (train_best's), which no trial touches.
+    data = cl.prepare(load_dataset("synthetic"), 0.1, 0.1, 42)
+    test = set(data.splits.index["test"])
+    kept = [m for i, m in enumerate(data.data.melodies) if i not in test]
+    notes = [sum(len(kept[i]) for i in fold) for _, fold in kfold(kept, 3, 42)]
+    assert len(test) == 10 and sum(notes) == sum(len(m) for m in kept)
     for t in trials:
         folds = t.user_attrs["folds"]
         assert [f["notes"] for f in folds] == notes        # crossval's folds, for every trial
@@ -51,7 +55,7 @@ def test_a_cross_validated_trial_is_the_notes_weighted_mean_of_the_same_folds_ev
             sum(f["nats_per_note"] for f in folds) / 3 / 0.6931471805599453)
         assert 0 < t.user_attrs["melody_mean_bits_per_note"] < 7
     report = (tmp_path / "out" / "optimization_report.txt").read_text()
-    assert "3 folds of every melody" in report
+    assert "3 folds of every melody but the 0.1 held out for train_best's test" in report
     # The analysis compares the top trials with the best, fold by fold.
     diffs = analysis.fold_differences(res.study, 5)
     assert list(diffs["trial"]) == [t.number for t in sorted(trials, key=lambda t: t.value)]
@@ -65,7 +69,8 @@ def test_a_cross_validated_trial_is_the_notes_weighted_mean_of_the_same_folds_ev
 
 
 def test_crossval_and_a_one_trial_search_give_the_same_figure_and_its_file_runs_in_both(tmp_path, capsys):
-    res = cl.run_search(cv_cfg(tmp_path))
+    # With no test melodies held out, the search's folds are crossval's (over every melody).
+    res = cl.run_search(cv_cfg(tmp_path, test_fraction=0))
     trial = res.study.best_trial
     best = tmp_path / "out" / "best_hyperparameters.json"
     params = json.loads(best.read_text())

@@ -173,10 +173,12 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     study, created = create_study(cfg, storage)
     folds = None
     if cfg.folds:
+        # The test melodies stay out of every fold: train_best's test is on melodies no trial saw.
+        test = tuple(data.splits.index["test"]) if data.splits.index else ()
         folds = FoldSet(data.data, cfg.folds, cfg.seed, cfg.fold_jobs, str(devices[0]), cfg.val_fraction,
-                        cfg.pretrain, cfg.pretrain_epochs, cfg.also_train_on)
-        log.info("each trial is cross-validated on %d folds of %d melodies (%d at once)", cfg.folds,
-                 len(data.data.melodies), folds.jobs)
+                        cfg.pretrain, cfg.pretrain_epochs, cfg.also_train_on, exclude=test)
+        log.info("each trial is cross-validated on %d folds of %d melodies (%d at once; the %d test "
+                 "melodies stay out)", cfg.folds, len(data.data.melodies) - len(test), folds.jobs, len(test))
     if created:
         _set_up(study, cfg, data, settings, artifacts, folds)
     else:

@@ -139,9 +139,10 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
         lines.append(f"model: {short(cfg.get('model'))}, sampler: {cfg.get('sampler')}, pruner: "
                      f"{cfg.get('pruner')}, up to {cfg.get('epochs')} epochs per trial")
         if cfg.get("folds"):
-            lines.append(f"measured on: {cfg['folds']} folds of every melody (seed {cfg.get('seed')}), "
-                         "each trial cross-validated as crossval does; the value is nats/note over "
-                         "all notes")
+            lines.append(f"measured on: {cfg['folds']} folds of every melody but the "
+                         f"{cfg.get('test_fraction')} held out for train_best's test (seed "
+                         f"{cfg.get('seed')}), each trial cross-validated as crossval does; the value "
+                         "is nats/note over all their notes")
         else:
             lines.append(f"measured on: seed {cfg.get('seed')}, {cfg.get('val_fraction')} of the melodies "
                          f"validate, {cfg.get('test_fraction')} are held out for train_best's test")

@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 # The seed API's token lists are known by their melodies (dataset_fingerprint) and vocabulary.
 MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "vocab_size", "model", "seed",
             "val_fraction", "test_fraction", "n_sequences", "sequence_length", "epochs",
-            "folds", "pretrain", "pretrain_epochs", "also_train_on", "search_space")
+            "folds", "folds_leave_out_test", "pretrain", "pretrain_epochs", "also_train_on", "search_space")
 # What a study created before a setting existed measured: the value that setting has now.
-BEFORE = {"folds": 0, "pretrain": "", "pretrain_epochs": 5, "also_train_on": ""}
+BEFORE = {"folds": 0, "folds_leave_out_test": False, "pretrain": "", "pretrain_epochs": 5, "also_train_on": ""}
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,6 +85,8 @@ def study_settings(cfg, data) -> dict[str, Any]:
         "sequence_length": cfg.sequence_length if synthetic else None,
         "epochs": cfg.epochs,
         "folds": cfg.folds,
+        # A cross-validated study's folds leave its test melodies out (before: every melody).
+        "folds_leave_out_test": bool(cfg.folds),
         "pretrain": cfg.pretrain,
         "pretrain_epochs": cfg.pretrain_epochs if cfg.pretrain else BEFORE["pretrain_epochs"],
         "also_train_on": cfg.also_train_on,
@@ -143,6 +145,9 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
         if name == "protocol":
             what = (f"its trials' losses leave out each melody's first note (protocol "
                     f"{old[name]}), this version scores every note (protocol {settings[name]})")
+        elif name == "folds_leave_out_test":
+            what = ("its folds held every melody, its test melodies too, so its trials were chosen "
+                    "on train_best's test; this version leaves the test melodies out of the folds")
         elif name == "search_space":
             what = f"search_space differs ({_first_difference(old[name], settings[name])})"
         elif name == "dataset_fingerprint" and not folder:
@@ -156,6 +161,7 @@ def check_resume(study: optuna.Study, settings: dict[str, Any]) -> None:
             what = f"{name} is {settings.get(name)!r} now but {old[name]!r} in the study"
         advice = {"protocol": "run the chromasonic-lab version that created it",
                   "search_space": "run with the study's search space",
+                  "folds_leave_out_test": "run the chromasonic-lab version that created it",
                   "dataset_fingerprint": "run with the study's melodies"}.get(
                       name, f"run with {name} {old[name]!r}")
         raise ConfigError(
