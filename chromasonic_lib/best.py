@@ -29,7 +29,7 @@ from .checkpoints import save_checkpoint
 from .search import markov_baseline
 from .surprise import surprise, write_table
 from .search.results import trial_config
-from .search.settings import stored_settings
+from .search.settings import model_source, stored_settings
 from .search.study import load_existing_study
 from .training import History, Metrics, evaluate, pick_device, train_ensemble
 from .transposition import TranspositionAverage
@@ -95,7 +95,13 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
     params = trial_config(trial)
     # A cross-validated trial's config also says how it trained (epochs, test_transpose, ...).
     settings = _file_settings(params)
-    data, epochs = cfg.resolve_data(stored_settings(study), study.study_name, settings)
+    stored = stored_settings(study)
+    searched, now = stored.get("model_source"), model_source(params.get("model"))
+    if searched and searched != now:
+        log.warning("the source of %s changed since study %r searched it (hash %s there, %s now): "
+                    "the class trained now is the edited one", short(params.get("model")),
+                    study.study_name, searched, now)
+    data, epochs = cfg.resolve_data(stored, study.study_name, settings)
     return BestConfiguration(params, data, epochs, study.study_name, trial.number,
                              cfg.extras(settings, data.dataset, params.get("model")))
 

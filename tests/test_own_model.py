@@ -91,6 +91,18 @@ def test_data_as_padded_tensors_and_datasets_and_tokens_outside_the_vocabulary()
         from_token_lists([[1, 2, 3]], [[1, 2], [3, 4, 12]], 12)
 
 
+def test_a_dataset_function_of_one_s_own_gives_the_melodies(tmp_path):
+    from chromasonic_lib.data import load_dataset
+    from chromasonic_lib.errors import DataError
+    name = cl.config.check_dataset("dataset", "examples/my_models.py:rising_and_falling")
+    data = load_dataset(name)
+    assert len(data.melodies) == 24 and data.melodies[0][0] == 27        # piano key 27: C3
+    bad = tmp_path / "bad.py"
+    bad.write_text("def melodies():\n    return [[1, 2, 3], [4, 90, 5]]\n")
+    with pytest.raises(DataError, match="melody 1, position 1: token 90 is outside the piano keys"):
+        load_dataset(f"{bad}:melodies")
+
+
 # ---------------------------------------------------------------- the dry run refuses
 class Bidirectional(nn.Module):
     def __init__(self, vocab_size, hidden_size=8):

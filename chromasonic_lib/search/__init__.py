@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, check_writable_dir
 from ..data import Prepared, load_dataset, prepare
 from ..folds import FoldSet, Recipe, pooled
+from ..imports import is_own, short
 from ..models import build_model, check_model
 from ..training import train
 from ..live import LiveView
@@ -169,6 +170,9 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     log.info(data.describe())
     for family in cfg.space.families:   # a model of one's own: a dry run, before any trial exists
         check_model(family, data.vocab_size, devices[0], cfg.space.variants(family))
+        if is_own(family) and not cfg.space.models.get(family):
+            log.info("search_space has no entry for %s: its hyperparameters keep their defaults, and "
+                     "the training settings alone are searched", short(family))
     settings = study_settings(cfg, data)
     study, created = create_study(cfg, storage)
     folds = None
