@@ -54,6 +54,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, family: str, hparams: di
         hparams["context"] = list(hparams["context"])
     fam = model_family(family)
     where = {"class": fam.name, "source_hash": fam.source_hash} if fam.own else {}
+    if fam.own:
+        hparams = _storable(fam, hparams)
     payload = {"family": fam.name, **where, "hparams": hparams, "encoding": encoding,
                "vocab_size": model.vocab_size, "protocol": PROTOCOL, "ensemble": members,
                "test_transpose": semitones, "state_dict": state, **(extra or {})}
@@ -86,6 +88,25 @@ def load_checkpoint(source: str | Path | optuna.Study, trial_number: int | None 
     if payload.get("test_transpose"):
         model = TranspositionAverage(model, payload["test_transpose"])
     return model.to(device).eval(), payload
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool, type(None))) or \
+        isinstance(value, (list, tuple)) and all(map(_plain, value))
+
+
+def _storable(fam, hparams: dict) -> dict:
+    """The hyperparameters a weights-only checkpoint can hold: a default that is a class or a
+    function (``activation=nn.ReLU``) is left out, and rebuilt from the constructor's default."""
+    out = {}
+    for key, value in hparams.items():
+        if _plain(value):
+            out[key] = value
+        elif value is not fam.defaults.get(key):
+            raise ConfigError(f"{key}={value!r} of {fam.name} can't be kept in a checkpoint (numbers, "
+                              f"strings, bools, None and lists of them can): make it the "
+                              f"constructor's default, or give it as a name the constructor maps")
+    return out
 
 
 def _check_source(payload: dict, source: Any) -> None:

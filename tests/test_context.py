@@ -22,7 +22,7 @@ ALL = ("duration", "metre", "phrase", "key")
 @pytest.fixture
 def tiny_score(tmp_path):
     """A 4/4 bar in G major (a rest, a fermata), then a 3/4 bar under a bare one-flat signature
-    ending on D: the final names the mode, D minor."""
+    (F major or D minor, the mode not written) ending on D."""
     from music21 import expressions, key, meter, note, stream
     part = stream.Part()
     first = stream.Measure(number=1)
@@ -48,15 +48,17 @@ def test_a_tiny_score_gives_each_note_its_context(tiny_score):
     assert c.bar_offsets.tolist() == [0, 1, 2, 3, 0, 0.5, 1]
     assert c.metres.tolist() == [[4, 4]] * 4 + [[3, 4]] * 3
     assert c.phrase_ends.tolist() == [False, False, False, True, False, False, True]   # fermata, end
-    assert c.keys.tolist() == [7] * 4 + [MINOR + 2] * 3          # G major, then D minor
+    # G major as written; then F major or D minor, read from the notes before each note alone:
+    # nothing heard yet, then F, then F and E all say F major (the final D is never read).
+    assert c.keys.tolist() == [7] * 4 + [5] * 3
     ids = PitchEncoding().encode_context(notes)                   # the rest has no token
     assert ids.tolist() == [[6, 0, 0, 7], [6, 8, 0, 7], [6, 12, 1, 7],          # quarters in 4/4
-                            [4, 32, 0, 14], [4, 34, 0, 14], [8, 36, 1, 14]]     # 3/4: block 1
+                            [4, 32, 0, 5], [4, 34, 0, 5], [8, 36, 1, 5]]        # 3/4: block 1
     grid = GridEncoding()
     steps = grid.encode_context(notes)
     assert len(steps) == len(grid.encode(notes)) == 16 + 12
     assert steps[:, 0].tolist() == list(range(16)) + list(range(32, 44))        # every sixteenth
-    assert steps[:, 1].tolist() == [7] * 16 + [14] * 12
+    assert steps[:, 1].tolist() == [7] * 16 + [5] * 12
 
 
 def test_context_names_name_the_bad_value_and_the_allowed_ones():
@@ -81,7 +83,7 @@ def test_an_old_cache_entry_is_parsed_again(tmp_path, monkeypatch, tiny_score):
     real = data_mod.parse_files
     monkeypatch.setattr(data_mod, "parse_files", lambda *a, **k: calls.append(1) or real(*a, **k))
     melodies, _ = load_notes(str(folder))
-    assert calls and melodies[0].context.keys.tolist()[-1] == MINOR + 2
+    assert calls and melodies[0].context.keys.tolist()[-1] == 5     # F major, as heard before the D
     again, _ = load_notes(str(folder))                           # now a hit, context and all
     assert len(calls) == 1 and again[0].context.phrase_ends.tolist() == melodies[0].context.phrase_ends.tolist()
 
@@ -407,3 +409,22 @@ def test_listen_test_statistics_count_bars_fermatas_keys_and_compare_histograms(
     assert melodystats.distances([eighths], [score])["duration histogram distance"] == pytest.approx(2 / 3)
     table = melodystats.comparison_table([score], plain=[eighths])
     assert json.loads(melodystats.as_json(table))["plain"]["notes per bar"] is None
+
+
+def test_a_key_the_score_does_not_write_is_read_from_the_notes_before_each_note_alone():
+    import numpy as np
+
+    from chromasonic_lib.data.keys import ALL_KEYS, heard_keys, relative_pair
+    rng = np.random.default_rng(0)
+    for candidates in (relative_pair(5), ALL_KEYS):
+        pcs = rng.integers(-1, 12, 40)
+        weights = rng.choice([0.5, 1.0, 2.0], 40)
+        keys = heard_keys(pcs, weights, candidates)
+        for t in (0, 7, 25):
+            changed = pcs.copy()
+            changed[t:] = rng.integers(-1, 12, 40 - t)          # note t and every one after it
+            assert heard_keys(changed, weights, candidates)[: t + 1].tolist() == keys[: t + 1].tolist()
+        assert keys[0] == candidates[0]                          # nothing heard: the major key
+    # An A minor tune under a bare no-sharp signature is heard as A minor once its notes say so.
+    assert heard_keys(np.array([9, 0, 4, 9, 8, 9]), np.ones(6), relative_pair(0)).tolist() == \
+        [0] + [MINOR + 9] * 5

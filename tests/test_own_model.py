@@ -316,3 +316,61 @@ def test_two_workers_search_both_example_models_on_postgres_then_train_best_play
             assert (tmp_path / study / "best" / "model.pt").is_file()
         finally:
             optuna.delete_study(study_name=study, storage=url)
+
+
+# ---------------------------------------------------------------- what a stranger's review found
+def test_a_class_defined_again_is_the_new_class():
+    def make(width):
+        class Net(Fine):
+            def __init__(self, vocab_size, hidden_size=width):
+                super().__init__(vocab_size, hidden_size)
+        return Net
+    first, second = make(8), make(16)
+    assert family(first).defaults["hidden_size"] == 8
+    assert family(second).defaults["hidden_size"] == 16       # not the cached first class
+    assert build_model(second, {}, 88).model.e.embedding_dim == 16
+
+
+def test_own_names_follow_their_own_defaults_not_our_families_rules(tmp_path):
+    class Loose(Fine):
+        def __init__(self, vocab_size, hidden_size=8, dropout=None, alpha=0.0, width=None,
+                     activation=nn.ReLU):
+            super().__init__(vocab_size, hidden_size if width is None else width)
+
+    build_model(Loose, {"alpha": 0.0, "dropout": None})
+    name = family(Loose).name
+    space = cl.search.load_space({"models": {name: {"width": {"type": "int", "low": 8, "high": 32, "log": True}}}}, name)
+    assert space.default_trials() == [{"width": 16}]           # a None default starts mid-range
+    from chromasonic_lib.checkpoints import save_checkpoint
+    path = save_checkpoint(tmp_path / "m.pt", build_model(Loose, {}, 88), name, {}, "pitch")
+    model, payload = cl.load_checkpoint(path)                   # nn.ReLU rebuilt from the default
+    assert "activation" not in payload["hparams"] and model.model.f.out_features == 89
+
+
+def test_a_misspelled_space_entry_is_refused_and_another_spelling_of_the_class_is_its_entry():
+    with pytest.raises(ConfigError, match="cannot import|not found"):
+        cl.search.load_space({"models": {"examples/my_model.py:SimpleRNN": {"hidden_size": 8}}}, family(GRU).name)
+    with pytest.raises(ConfigError, match="cannot import SimpleRNNN"):
+        cl.search.load_space({"models": {"examples/my_models.py:SimpleRNNN": {"hidden_size": 8}}}, family(GRU).name)
+    import sys
+    sys.path.insert(0, str(ROOT))
+    try:
+        space = cl.search.load_space({"models": {"examples.my_models:SimpleRNN": {"hidden_size": 8}}},
+                                     family(GRU).name)
+    finally:
+        sys.path.remove(str(ROOT))
+    assert space.models[family(GRU).name]["hidden_size"].value == 8
+
+
+def test_the_dry_run_tries_each_context_a_space_can_choose():
+    class PoolsContext(Fine):
+        def forward(self, x, context=None):
+            h = self.e(x)
+            if context is not None:
+                h = h + context["duration"].float().mean(1, keepdim=True)[..., None]   # the whole melody's
+            return self.f(h)
+
+    name = family(PoolsContext).name
+    space = cl.search.load_space({"models": {name: {"context": {"choices": ["none", "duration"]}}}}, name, "pitch")
+    with pytest.raises(ConfigError, match="with context='duration'"):
+        check_model(name, 88, "cpu", space.variants(name))

@@ -21,7 +21,8 @@ from .encodings import Notes
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3         # 3: each note's context (bar position, metre, phrase end, key)
+FORMAT_VERSION = 4         # 3: each note's context (bar position, metre, phrase end, key)
+#                            4: a key the score does not write is read from the notes before it
 
 
 def fingerprint(files: list[Path]) -> str:

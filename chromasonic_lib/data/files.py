@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .context import MINOR, NoteContext
 from .encodings import REST, Notes
+from .keys import ALL_KEYS, heard_keys, relative_pair
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,10 @@ def _bar_positions(stream, flat, starts: np.ndarray) -> tuple[np.ndarray, np.nda
 def _keys(stream, flat, starts: np.ndarray, notes: Notes) -> np.ndarray:
     """Each note's key id (``context.MINOR`` + tonic pitch class, or the tonic's for major).
 
-    The score's key signatures, each ruling until the next; where the score names no mode (a
-    bare signature: MusicXML without <mode>), see :func:`_mode`. Without any signature,
-    music21's key analysis of the whole stream.
+    The score's key signatures, each ruling until the next. A written key (with its mode) is
+    the note's key; where the score names no mode (a bare signature: MusicXML without
+    <mode>), or has no signature at all, the key is read from the notes before each note
+    alone (see ``keys``): never from the note itself or any after it.
     """
     from music21 import key
     events: list[tuple[float, object]] = []
@@ -126,41 +128,18 @@ def _keys(stream, flat, starts: np.ndarray, notes: Notes) -> np.ndarray:
             continue
         events.append((float(k.offset), k))
     if not events:
-        events = [(0.0, stream.analyze("key") if (notes.pitches != REST).any() else key.Key("C"))]
+        events = [(0.0, None)]          # no signature: any of the 24 keys, as heard so far
     region = np.clip(np.searchsorted([e[0] for e in events], starts + 1e-6, side="right") - 1, 0, None)
     ids = np.zeros(len(starts), dtype=np.int8)
-    for r, (offset, k) in enumerate(events):
+    pitch_classes = np.where(notes.pitches == REST, -1, notes.pitches % 12)
+    for r, (_, k) in enumerate(events):
         rows = region == r
-        if not isinstance(k, key.Key):
-            end = events[r + 1][0] if r + 1 < len(events) else flat.highestTime + 1
-            k = _mode(k, notes.pitches[rows],
-                      flat.getElementsByOffset(offset, end, includeEndBoundary=False).stream())
-        ids[rows] = k.tonic.pitchClass + (MINOR if k.mode in MINOR_MODES else 0)
+        if isinstance(k, key.Key):
+            ids[rows] = k.tonic.pitchClass + (MINOR if k.mode in MINOR_MODES else 0)
+            continue
+        candidates = ALL_KEYS if k is None else relative_pair(k.asKey("major").tonic.pitchClass)
+        ids[rows] = heard_keys(pitch_classes[rows], notes.durations[rows], candidates)
     return ids
-
-
-def _mode(signature, pitches: np.ndarray, region):
-    """The major key of a bare key signature or its relative minor.
-
-    A melody's final names its mode, so the one whose tonic the region's last note is wins;
-    when the last note is neither tonic, music21's key analysis of the region (every part)
-    decides between the two. (A minor melody that ends on its third is read as major.) On the
-    soprano lines of 107 chorales-other files whose MusicXML names the mode, this rule found
-    it for 98, music21's analysis alone (restricted to the two keys) for 83.
-    """
-    major, minor = signature.asKey("major"), signature.asKey("minor")
-    sounding = pitches[pitches != REST]
-    if len(sounding) and sounding[-1] % 12 in (major.tonic.pitchClass, minor.tonic.pitchClass):
-        return major if sounding[-1] % 12 == major.tonic.pitchClass else minor
-    try:
-        found = region.analyze("key")
-    except Exception:       # nothing to analyse
-        return major
-    for k in [found, *found.alternateInterpretations]:
-        for candidate in (major, minor):
-            if (k.tonic.pitchClass, k.mode) == (candidate.tonic.pitchClass, candidate.mode):
-                return candidate
-    return major
 
 
 def _scores(parsed) -> list:

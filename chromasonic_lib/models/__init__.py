@@ -106,16 +106,17 @@ def family(name: Any) -> Family:
     if not is_own(name):
         raise ConfigError(f"model must be one of {', '.join(MODELS)}, or a model class of one's own "
                           f"as 'package.module:Class' or 'path/to/file.py:Class'; got {name!r}")
-    return _own_family(own.canonical(name))
+    name = own.canonical(name)
+    # Keyed by the class too: a class defined again (a notebook cell run anew) is a new family.
+    return _own_family(name, import_class(name))
 
 
 @functools.lru_cache(maxsize=None)
-def _own_family(name: str) -> Family:
+def _own_family(name: str, cls: type[nn.Module]) -> Family:
     import dataclasses
 
     from ..config.training import TrainConfig       # late: the config package reads the registry
     from ..folds import PROTOCOL_SETTINGS
-    cls = import_class(name)
     own.RESERVED.update(f.name for f in dataclasses.fields(TrainConfig))
     own.RESERVED.update(PROTOCOL_SETTINGS, MEMORY_DEFAULTS)
     defaults = own.constructor_defaults(cls, name)
@@ -140,6 +141,9 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
                           f"{', '.join(allowed)}")
     out = {**allowed, **hparams}
     for key, value in out.items():
+        if fam.own and key not in MEMORY_DEFAULTS and key != "context":
+            own.check_value(name, key, value, allowed[key])     # its constructor's rules, not ours
+            continue
         if key == "dropout":
             ok = isinstance(value, (int, float)) and 0 <= value < 1
             what = "a number in [0, 1)"
@@ -154,9 +158,6 @@ def _check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
             what = "an integer from 0 (no memory) to 8"
         elif key == "context":
             out[key] = context_names(value, f"context of {name}")      # raises, naming the features
-            continue
-        elif fam.own:
-            own.check_value(name, key, value, allowed[key])
             continue
         else:
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1

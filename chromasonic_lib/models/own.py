@@ -23,6 +23,8 @@ import functools
 import hashlib
 import inspect
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,17 +50,43 @@ def import_class(name: str) -> type[nn.Module]:
 
 
 def source_hash(cls: type) -> str:
-    """A hash of the class's source (its methods' code where no source file is at hand, as for
-    a class typed into a notebook): it changes when the class is edited."""
+    """A hash of the source the class is made of: the whole module of the class and of each of
+    its own base classes (helpers and constants too), or, for a class typed into a notebook,
+    its methods' code and defaults. It changes when any of it is edited."""
     h = hashlib.sha256()
-    try:
-        h.update(inspect.getsource(cls).encode())
-    except (OSError, TypeError):
-        for value in vars(cls).values():
-            code = getattr(getattr(value, "__func__", value), "__code__", None)
-            if code is not None:
-                h.update(code.co_code + repr(code.co_consts).encode())
+    seen: set[str] = set()
+    for c in cls.__mro__:
+        module = sys.modules.get(c.__module__)
+        if c.__module__.split(".")[0] in ("torch", "builtins") or c.__module__ in seen:
+            continue
+        seen.add(c.__module__)
+        try:
+            h.update(inspect.getsource(module).encode())
+        except (OSError, TypeError):
+            for value in vars(c).values():
+                fn = getattr(value, "__func__", value)
+                code = getattr(fn, "__code__", None)
+                if code is not None:
+                    h.update(code.co_code + repr((code.co_consts, getattr(fn, "__defaults__", None),
+                                                  getattr(fn, "__kwdefaults__", None))).encode())
     return h.hexdigest()[:16]
+
+
+def same_class(a: str, b: Any) -> bool:
+    """Whether two import paths name one class (``examples/my_models.py:Net`` and
+    ``examples.my_models:Net`` do): the same source file and qualified name."""
+    if not (is_own(a) and is_own(b)):
+        return False
+    if canonical(a) == canonical(b):
+        return True
+
+    def where(name: str) -> tuple:
+        cls = import_object(name)
+        try:
+            return Path(inspect.getsourcefile(cls)).resolve(), cls.__qualname__
+        except (OSError, TypeError):
+            return canonical(name), None
+    return where(a) == where(b)
 
 
 def constructor_defaults(cls: type, name: str) -> dict[str, Any]:

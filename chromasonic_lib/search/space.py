@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..folds import PROTOCOL_SETTINGS
 from ..models import MODELS, RHYTHM, is_own
 from ..models import family as model_family
-from ..models.own import canonical
+from ..models.own import same_class
 
 TYPES = ("float", "int", "categorical")
 
@@ -46,6 +46,9 @@ class ParamSpec:
             return self.value
         if self.type == "categorical":
             return value if value in self.choices else self.choices[0]
+        if value is None:       # a constructor's None default ("choose for me"): the range's middle
+            middle = (self.low * self.high) ** 0.5 if self.log else (self.low + self.high) / 2
+            return int(round(middle)) if self.type == "int" else float(middle)
         clipped = min(max(value, self.low), self.high)
         return int(round(clipped)) if self.type == "int" else float(clipped)
 
@@ -253,7 +256,7 @@ class SearchSpace:
         choice (and fixed value) of the space over them (a range is drawn anew each trial)."""
         out: list[dict[str, Any]] = [{}]
         for name, spec in self.models.get(family, {}).items():
-            if name in ("context", "memory_order", "memory_alpha", "memory_rhythm"):
+            if name in ("memory_order", "memory_alpha", "memory_rhythm"):
                 continue
             if spec.type in ("categorical", "fixed"):
                 out += [{name: v} for v in (spec.choices if spec.type == "categorical" else [spec.value])]
@@ -331,8 +334,9 @@ def load_space(source: str | Path | dict, model: str, encoding: str | None = Non
     models = {}
     for family, params in (raw.get("models") or {}).items():
         if is_own(family):
-            # A model of one's own under its import path; checked (imported) where it is searched.
-            family = canonical(family)
+            # A model of one's own under its import path: imported, so that a misspelled one is
+            # an error rather than an entry quietly left out; the search's own under its name.
+            family = model if same_class(family, model) else model_family(family).name
             if family != model:
                 continue
         elif family not in MODELS:
