@@ -144,12 +144,17 @@ def top_trials(study: optuna.Study, n: int = 10) -> pd.DataFrame:
 
 def fold_differences(study: optuna.Study, n: int = 5) -> pd.DataFrame:
     """The ``n`` best cross-validated trials, each against the best on the same folds: the mean
-    of the per-fold differences (bits/note) with its 95 % interval (``folds.paired_difference``).
+    of the notes-weighted per-fold differences (bits/note: the difference of the trials' values)
+    with its 95 % interval (``folds.paired_difference``).
     Is #1 really better than #2? Empty for a study whose trials are not cross-validated."""
     done = sorted((t for t in complete_trials(study) if "folds" in t.user_attrs), key=lambda t: t.value)[:n]
     rows = []
     for rank, t in enumerate(done, 1):
-        bits = [f["nats_per_note"] / math.log(2) for f in t.user_attrs["folds"]]
+        # Each fold weighted by its notes (k·n_i/N), so the mean difference is the difference of
+        # the trials' values (pooled over every note), the figure they are ranked by.
+        folds = t.user_attrs["folds"]
+        total = sum(f["notes"] for f in folds)
+        bits = [len(folds) * f["notes"] / total * f["nats_per_note"] / math.log(2) for f in folds]
         if rank == 1:
             best_bits, d = bits, {"mean_difference": 0.0, "ci95": [0.0, 0.0], "excludes_zero": False}
         else:

@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from contextlib import closing
+from typing import Any
 
 import numpy as np
 
@@ -109,9 +111,13 @@ def run_crossval(cfg: CrossvalConfig, data: MelodySet | None = None, label: str 
     write_notes(table, notes, cfg.per_note, cfg.distributions, folds.pool)
     per_fold = np.array([f["bits_per_note"] for f in results])
     melodies = per_melody(table)
+    # A mixture has no configuration of its own: each member's is recorded, as it ran.
     return {"dataset": cfg.dataset, "encoding": cfg.encoding, "model": cfg.model,
-            "params": {**r.hparams, **r.training}, "folds": cfg.folds, "ensemble": cfg.ensemble,
-            "members": [m.params for m in cfg.members] or None,
+            "params": None if cfg.members else {**r.hparams, **r.training}, "folds": cfg.folds,
+            "ensemble": cfg.ensemble, "epochs": None if cfg.members else cfg.epochs,
+            "members": [{"params_file": m.params, "model": m.model, "params": {**mr.hparams, **mr.training},
+                         "epochs": m.epochs, "ensemble": m.ensemble, "test_transpose": m.test_transpose,
+                         "val_fraction": m.val_fraction} for m, mr in zip(cfg.members, r.members)] or None,
             "jobs": folds.jobs, "threads_per_job": folds.threads,
             "test_transpose": cfg.test_transpose, "val_fraction": cfg.val_fraction,
             "pretrain": pretraining or None, "also_train_on": folds.also_trained or None,
@@ -163,7 +169,7 @@ def summary(result: dict) -> str:
         scored += (f", trained on every training melody for {epochs if isinstance(epochs, int) else epochs[0]} "
                    "epochs (none held out)")
     if result.get("members"):
-        scored += f" (the average of {' and '.join(result['members'])}, note by note)"
+        scored += f" (the average of {' and '.join(m['params_file'] for m in result['members'])}, note by note)"
     text = (f"{result['model']} on {result['dataset']}{scored}: {result['bits_per_note']:.3f} bits/note "
             f"(SEM {result['fold_sem']:.3f}, ±{result['fold_std']:.3f} across {result['folds']} folds, "
             f"{result['n_notes']} notes, {result['seconds']:.0f} s)")
@@ -189,53 +195,67 @@ def compare_summary(result: dict) -> str:
     return "\n".join(lines + [f"folds: {result['groups']['text']}"])
 
 
+def _as_option(message: str, options: dict[str, str]) -> str:
+    """An error that names a setting (``per_note must be ...``) as the option the user typed
+    (``--per-note must be ...``)."""
+    for dest, option in options.items():
+        if re.match(rf"{dest}\b(?![-.])", message):
+            return option + message[len(dest):]
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chromasonic_lib.crossval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="chorales-185", help="corpus name, essen/<file>, synthetic or a folder")
-    p.add_argument("--encoding", default="pitch", help="pitch or grid")
-    p.add_argument("--folds", type=int, default=10)
-    p.add_argument("--model", default=None, help="markov, rnn, lstm, gru, transformer, or a class of one's own: package.module:Class "
+    added = []
+
+    def add(*names: str, **kw: Any) -> None:
+        added.append(p.add_argument(*names, **kw))
+    add("--dataset", default="chorales-185", help="corpus name, essen/<file>, synthetic or a folder")
+    add("--encoding", default="pitch", help="pitch or grid")
+    add("--folds", type=int, default=10)
+    add("--model", default=None, help="markov, rnn, lstm, gru, transformer, or a class of one's own: package.module:Class "
                         "or path/to/file.py:Class (default: the params file's)")
-    p.add_argument("--params", default=None,
+    add("--params", default=None,
                    help="YAML/JSON with model and training parameters (a best_hyperparameters.json works; "
                         "default: params/crossval.yaml, unless --model names another family)")
-    p.add_argument("--epochs", type=int, default=None,
+    add("--epochs", type=int, default=None,
                    help="maximum epochs per fold (default: the params file's epochs, or 30)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--limit", type=int, default=0, help="parse only the first N files (quick check)")
-    p.add_argument("--ensemble", type=int, default=None,
+    add("--seed", type=int, default=42)
+    add("--device", default="auto")
+    add("--limit", type=int, default=0, help="parse only the first N files (quick check)")
+    add("--ensemble", type=int, default=None,
                    help="average the probabilities of N models per fold, trained with seeds seed, seed+1, … "
                         "(default: the params file's ensemble, or 1)")
-    p.add_argument("--test-transpose", type=int, default=None, metavar="K",
+    add("--test-transpose", type=int, default=None, metavar="K",
                    help="score each test note as the average prediction over the melody moved by "
                         "-K..K semitones (default: the params file's test_transpose, or 0)")
-    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
+    add("--val-fraction", type=float, default=None, metavar="F",
                    help="share of each fold's training melodies held out for early stopping; 0: "
                         "train on them all for exactly --epochs epochs (default: the "
                         "params file's val_fraction, or 0.1)")
-    p.add_argument("--pretrain", default=None, metavar="NAME",
+    add("--pretrain", default=None, metavar="NAME",
                    help="first train every fold's model on this collection's melodies, less any copy "
                         "of a tune of --dataset (default: the params file's pretrain, or none; 'none': none, "
                         "whatever the file says)")
-    p.add_argument("--also-train-on", default=None, metavar="NAME",
+    add("--also-train-on", default=None, metavar="NAME",
                    help="train every fold's model on this collection's melodies too, less any copy "
                         "of a tune of --dataset (default: the params file's also_train_on, or none; "
                         "'none': none, whatever the file says; --limit applies to it too)")
-    p.add_argument("--jobs", type=int, default=0, metavar="N",
+    add("--jobs", type=int, default=0, metavar="N",
                    help="folds trained at once, each in a process of its own with its share of the "
                         "threads (default: one per core on the CPU, 1 on a GPU)")
-    p.add_argument("--per-note", default="", metavar="FILE",
+    add("--per-note", default="", metavar="FILE",
                    help="write every note's probability, information content and entropy, each scored "
                         "by the fold model that did not train on its melody (IDyOM's column names): "
                         "FILE.csv or FILE.parquet; with --compare, FILE-A and FILE-B")
-    p.add_argument("--distributions", default="", metavar="FILE.npz",
+    add("--distributions", default="", metavar="FILE.npz",
                    help="also write every note's whole predicted distribution (row for row with --per-note)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=(),
+    add("--json", action="store_true", help="print the result as JSON on the last line")
+    add("--compare", nargs=2, metavar=("A", "B"), default=(),
                    help="run two params files (each with its own model) on the same folds, instead of "
                         "--params, and print their paired per-fold difference B − A with its 95%% interval")
     args = p.parse_args(argv)
+    options = {a.dest: a.option_strings[0] for a in added if a.option_strings}
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         cfg = CrossvalConfig(args.dataset, args.encoding, args.folds, args.model, args.params,
@@ -245,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                              jobs=args.jobs, per_note=args.per_note, distributions=args.distributions)
         result = run_compare(cfg) if cfg.compare else run_crossval(cfg)
     except ChromasonicError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_as_option(str(e), options)}", file=sys.stderr)
         return 2
     print(compare_summary(result) if cfg.compare else summary(result))
     if args.json:

@@ -252,7 +252,8 @@ def test_a_mixture_averages_its_members_probabilities_note_by_note(tmp_path):
         tables[name] = pd.read_csv(tmp_path / f"{name}.csv")["probability"].to_numpy()
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert tables["mix"] == pytest.approx((tables["a"] + tables["b"]) / 2, rel=1e-5)
-    assert result["model"] == "mixture" and result["members"] == [str(a), str(b)]
+    assert result["model"] == "mixture" and [m["params_file"] for m in result["members"]] == [str(a), str(b)]
+    assert result["params"] is None and all(m["params"] and m["epochs"] for m in result["members"])
     assert result["bits_per_note"] == pytest.approx(float(np.mean(-np.log2(tables["mix"]))), rel=1e-5)
     assert f"(the average of {a} and {b}, note by note)" in run.stdout
 

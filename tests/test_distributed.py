@@ -239,4 +239,21 @@ def test_thirty_two_workers_on_one_postgres_study_lose_nothing_and_repeat_nothin
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])["results"][0]
     assert result["workers"] == 32
-    assert (result["duplicates"], result["lost"], result["running_left"]) == (0, 0, 0), result
+    assert result["trials_finished"] == 32 * 4, result
+    assert (result["duplicates"], result["lost"], result["running_left"], result["waiting_left"],
+            result["failed"], result["workers_failed"]) == (0, 0, 0, 0, 0, 0), result
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_many_workers_benchmark_exits_non_zero_when_a_worker_fails():
+    """A bad search parameter stops every worker before its first trial (seconds): the
+    benchmark says so on stderr, its last line counts the failures, and it exits 1."""
+    url = postgres_or_skip()
+    run = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "many_workers.py"), "--workers", "2",
+                          "--trials", "1", "--storage", url, "--set", "epochs=0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "many_workers: FAILED" in run.stderr.strip().splitlines()[-1]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["workers_failed"] == 2 and summary["results"][0]["lost"] == 2, summary

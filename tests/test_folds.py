@@ -60,6 +60,8 @@ def test_a_cross_validated_trial_is_the_notes_weighted_mean_of_the_same_folds_ev
     diffs = analysis.fold_differences(res.study, 5)
     assert list(diffs["trial"]) == [t.number for t in sorted(trials, key=lambda t: t.value)]
     assert diffs.iloc[0]["difference"] == 0 and (diffs["difference"] >= 0).all()
+    # The difference is that of the values the trials are ranked by (pooled over every note).
+    assert list(diffs["difference"]) == pytest.approx(list(diffs["bits/note"] - diffs["bits/note"].iloc[0]))
     assert (diffs["ci95_low"] <= diffs["difference"]).all() and (diffs["difference"] <= diffs["ci95_high"]).all()
     assert plots.fold_differences_figure(diffs).axes[0].get_title().startswith("How much of the lead is luck? Each against the best")
     # ... and the analysis notebook draws it, with every other figure, for a cross-validated study.

@@ -7,10 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..paths import resolve
 from .checks import (ENCODINGS, check_choice, check_context, check_model, check_dataset, check_device,
                      check_float, check_int, check_npz_file, check_other_collection, check_pretrain_model,
                      check_table_file, check_test_transpose)
 from .params import check_param_file, check_settings_keys, resolve_setting
+
+
+DEFAULT_PARAMS = "params/crossval.yaml"      # the configuration crossval runs when given none
 
 
 @dataclass
@@ -63,7 +67,15 @@ class CrossvalConfig:
         self.folds = check_int("folds", self.folds, 2)
         # With compare, A and B are each a config of their own, built from the raw model and epochs.
         self.sides = self._compare_sides() if self.compare else ()
-        given, self.params = self.params is not None, "params/crossval.yaml" if self.params is None else self.params
+        given = self.params is not None
+        if not given:
+            # The shipped configuration, where there is one (a checkout); outside a checkout a
+            # model given alone runs on its defaults rather than fail on a file never named.
+            shipped = resolve(DEFAULT_PARAMS).is_file()
+            if not shipped and not self.model:
+                raise ConfigError(f"params: give a params file or a model; the default {DEFAULT_PARAMS} "
+                                  f"ships with a checkout of chromasonic-lab, and there is none here")
+            self.params = DEFAULT_PARAMS if shipped else ""
         self.settings = check_param_file("params", self.params) if self.params else {}
         self.members = self._mixture() if "mixture" in self.settings else ()
         if self.members:

@@ -30,6 +30,9 @@ class HyperparameterSearchSpace:
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or len(value) != 2 or value[0] > value[1]:
                 raise ConfigError(f"{name} must be a (low, high) pair with low ≤ high, got {value!r}")
+        if self.learning_rate_range[0] <= 0:
+            raise ConfigError(f"learning_rate_range must stay above 0 (it is searched on a log scale), "
+                              f"got {tuple(self.learning_rate_range)!r}")
         if not self.batch_size_options:
             raise ConfigError("batch_size_options must be a non-empty list, got []")
         self.num_epochs = check_int("num_epochs", self.num_epochs)
