@@ -384,3 +384,27 @@ def test_a_trial_failed_as_stale_after_it_finished_keeps_its_value(tmp_path, mon
     assert late[0].value == value and late[0].params == trials[number].params
     assert late[0].user_attrs["config"] == trials[number].user_attrs["config"]
     assert _warnings(caplog, "its value is kept as trial")
+
+
+def test_an_error_of_its_own_still_ends_the_search_after_a_trial_ended_elsewhere(tmp_path):
+    """A trial failed elsewhere is let go; an unrelated error raised later in the same call (a
+    callback's bug here) is not swallowed with it."""
+    from chromasonic_lib.search.faults import optimize
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="own-error", storage=storage)
+
+    from chromasonic_lib.search.faults import TrialEndedElsewhere
+
+    def objective(trial):
+        if trial.number == 0:       # another worker fails this trial while it runs here
+            other = optuna.load_study(study_name="own-error", storage=storage)
+            other._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            raise TrialEndedElsewhere("failed by another worker")
+        return 1.0
+
+    def callback(study, trial):
+        if trial.state == TrialState.COMPLETE:
+            raise RuntimeError("a bug of its own")
+
+    with pytest.raises(RuntimeError, match="a bug of its own"):
+        optimize(study, objective, 3, None, 1, [callback])

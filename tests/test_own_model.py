@@ -383,3 +383,31 @@ def test_the_seed_space_and_crossval_name_what_the_user_gave():
                           "--model", "markov", "--per-note", "x.txt"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and "error: --per-note must be a .csv or .parquet file" in out.stderr
+
+
+def test_a_trial_s_checkpoint_error_is_its_own_upload_s_not_its_neighbours(caplog):
+    import threading
+
+    from chromasonic_lib.search.housekeeping import upload_weights
+    attrs: dict[int, dict] = {1: {}, 2: {}}
+
+    class Trial:
+        def __init__(self, number):
+            self.number = number
+
+        def set_user_attr(self, key, value):
+            attrs[self.number][key] = value
+    failing, done = threading.Event(), threading.Event()
+
+    def fails():                # trial 1's upload fails while trial 2's succeeds beside it
+        failing.set()
+        done.wait(5)
+        raise OSError(28, "No space left on device")
+
+    first = threading.Thread(target=upload_weights, args=(Trial(1), fails))
+    first.start()
+    failing.wait(5)
+    upload_weights(Trial(2), lambda: None)
+    done.set()
+    first.join()
+    assert attrs[1]["checkpoint_error"].startswith("OSError: No space left on device") and attrs[2] == {}

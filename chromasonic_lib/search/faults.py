@@ -108,8 +108,8 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
             # "Should not reach" on top). Failed after its objective had returned here (the
             # worker paused before its tell), it keeps its value.
             late = _failed_elsewhere(study, pending)
-            if not ended and not late:
-                raise
+            if not (ended or late) or not _told_too_late(e):
+                raise                   # an error of its own, not a trial ended elsewhere
             for r in late:
                 _add_again(study, r, {})
                 pending.pop(r["number"], None)
@@ -117,6 +117,18 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
                             "this worker paused before telling it); its value is kept as trial %d",
                             r["number"], len(study.get_trials(deepcopy=False)) - 1)
             ended.clear()
+
+
+def _told_too_late(e: BaseException) -> bool:
+    """Whether ``e`` is how Optuna says it could not tell (or update) a trial already finished
+    by another worker: ``UpdateFinishedTrialError``, "Cannot tell a FAIL trial", and its
+    "Should not reach" assertion on top."""
+    x: BaseException | None = e
+    while x is not None:
+        if ended_elsewhere(x) or any(words in str(x) for words in ("Cannot tell", "Should not reach")):
+            return True
+        x = x.__cause__ or x.__context__
+    return False
 
 
 def _failed_elsewhere(study: optuna.Study, pending: dict[int, dict]) -> list[dict]:

@@ -28,6 +28,11 @@ class Chores:
 
     def run(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
         """``fn(*args, **kwargs)``, or None when it fails (logged once per outage of ``name``)."""
+        return self.attempt(name, fn, *args, **kwargs)[0]
+
+    def attempt(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> tuple[Any, str | None]:
+        """As :meth:`run`, with this call's own reason for failing (None when it worked): what
+        a trial records of its own chore, whatever chores of the same name beside it did."""
         try:
             result = fn(*args, **kwargs)
         except (StorageUnreachable, KeyboardInterrupt):
@@ -40,12 +45,12 @@ class Chores:
             if first:
                 log.warning("%s failed: %s; the search goes on, and tries again after the next "
                             "trial", name, reason)
-            return None
+            return None, reason
         with self._lock:
             recovered = self.failing.pop(name, None)
         if recovered is not None:
             log.info("%s: working again", name)
-        return result
+        return result, None
 
     def callback(self, name: str, fn: Callable[[optuna.Study, Any], None]) -> Callable:
         """An Optuna callback that runs ``fn`` as the chore ``name``."""
@@ -68,10 +73,8 @@ def _reason(e: BaseException) -> str:
 def upload_weights(trial: optuna.Trial, upload: Callable[[], Any]) -> None:
     """Run ``upload`` (the trial's checkpoint to the artifact store); if it fails, the trial
     keeps its value and says why its weights are missing (user attribute ``checkpoint_error``)."""
-    before = "checkpoint upload" in CHORES.failing
-    done = CHORES.run("checkpoint upload", upload)
-    if done is None and "checkpoint upload" in CHORES.failing:
-        reason = CHORES.failing["checkpoint upload"]
+    # This upload's own outcome: another trial's upload beside it may fail or recover meanwhile.
+    _, reason = CHORES.attempt("checkpoint upload", upload)
+    if reason is not None:
         trial.set_user_attr("checkpoint_error", reason)
-        if before:
-            log.info("trial %d keeps its value without its weights (%s)", trial.number, reason)
+        log.info("trial %d keeps its value without its weights (%s)", trial.number, reason)
