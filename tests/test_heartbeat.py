@@ -144,3 +144,23 @@ def test_later_beats_replace_one_file_and_the_journal_stops_growing(tmp_path):
     assert JournalHeartbeat(0.05, 0.5).fail_stale_trials(study) == [trial.number]
     assert "stopped sending heartbeats" in study.trials[trial.number].user_attrs["fail_reason"]
     assert not files[0].exists()                        # the failed trial's file is gone
+
+
+def test_two_trials_at_once_on_one_heartbeat_each_beat_once_per_interval(tmp_path, monkeypatch):
+    """One worker, two concurrent trials: each keeps its own last beat (alternating beats of
+    two trials sent 2 records per beat each before, as if each beat were the first)."""
+    study = _study(tmp_path / "j.log")
+    first, second = _running_trial(study, None), _running_trial(study, None)
+    writes = []
+    for trial in (first, second):
+        monkeypatch.setattr(trial, "set_user_attr",
+                            lambda key, value, n=trial.number: writes.append((n, "attr", value["time"])))
+    monkeypatch.setattr(hb, "atomic_write", lambda path, text: writes.append((path.stem, "file", json.loads(text)["time"])))
+    heartbeat, now = JournalHeartbeat(10, 30), time.time()
+    for dt in (0, 1, 5, 11, 12, 22):
+        monkeypatch.setattr(hb.time, "time", lambda: now + dt)
+        heartbeat.beat(first)
+        heartbeat.beat(second)
+    attrs = [w for w in writes if w[1] == "attr"]
+    assert sorted(n for n, _, _ in attrs) == [first.number, second.number]   # one first beat each
+    assert len(writes) == 2 * 3                                  # t = 0, 11, 22 for each

@@ -57,7 +57,9 @@ class JournalHeartbeat:
     def __init__(self, interval: float, grace_period: float):
         self.interval, self.grace_period = interval, grace_period
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._last: tuple[int, float] | None = None     # (trial number, time of its last heartbeat)
+        # Each running trial's last heartbeat (several trials may run at once, a thread each).
+        self._last: dict[int, float] = {}
+        self._lock = threading.Lock()
 
     def start(self, trial: optuna.Trial) -> Callable[[], None]:
         """Beat now, then every ``interval`` seconds from a thread until the returned function
@@ -78,27 +80,29 @@ class JournalHeartbeat:
         def stop_beating() -> None:
             stop.set()
             thread.join()
+            with self._lock:
+                self._last.pop(trial.number, None)
         return stop_beating
 
     def beat(self, trial: optuna.Trial) -> None:
         """Record that ``trial`` is alive, unless it did less than ``interval`` seconds ago."""
         now = time.time()
-        if self._last is not None and self._last[0] == trial.number:
-            gap = now - self._last[1]
-            if gap < self.interval:
+        with self._lock:            # this trial's own last beat, whatever the others beside it do
+            last = self._last.get(trial.number)
+            if last is not None and now - last < self.interval:
                 return
-            if gap > self.grace_period:
-                log.warning("trial %d went %.0f s without a heartbeat (grace_period %s s): another "
-                            "worker may have failed it; epochs this long need a longer grace_period",
-                            trial.number, gap, self.grace_period)
+            self._last[trial.number] = now
+        if last is not None and now - last > self.grace_period:
+            log.warning("trial %d went %.0f s without a heartbeat (grace_period %s s): another "
+                        "worker may have failed it; epochs this long need a longer grace_period",
+                        trial.number, now - last, self.grace_period)
         record = {"time": now, "worker": self.worker}
         folder = beats_folder(trial.study)
-        if folder is None or self._last is None or self._last[0] != trial.number:
+        if folder is None or last is None:
             trial.set_user_attr(HEARTBEAT, record)      # the first: names the worker in the study
         else:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(folder / f"{trial._trial_id}.json", json.dumps(record))
-        self._last = (trial.number, now)
 
     @staticmethod
     def last_beat(study: optuna.Study, t: FrozenTrial) -> dict | None:
