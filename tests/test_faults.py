@@ -233,9 +233,9 @@ def test_a_trial_trained_while_the_storage_is_gone_is_saved_and_told_by_the_next
     assert code != 0 and f"storage '{pg.url}' unreachable for longer than storage_patience" in out, out[-3000:]
     untold = tmp_path / "out" / "untold_trials.json"
     assert untold.exists(), out[-3000:]
-    saved = json.loads(untold.read_text())
-    assert saved["study_name"] == name and [r["number"] for r in saved["trials"]] == [2]
-    record = saved["trials"][0]
+    saved = json.loads(untold.read_text())["studies"]
+    assert list(saved) == [name] and [r["number"] for r in saved[name]] == [2]
+    record = saved[name][0]
     assert record["user_attrs"]["val_bits_per_note"] > 0 and record["artifact_links"], record
 
     pg.pg_ctl("start")
@@ -408,3 +408,32 @@ def test_an_error_of_its_own_still_ends_the_search_after_a_trial_ended_elsewhere
 
     with pytest.raises(RuntimeError, match="a bug of its own"):
         optimize(study, objective, 3, None, 1, [callback])
+
+
+def test_untold_records_of_two_studies_keep_their_studies_and_two_workers_tell_each_once(tmp_path):
+    """One output folder, two studies' untold trials: each study tells its own, never the
+    other's; two workers starting together on one study tell its record once between them."""
+    import threading
+
+    from chromasonic_lib.search.faults import _save_untold, tell_untold
+    storage = f"sqlite:///{tmp_path}/s.db"
+    studies = {name: optuna.create_study(study_name=name, storage=storage) for name in ("a", "b")}
+    for name, study in studies.items():
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        record = {"number": trial.number, "value": 1.0 if name == "a" else 2.0, "params": trial.params,
+                  "distributions": {"x": optuna.distributions.distribution_to_json(trial.distributions["x"])},
+                  "user_attrs": {}, "artifact_links": {}}
+        _save_untold(tmp_path / "untold_trials.json", name, [record])
+    told = []
+    workers = [threading.Thread(target=lambda: told.append(tell_untold(
+        optuna.load_study(study_name="a", storage=storage), tmp_path / "untold_trials.json"))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(told) == [0, 1]
+    assert [t.value for t in optuna.load_study(study_name="a", storage=storage).trials] == [1.0]
+    assert optuna.load_study(study_name="b", storage=storage).trials[0].state == TrialState.RUNNING
+    assert tell_untold(optuna.load_study(study_name="b", storage=storage), tmp_path / "untold_trials.json") == 1
+    assert not (tmp_path / "untold_trials.json").exists()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import optuna
+from filelock import FileLock
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
@@ -155,12 +156,34 @@ def _record(trial: optuna.Trial, value: float) -> dict:
             "user_attrs": trial.user_attrs, "artifact_links": links}
 
 
+def _read_untold(path: Path) -> dict[str, list[dict]]:
+    """Each study's untold records in ``path`` (a file of an older version held one study's)."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if "study_name" in saved:
+        return {saved["study_name"]: saved["trials"]}
+    return saved["studies"]
+
+
+def _write_untold(path: Path, studies: dict[str, list[dict]]) -> None:
+    if any(studies.values()):
+        atomic_write(path, json.dumps({"studies": studies}, indent=2, default=str) + "\n")
+    elif path.exists():
+        path.unlink()
+
+
+def _untold_lock(path: Path) -> FileLock:
+    # Workers share an output folder by default: one reads and writes the file at a time.
+    return FileLock(str(path) + ".lock")
+
+
 def _save_untold(path: Path, study_name: str, records: list[dict]) -> None:
-    old = json.loads(path.read_text())["trials"] if path.exists() else []
-    known = {r["number"] for r in records}
-    records = [r for r in old if r["number"] not in known] + records
-    atomic_write(path, json.dumps({"study_name": study_name, "trials": records}, indent=2,
-                                  default=str) + "\n")
+    with _untold_lock(path):
+        studies = _read_untold(path)
+        known = {r["number"] for r in records}
+        studies[study_name] = [r for r in studies.get(study_name, []) if r["number"] not in known] + records
+        _write_untold(path, studies)
     log.error("%d finished trials could not be told to the storage: saved in %s; the next run "
               "of study %r tells them", len(records), path, study_name)
 
@@ -168,14 +191,26 @@ def _save_untold(path: Path, study_name: str, records: list[dict]) -> None:
 def tell_untold(study: optuna.Study, path: Path) -> int:
     """Tell the study the trials an earlier run finished but could not tell (its storage was
     away for longer than its patience); how many. A trial still RUNNING is told its value; one
-    failed meanwhile as stale is added again as a COMPLETE trial, with its weights' link."""
+    failed meanwhile as stale is added again as a COMPLETE trial, with its weights' link. Other
+    studies' records in the file stay for their own next run; two workers starting together
+    tell each record once (the file is read and emptied under a lock)."""
     if not path.exists():
         return 0
-    saved = json.loads(path.read_text())
-    if saved.get("study_name") != study.study_name:
-        return 0
+    with _untold_lock(path):
+        studies = _read_untold(path)
+        records = studies.pop(study.study_name, [])
+        if not records:
+            return 0
+        told = _tell(study, records)
+        _write_untold(path, studies)
+    log.warning("told study %r the %d finished trials that an earlier run could not (saved in %s)",
+                study.study_name, told, path)
+    return told
+
+
+def _tell(study: optuna.Study, records: list[dict]) -> int:
     trials, told = study.get_trials(deepcopy=False), 0
-    for r in saved["trials"]:
+    for r in records:
         t = trials[r["number"]] if r["number"] < len(trials) else None
         if t is not None and t.state == TrialState.COMPLETE:
             continue                    # told after all (the storage answered, we didn't hear)
@@ -189,9 +224,6 @@ def tell_untold(study: optuna.Study, path: Path) -> int:
         else:
             _add_again(study, r, links)
         told += 1
-    path.unlink()
-    log.warning("told study %r the %d finished trials that an earlier run could not (saved in %s)",
-                study.study_name, told, path)
     return told
 
 
