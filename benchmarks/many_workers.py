@@ -2,7 +2,10 @@
 storage; last line: JSON.
 
     .venv/bin/python benchmarks/many_workers.py [--workers 1 8 32] [--trials 8]
-        [--storage postgresql://postgres@127.0.0.1:5432/test] [--proxy]
+        [--storage postgresql://postgres@127.0.0.1:5432/test] [--proxy] [--set KEY=VALUE ...]
+
+``--set`` gives every worker a search parameter of its own choosing (``--set epochs=2``),
+over the benchmark's; the value is read as YAML.
 
 ``--proxy`` runs the same through Optuna's gRPC storage proxy: one ``python -m
 chromasonic_lib.proxy`` in front of the database, started once, and workers with
@@ -13,6 +16,8 @@ own running ``run_search`` for ``--trials`` tiny markov trials (synthetic melodi
 random sampler, one thread, its own output folder, one shared artifact store, logging set up
 as the search notebook sets it), so the storage, not training, is what is measured. Per worker count:
 
+- ``trials_finished``: trials that ended COMPLETE or PRUNED (``complete``, ``pruned``);
+  ``failed``: trials that ended FAIL, counted apart (not finished);
 - ``trials_per_minute``: finished trials over the span from the first trial's start to the last
   one's end (process start-up, importing torch, is left out; ``wall_seconds`` has it);
 - ``median_storage_seconds_per_trial``: every storage call a worker makes goes through the
@@ -30,10 +35,14 @@ as the search notebook sets it), so the storage, not training, is what is measur
   fewer cores than workers this, not the wall-clock figure, says whether the storage scales:
   wall-clock time there is mostly waiting for a core (``load_average``);
 - ``duplicates``: finished trials whose parameters another finished trial already had (a trial
-  run twice), retries of stale trials excepted; ``lost``: trials asked for that never finished;
-  ``running_left``: trials still RUNNING after every worker exited.
+  run twice), retries of stale trials excepted; ``lost``: trials asked for that never finished
+  (COMPLETE or PRUNED); ``running_left``, ``waiting_left``: trials still RUNNING or WAITING
+  after every worker exited; ``workers_failed``: worker processes that exited non-zero (their
+  log's tail goes to stderr).
 
-Studies are deleted afterwards.
+Studies are deleted afterwards. The exit code is 1, with a one-line reason on stderr, when any
+worker process failed, any trial ended FAIL or was left RUNNING or WAITING, or trials were lost
+or repeated; the summary (the JSON line printed last) is printed first either way.
 """
 import argparse
 import pwd
@@ -48,6 +57,8 @@ import time
 from pathlib import Path
 
 import optuna
+import yaml
+from optuna.trial import TrialState
 
 root = Path(__file__).resolve().parent.parent
 
@@ -104,6 +115,7 @@ def run(n: int, args, tmp: Path) -> dict:
                       n_trials=args.trials, sampler="random", pruner="none", device="cpu", threads=1,
                       plot=False, live=False, output_dir=str(tmp / f"out{i}"),
                       artifact_store=str(tmp / "artifacts"))
+        params.update(args.set)
         log = (tmp / f"w{i}.log").open("w")
         procs.append(subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(params), str(tmp / f"w{i}.json")],
                                       cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -111,9 +123,12 @@ def run(n: int, args, tmp: Path) -> dict:
     wall = time.perf_counter() - start
     load = os.getloadavg()[0]
     server_cpu = _server_cpu(args) - server_cpu
-    study = optuna.load_study(study_name=name, storage=args.storage)
-    trials = study.get_trials(deepcopy=False)
-    finished = [t for t in trials if t.state.is_finished()]
+    try:
+        study = optuna.load_study(study_name=name, storage=args.storage)
+    except KeyError:                # no worker got as far as creating the study
+        study = None
+    trials = study.get_trials(deepcopy=False) if study is not None else []
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     seen, duplicates = set(), 0
     for t in finished:
         if "failed_trial" in t.system_attrs:        # a stale trial's retry repeats it on purpose
@@ -134,14 +149,16 @@ def run(n: int, args, tmp: Path) -> dict:
     starts = [t.datetime_start for t in finished if t.datetime_start]
     ends = [t.datetime_complete for t in finished if t.datetime_complete]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
-    optuna.delete_study(study_name=name, storage=args.storage)
+    if study is not None:
+        optuna.delete_study(study_name=name, storage=args.storage)
     failed_workers = [i for i, c in enumerate(codes) if c != 0]
     for i in failed_workers:
         print(f"worker {i} exited {codes[i]}:", (tmp / f"w{i}.log").read_text()[-2000:], file=sys.stderr)
     return {"workers": n, "trials_asked": n * args.trials, "trials_finished": len(finished),
-            "complete": sum(t.state.name == "COMPLETE" for t in finished),
-            "failed": sum(t.state.name == "FAIL" for t in finished),
-            "trials_per_minute": round(60 * len(finished) / span, 1),
+            "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+            "failed": sum(t.state == TrialState.FAIL for t in trials),
+            "trials_per_minute": round(60 * len(finished) / span, 1) if span > 0 else None,
             "median_storage_seconds_per_trial": round(statistics.median(per_trial), 4) if per_trial else None,
             "median_storage_cpu_seconds_per_trial": round(statistics.median(cpu), 4) if cpu else None,
             "storage_seconds_per_trial_by_method": top,
@@ -150,9 +167,26 @@ def run(n: int, args, tmp: Path) -> dict:
                 "total": round(client_cpu + server_cpu / max(1, len(finished)), 4)},
             "load_average": round(load, 1),
             "duplicates": duplicates, "lost": max(0, n * args.trials - len(finished)),
-            "running_left": sum(t.state.name == "RUNNING" for t in trials),
-            "workers_failed": len(failed_workers), "trial_span_seconds": round(span, 1),
+            "running_left": sum(t.state == TrialState.RUNNING for t in trials),
+            "waiting_left": sum(t.state == TrialState.WAITING for t in trials),
+            "workers_failed": len(failed_workers),
+            "trial_span_seconds": round(span, 1) if span == span else None,
             "wall_seconds": round(wall, 1)}
+
+
+def problems(r: dict) -> list[str]:
+    """What went wrong in one worker count's run, in words; empty when nothing did."""
+    said = [(r["workers_failed"], "worker process(es) exited non-zero"), (r["failed"], "trial(s) ended FAIL"),
+            (r["running_left"], "trial(s) left RUNNING"), (r["waiting_left"], "trial(s) left WAITING"),
+            (r["lost"], "trial(s) lost"), (r["duplicates"], "trial(s) repeated")]
+    return [f"{count} {what}" for count, what in said if count]
+
+
+def _set(item: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"KEY=VALUE expected, got {item!r}")
+    return key, yaml.safe_load(value)
 
 
 def _ticks(pid: str, children: bool = False) -> int:
@@ -204,7 +238,10 @@ def main() -> None:
                                                       "postgresql://postgres@127.0.0.1:5432/test"))
     p.add_argument("--proxy", action="store_true",
                    help="workers go through python -m chromasonic_lib.proxy in front of --storage")
+    p.add_argument("--set", type=_set, action="append", default=[], metavar="KEY=VALUE",
+                   help="a search parameter for every worker, over the benchmark's (the value read as YAML)")
     args = p.parse_args()
+    args.set = dict(args.set)
     args.worker_storage, proxy, args.proxy_pid = args.storage, None, None
     if args.proxy:
         proxy, args.worker_storage = start_proxy(args.storage)
@@ -230,7 +267,14 @@ def main() -> None:
             r["workers"]: round(r["storage_cpu_seconds_per_trial"]["total"]
                                 / one["storage_cpu_seconds_per_trial"]["total"], 2)
             for r in results if one["storage_cpu_seconds_per_trial"]["total"]}
-    print(json.dumps(summary))
+    wrong = [f"{r['workers']} workers: {', '.join(problems(r))}" for r in results if problems(r)]
+    summary["workers_failed"] = sum(r["workers_failed"] for r in results)
+    summary["trials_failed"] = sum(r["failed"] for r in results)
+    summary["problems"] = wrong
+    print(json.dumps(summary), flush=True)
+    if wrong:
+        print("many_workers: FAILED: " + "; ".join(wrong), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -437,3 +437,20 @@ def test_untold_records_of_two_studies_keep_their_studies_and_two_workers_tell_e
     assert optuna.load_study(study_name="b", storage=storage).trials[0].state == TrialState.RUNNING
     assert tell_untold(optuna.load_study(study_name="b", storage=storage), tmp_path / "untold_trials.json") == 1
     assert not (tmp_path / "untold_trials.json").exists()
+
+
+def test_a_read_only_database_is_reported_at_once_not_waited_out_as_an_outage(tmp_path):
+    """A storage that is there and refuses (here a SQLite file opened read-only, as a file
+    without write permission is) raises StorageRefused naming it, long before the patience."""
+    from chromasonic_lib.search.storage import RetryingStorage, StorageRefused
+    path = tmp_path / "ro.db"
+    optuna.create_study(study_name="ro", storage=f"sqlite:///{path}")
+    read_only = optuna.storages.RDBStorage(f"sqlite:///file:{path}?mode=ro&uri=true",
+                                           skip_compatibility_check=True)
+    storage = RetryingStorage(read_only, "sqlite:///ro.db", patience=60)
+    study_id = storage.get_study_id_from_name("ro")             # reads still work
+    start = time.monotonic()
+    with pytest.raises(StorageRefused, match=r"storage 'sqlite:///ro.db' refused create_new_trial: "
+                                             r".*readonly database .*not an outage"):
+        storage.create_new_trial(study_id)
+    assert time.monotonic() - start < 30 and storage.outages == 0

@@ -40,10 +40,35 @@ _PROXIED_OUTAGE = re.compile(r"unreachable for longer than storage_patience|\b(?
 _TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE,
                      errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
                      errno.ENETUNREACH}
+# What a server or file says when it is there and refuses (a read-only file or transaction, a
+# full disk, no permission): an OperationalError too, but no wait makes it go away, so it is
+# reported at once, not waited out for the whole patience as "unreachable". SQLite's words,
+# PostgreSQL's (and their SQLSTATEs: 25006 read-only transaction, 53100 disk full, 42501
+# insufficient privilege), MySQL's.
+_REFUSED = re.compile(r"readonly database|read-only|database or disk is full|disk is full|"
+                      r"no space left on device|could not extend file|permission denied|"
+                      r"unable to open database file|insufficient privilege|access denied|"
+                      r"\b(?:25006|53100|42501)\b", re.IGNORECASE)
 # Writes a finished trial makes on its way to its tell (its metrics, its checkpoint's link):
 # beyond the patience they are held, so that the trial is saved whole (see faults.optimize)
 # and its tell, when the storage is back, writes them first.
 _HELD = ("set_trial_user_attr", "set_trial_system_attr")
+
+
+class StorageRefused(RuntimeError):
+    """The storage is there and refuses the call (read-only, full, no permission): not an
+    outage, so it is not waited out."""
+
+    def __init__(self, storage: str, method: str, cause: BaseException):
+        self.storage = storage
+        super().__init__(f"storage {storage!r} refused {method}: {type(cause).__name__}: "
+                         f"{describe(cause)[:300]} (a read-only file or database, a full disk or "
+                         f"no permission: not an outage, so it is not waited out)")
+
+
+def refusal_in(e: BaseException) -> BaseException | None:
+    """The error behind ``e`` that says the storage refuses, rather than is away; None if none."""
+    return next((x for x in _chain(e) if _REFUSED.search(str(x))), None)
 
 
 class StorageUnreachable(RuntimeError):
@@ -174,6 +199,9 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 raise
             except Exception as e:
                 waited = time.monotonic() - start
+                refused = refusal_in(e)
+                if refused is not None:
+                    raise StorageRefused(self.name, method, refused) from e
                 cause = transient_cause(e)
                 if cause is None:
                     raise
