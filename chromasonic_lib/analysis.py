@@ -16,7 +16,7 @@ from .config.namespace import FromNamespace
 from .errors import ConfigError
 from .folds import paired_difference
 from .plots import optuna_figure
-from .search.results import report_text, summarize, trial_config
+from .search.results import curve, report_text, summarize, trial_config
 from .search.settings import stored_settings
 from .search.study import load_existing_study
 
@@ -68,7 +68,7 @@ def max_epochs(study: optuna.Study) -> int:
     """The most steps a trial reports: its epochs, or a cross-validated trial's folds."""
     settings = stored_settings(study)
     epochs = settings.get("folds") or settings.get("epochs")
-    return epochs or max((len(t.intermediate_values) for t in study.trials), default=1)
+    return epochs or max((len(curve(t)) for t in study.trials), default=1)
 
 
 def complete_trials(study: optuna.Study) -> list:

@@ -21,7 +21,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from .imports import short
-from .search.results import trial_config
+from .search.results import curve, trial_config
 from .throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,10 @@ def figure_png(study: optuna.Study, dpi: int = 80) -> bytes:
 def _value(t: FrozenTrial) -> str:
     if t.state == TrialState.COMPLETE:
         return f"{t.value:.4f}"
-    if t.state == TrialState.PRUNED and t.intermediate_values:
-        last = max(t.intermediate_values)
+    if t.state == TrialState.PRUNED and (c := curve(t)):
+        last = max(c)
         where = f"after fold {last + 1}" if "folds" in t.user_attrs else f"at epoch {last}"
-        return f"{t.intermediate_values[last]:.4f} {where}"
+        return f"{c[last]:.4f} {where}"
     if t.state == TrialState.FAIL:
         return t.user_attrs.get("fail_reason", "")[:60]
     return ""

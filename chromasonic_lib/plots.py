@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .atomic import atomic_write
+from .search.results import curve
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -65,8 +66,8 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
         ax = fig.subplots()
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    pruned = {t.number: t.intermediate_values[max(t.intermediate_values)] for t in trials
-              if t.state == TrialState.PRUNED and t.intermediate_values}     # number → last report
+    pruned = {t.number: c[max(c)] for t in trials
+              if t.state == TrialState.PRUNED and (c := curve(t))}         # number → last report
     if pruned:
         ax.scatter(list(pruned), list(pruned.values()), marker="x", color="tab:gray",
                    label="pruned (last reported)")
@@ -119,10 +120,11 @@ def learning_curves_figure(study: optuna.Study):
                default=None)
     values = []
     for t in trials:
-        if not t.intermediate_values:
+        c = curve(t)
+        if not c:
             continue
-        steps = sorted(t.intermediate_values)
-        ys = [t.intermediate_values[s] for s in steps]
+        steps = sorted(c)
+        ys = [c[s] for s in steps]
         values += ys
         if t.state == TrialState.PRUNED:
             ax.plot(steps, ys, color="tab:gray", ls="--", lw=0.8, alpha=0.7)
@@ -157,7 +159,7 @@ def pruning_savings_figure(study: optuna.Study, max_epochs: int):
               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     fig, ax = plt.subplots(figsize=(8, 3.5))
     nums = [t.number for t in trials]
-    trained = [len(t.intermediate_values) for t in trials]
+    trained = [len(curve(t)) for t in trials]
     saved = [max_epochs - n if t.state == TrialState.PRUNED else 0 for t, n in zip(trials, trained)]
     unit = "folds" if cross_validated(study) else "epochs"
     ax.bar(nums, trained, color="tab:blue", label=f"{unit} trained")

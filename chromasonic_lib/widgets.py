@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from .generate import PIANO_ROLL_SIZE
 from .plots import plain_numbers, whole_numbers_on_x
-from .search.results import trial_config
+from .search.results import curve, trial_config
 
 
 def _axes(figsize: tuple[float, float]) -> Axes:
@@ -27,7 +27,7 @@ def _axes(figsize: tuple[float, float]) -> Axes:
 
 def trial_explorer(study: optuna.Study) -> W.Widget:
     """Pick a trial (optionally filter by model family) and see its curve and parameters."""
-    trials = [t for t in study.trials if t.intermediate_values]
+    trials = [t for t in study.trials if curve(t)]
     families = sorted({trial_config(t).get("model", "?") for t in trials})
     family = W.Dropdown(options=["all"] + families, description="family")
     pick = W.Dropdown(description="trial")
@@ -35,7 +35,7 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
 
     def refresh_options(*_):
         chosen = [t for t in trials if family.value == "all" or trial_config(t).get("model") == family.value]
-        pick.options = [(f"{t.number} ({t.state.name.lower()}, {t.value or min(t.intermediate_values.values()):.4f})",
+        pick.options = [(f"{t.number} ({t.state.name.lower()}, {t.value or min(curve(t).values()):.4f})",
                          t.number) for t in chosen]
 
     def draw(*_):
@@ -45,8 +45,9 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
         t = study.trials[pick.value]
         with out:
             ax = _axes((6, 3))
-            steps = sorted(t.intermediate_values)
-            ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o")
+            c = curve(t)
+            steps = sorted(c)
+            ax.plot(steps, [c[s] for s in steps], marker="o")
             folds = "folds" in t.user_attrs        # a cross-validated trial reports after each fold
             ax.set_xlabel("fold" if folds else "epoch")
             ax.set_ylabel("mean loss over its folds so far (nats/note)" if folds else "validation loss (nats/note)")

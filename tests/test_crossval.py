@@ -88,7 +88,7 @@ def test_crossval_can_train_on_every_training_melody_for_fixed_epochs(tmp_path):
     assert all(f["epochs"] == 2 for f in result["per_fold"]) and result["n_notes"] == 100 * 64
     assert "trained on every training melody for 2 epochs" in run.stdout
     bad = _run("--dataset", "synthetic", "--params", str(tmp_path / "p.yaml"), "--val-fraction", "0.9")
-    assert bad.returncode == 2 and "val_fraction must be a number in [0, 0.5]" in bad.stderr
+    assert bad.returncode == 2 and "--val-fraction must be a number in [0, 0.5]" in bad.stderr
 
 
 def _abc_folder(folder, tunes):
@@ -165,7 +165,7 @@ def test_every_fold_also_trains_on_another_collection_less_copies_of_tested_tune
     assert [sum(lengths) for lengths, _ in trained] == [44 + 60, 35 + 60]
     assert all(lengths.count(20) >= 3 and val is None for lengths, val in trained)
     same = _run("--dataset", tested, "--model", "markov", "--also-train-on", tested)
-    assert same.returncode == 2 and "also_train_on must be another collection" in same.stderr
+    assert same.returncode == 2 and "--also-train-on must be another collection" in same.stderr
 
 
 @pytest.mark.parametrize("base", ["crossval", "crossval_context"])
@@ -217,17 +217,17 @@ def test_compare_takes_each_files_model():
     run = _run("--dataset", "synthetic", "--folds", "2", "--model", "gru", "--compare",
                "params/crossval.yaml", "params/crossval_plain.yaml")
     assert run.returncode == 2
-    assert run.stderr.strip() == ("error: model: with compare, each params file names its own model; "
+    assert run.stderr.strip() == ("error: --model: with compare, each params file names its own model; "
                                   "got model='gru'")
 
 
 def test_crossval_bad_input_is_one_clear_line():
     run = _run("--dataset", "synthetic", "--folds", "1")
     assert run.returncode == 2
-    assert run.stderr.strip() == "error: folds must be an integer ≥ 2, got 1"
+    assert run.stderr.strip() == "error: --folds must be an integer ≥ 2, got 1"
     run = _run("--dataset", "synthetic", "--ensemble", "0")
     assert run.returncode == 2
-    assert run.stderr.strip() == "error: ensemble must be a positive integer, got 0"
+    assert run.stderr.strip() == "error: --ensemble must be a positive integer, got 0"
     # A search's params file names the search's settings: said by name, not a TypeError.
     run = _run("--dataset", "synthetic", "--params", "params/markov.yaml")
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1

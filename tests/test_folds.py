@@ -153,3 +153,27 @@ def test_a_space_takes_crossvals_settings_and_refuses_bad_combinations_by_name(t
             cv_cfg(tmp_path, model="lstm", search_space=bad_space, **kw)
     with pytest.raises(ConfigError, match=r"pretrain 'chorales' needs a cross-validated search"):
         cv_cfg(tmp_path, folds=0, pretrain="chorales")
+
+
+def test_the_paired_pruner_stops_a_worse_cross_validated_trial_on_its_melodies(tmp_path):
+    """pruner wilcoxon: each cross-validated trial reports every melody's nats/note (its step the
+    melody's fixed id); a clearly worse configuration is stopped after its first fold, saying on
+    how many paired melodies and at what p-value; the value stays the pooled nats/note."""
+    space = {"training": {"learning_rate": 0.01, "batch_size": 16, "transpose": 0},
+             "models": {"gru": {"hidden_size": {"type": "int", "low": 1, "high": 12}, "embedding_dim": 6}}}
+    res = cl.run_search(cv_cfg(tmp_path, search_space=space, pruner="wilcoxon", n_trials=4, sampler="random",
+                               epochs=2, n_sequences=60))
+    trials = res.study.trials
+    first = trials[0]
+    assert first.state == TrialState.COMPLETE and first.params["hidden_size"] == 12
+    kept = set(range(60)) - set(cl.prepare(load_dataset("synthetic", n_sequences=60), 0.1, 0.1, 42).splits.index["test"])
+    assert set(first.intermediate_values) == kept                  # every melody but the test ones, once
+    assert first.value == pytest.approx(sum(f["notes"] * f["nats_per_note"] for f in first.user_attrs["folds"])
+                                        / sum(f["notes"] for f in first.user_attrs["folds"]))
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.params["hidden_size"] < 12 for t in pruned)
+    evidence = pruned[0].user_attrs["pruned_on"]
+    assert evidence["melodies"] == len(pruned[0].intermediate_values) < len(kept) and evidence["p_value"] < 0.1
+    assert len(pruned[0].user_attrs["folds"]) == 1                  # stopped after its first fold
+    with pytest.raises(ConfigError, match="pruner wilcoxon .* needs cross-validated trials"):
+        cv_cfg(tmp_path, pruner="wilcoxon", folds=0)

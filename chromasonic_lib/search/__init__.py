@@ -30,7 +30,7 @@ from .faults import UNTOLD, optimize, tell_untold
 from .heartbeat import JournalHeartbeat
 from .housekeeping import CHORES
 from .objective import Objective
-from .results import ResultFiles, trial_config, write_results
+from .results import ResultFiles, curve, trial_config, write_results
 from .settings import check_resume, stored_settings, study_settings
 from .space import SearchSpace, load_space
 from .study import create_study, open_storage
@@ -136,7 +136,7 @@ class _Progress:
         self.bar.set_postfix_str(f"best {best:.4f}" if best is not None else "no result yet")
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
         if trial.state.name == "PRUNED":
-            steps = len(trial.intermediate_values)
+            steps = len(curve(trial))
             value = f"after fold {steps}" if "folds" in trial.user_attrs else f"at epoch {steps - 1}"
         reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
         best_txt = f"{best:.4f} (trial {summary['best_trial']})" if best is not None else "-"
@@ -218,7 +218,8 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     # Several trials at once: Optuna's threads, one per slot. Ctrl-C then stops each running
     # trial at its next epoch (alone, a trial is interrupted where it is).
     stop = threading.Event() if len(slots) > 1 else None
-    objective = Objective(slots, cfg.space, base, store, deadline, heartbeat, stop, folds)
+    objective = Objective(slots, cfg.space, base, store, deadline, heartbeat, stop, folds,
+                          paired=cfg.pruner == "wilcoxon")
     keeper = CheckpointKeeper(store, output_dir, cfg.keep_checkpoints)
     n_trials, callbacks = cfg.n_trials, [CHORES.callback("checkpoint pruning and best_model.pt", keeper)] \
         + ([heartbeat] if heartbeat else [])

@@ -25,6 +25,7 @@ class SearchConfig(StudyAndData):
     epochs: int = 15
     sampler: str = "tpe"
     pruner: str = "median"
+    wilcoxon_p: float = 0.1           # pruner wilcoxon: prune when a trial is worse than the best with this p-value
     plot: bool = True
     live: bool = True                 # in a notebook: one output area redrawn after each trial
     heartbeat_interval: int = 10
@@ -55,6 +56,7 @@ class SearchConfig(StudyAndData):
         self.epochs = check_int("epochs", self.epochs)
         self.sampler = check_choice("sampler", self.sampler, SAMPLERS)
         self.pruner = check_choice("pruner", self.pruner, PRUNERS)
+        self.wilcoxon_p = check_float("wilcoxon_p", self.wilcoxon_p, 0, 1, low_open=True)
         self.plot = check_bool("plot", self.plot)
         self.live = check_bool("live", self.live)
         self.heartbeat_interval = check_int("heartbeat_interval", self.heartbeat_interval)
@@ -77,6 +79,10 @@ class SearchConfig(StudyAndData):
         if self.folds == 1:
             raise ConfigError("folds must be 0 (a single validation split) or at least 2, got 1")
         self.fold_jobs = check_int("fold_jobs", self.fold_jobs, 0)
+        if self.pruner == "wilcoxon" and not self.folds:
+            raise ConfigError("pruner wilcoxon compares a trial with the best melody by melody, so it "
+                              "needs cross-validated trials (folds ≥ 2); got folds 0. Allowed: "
+                              "median, hyperband or none for a single split")
         self.pretrain_epochs = check_int("pretrain_epochs", self.pretrain_epochs)
         self.train_step = TrainConfig(train_step=check_str("train_step", self.train_step, allow_empty=True)).train_step
         for name in ("pretrain", "also_train_on"):

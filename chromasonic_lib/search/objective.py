@@ -11,21 +11,26 @@ quietly). A trial whose weights can't be uploaded stays COMPLETE with ``checkpoi
 With ``folds`` (a :class:`~chromasonic_lib.folds.FoldSet`) each trial is a cross-validation of its
 configuration by crossval's own fold loop: the value is the notes-weighted mean over the folds,
 the running mean is reported after each fold (in fold order, so every trial is judged on the
-same folds), and a pruned trial stops between folds. User attribute ``folds`` holds each fold's
-notes and nats/note.
+same folds), and a pruned trial stops between folds. With the paired pruner (``wilcoxon``) each
+melody's nats/note is reported instead, its step the melody's fixed id, and a pruned trial says
+on how many melodies and at what p-value (``pruned_on``). User attribute ``folds`` holds each
+fold's notes and nats/note.
 """
 from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import time
 import traceback
 from contextlib import closing
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
+from scipy import stats
 
 from ..checkpoints import upload_trial_checkpoint
 from ..config import TrainConfig
@@ -48,9 +53,12 @@ class Objective:
     def __init__(self, slots: DeviceSlots, space: SearchSpace, base: TrainConfig,
                  store: Any = None, deadline: float | None = None,
                  heartbeat: JournalHeartbeat | None = None, stop: threading.Event | None = None,
-                 folds: FoldSet | None = None):
+                 folds: FoldSet | None = None, paired: bool = False):
         self.slots, self.space, self.base = slots, space, base
         self.folds = folds              # cross-validated trials: the study's folds
+        # Cross-validated trials report each melody's nats/note (step: its fixed id), for the
+        # paired pruner; else the running mean after each fold.
+        self.paired = paired
         self.store = store              # an artifact store: each complete trial's weights go there
         self.deadline = deadline        # time.monotonic() after which a running trial stops
         self.heartbeat = heartbeat      # journal studies only: RDB storages have Optuna's own
@@ -127,6 +135,7 @@ class Objective:
                         seed=self.base.seed, device=str(data.train.tokens.device))
         trial.set_user_attr("config", {**recipe.as_params(), **folds.study_params()})
         lines: list[dict] = []
+        melodies: dict[int, float] = {}         # melody id → nats/note, as reported (paired)
 
         def on_epoch(epoch: int, val_loss: float) -> bool:
             self._check_stop()
@@ -141,11 +150,17 @@ class Objective:
                     lines.append(line)
                     trial.set_user_attr("folds", [{"notes": f["n_notes"], "nats_per_note": f["nats_per_note"]}
                                                   for f in lines])
-                    trial.report(pooled(lines), line["fold"])
+                    if self.paired:
+                        melodies.update(_report_melodies(trial, line["notes"], self.base.seed))
+                    else:
+                        trial.report(pooled(lines), line["fold"])
                     self._check_stop()
                     if len(lines) < folds.k and (self._past_deadline(trial) or trial.should_prune()):
-                        raise _Deadline if trial.user_attrs.get("stopped_by") else optuna.TrialPruned(
-                            f"pruned after fold {len(lines)} of {folds.k} at {pooled(lines):.4f} nats/note")
+                        if trial.user_attrs.get("stopped_by"):
+                            raise _Deadline
+                        evidence = _paired_evidence(trial, melodies) if self.paired else ""
+                        raise optuna.TrialPruned(f"pruned after fold {len(lines)} of {folds.k} at "
+                                                 f"{pooled(lines):.4f} nats/note{evidence}")
         except _Deadline:
             # An unfinished cross-validation does not compare with finished ones: not a value.
             raise optuna.TrialPruned(f"stopped by the search's timeout after {len(lines)} of "
@@ -192,6 +207,35 @@ class Objective:
         gc.collect()
         free_memory(data.train.tokens.device)
         note_failure(trial, reason, e)
+
+
+def _report_melodies(trial: optuna.Trial, notes, seed: int) -> dict[int, float]:
+    """Report each melody of a scored fold: its nats/note, its step the melody's fixed id (its
+    place in the collection), in a shuffled order as the Wilcoxon pruner's documentation asks.
+    The same records give the trial's value, so the evidence and the value cannot disagree."""
+    ic = notes.table["information.content"].to_numpy() * math.log(2)       # bits → nats
+    ids = np.asarray(notes.melody)
+    losses = {int(m): float(ic[ids == m].mean()) for m in np.unique(ids)}
+    order = np.random.default_rng(seed + trial.number).permutation(sorted(losses))
+    for m in order:
+        trial.report(losses[int(m)], int(m))
+    return losses
+
+
+def _paired_evidence(trial: optuna.Trial, losses: dict[int, float]) -> str:
+    """On what the paired pruner stopped ``trial``: the melodies it shares with the best trial
+    and the one-sided signed-rank p-value (user attribute ``pruned_on``), in words."""
+    try:
+        best = trial.study.best_trial.intermediate_values
+    except ValueError:
+        return ""
+    common = sorted(set(losses) & set(best))
+    diffs = [losses[m] - best[m] for m in common]
+    if len(diffs) < 2:
+        return ""
+    p = float(stats.wilcoxon(diffs, alternative="greater", zero_method="zsplit").pvalue)
+    trial.set_user_attr("pruned_on", {"melodies": len(common), "p_value": p})
+    return f", worse than the best on {len(common)} paired melodies (Wilcoxon p = {p:.3g})"
 
 
 class _Deadline(Exception):

@@ -43,6 +43,20 @@ def trial_config(t: FrozenTrial) -> dict[str, Any]:
     return dict(t.user_attrs.get("config") or t.params)
 
 
+def curve(t: FrozenTrial) -> dict[int, float]:
+    """A trial's loss step by step, as the views draw and count it: each epoch's validation loss,
+    or for a cross-validated trial the running nats/note after each fold (from its ``folds``
+    attribute: its reports may be per melody, for the paired pruner)."""
+    folds = t.user_attrs.get("folds")
+    if not folds:
+        return dict(t.intermediate_values)
+    out, notes, nats = {}, 0, 0.0
+    for i, f in enumerate(folds):
+        notes, nats = notes + f["notes"], nats + f["notes"] * f["nats_per_note"]
+        out[i] = nats / notes
+    return out
+
+
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
     return {
         "number": t.number,
@@ -74,13 +88,13 @@ class Tally:
     def add(self, t: FrozenTrial) -> None:
         self.n += 1
         self.counts[t.state.name.lower()] += 1
-        self.epochs += len(t.intermediate_values)
+        self.epochs += len(curve(t))
         if t.state == TrialState.COMPLETE:
             if len(self.top) < self.top_n or t.value < self.top[-1].value:
                 bisect.insort(self.top, t, key=lambda x: x.value)   # after equal values: stable
                 del self.top[self.top_n:]
         elif t.state == TrialState.PRUNED and self.max_epochs:
-            self.saved += max(0, self.max_epochs - len(t.intermediate_values))
+            self.saved += max(0, self.max_epochs - len(curve(t)))
         elif t.state == TrialState.FAIL:
             self.failed.append(t)
         if t.datetime_start and (self.start is None or t.datetime_start < self.start):

@@ -229,7 +229,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         self._sampler.reseed_rng()
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int, p_threshold: float = 0.1) -> optuna.pruners.BasePruner:
     """median: stop a trial whose loss is worse than the median of earlier trials at that epoch
     (``epochs``: the steps a trial reports; a cross-validated trial's are its folds).
 
@@ -239,6 +239,12 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=max(1, epochs // 10))
+    if name == "wilcoxon":
+        # Paired evidence, melody by melody against the best trial (a cross-validated trial
+        # reports each melody's nats/note, its id the step): Optuna's pruner for this case.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=p_threshold)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2),
                                               reduction_factor=3)
@@ -252,7 +258,7 @@ def create_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage) -> tup
     storage's unique study name lets exactly one of them create it; only that one sets it up
     (stores its settings, queues the families' defaults).
     """
-    sampler, pruner = make_sampler(cfg.sampler, cfg.seed), make_pruner(cfg.pruner, cfg.folds or cfg.epochs)
+    sampler, pruner = make_sampler(cfg.sampler, cfg.seed), make_pruner(cfg.pruner, cfg.folds or cfg.epochs, cfg.wilcoxon_p)
     try:
         study = optuna.create_study(storage=storage, study_name=cfg.study_name,
                                     direction="minimize", sampler=sampler, pruner=pruner)
