@@ -18,7 +18,7 @@ from . import generate
 from .atomic import write_json
 from .config import (check_model, DataConfig, TrainBestConfig, TrainConfig, check_context,
                      check_param_file, check_settings_keys, check_writable_dir)
-from .data import MelodySet, Prepared, load_dataset, prepare
+from .data import MelodySet, Prepared, load_data, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
 from .imports import label, short
@@ -171,7 +171,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         hparams["context"] = check_context("best_params: context", hparams["context"], family, d.encoding)
     out = check_writable_dir("output_dir", cfg.output_path)
     device = pick_device(cfg.device)
-    data = prepare(load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed),
+    data = prepare(load_data(d),
                    d.val_fraction, d.test_fraction, d.seed, device)
     log.info(data.describe())
     dry_run(family, data.vocab_size, device, [hparams])      # a model of one's own: checked before training

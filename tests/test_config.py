@@ -31,7 +31,7 @@ BAD = [
     ({"dataset": "essen/nowhere"}, "dataset: no Essen file"),
     ({"encoding": "abc"}, "encoding must be one of pitch, grid"),
     ({"sampler": "bayes"}, "sampler must be one of tpe, random, gp, cmaes"),
-    ({"pruner": "percentile"}, "pruner must be one of median, hyperband, none"),
+    ({"pruner": "percentile"}, "pruner must be one of median, hyperband, wilcoxon, none"),
     ({"device": "tpu"}, "device must be one of"),
     ({"devices": "gpu0,gpu1"}, "devices must be auto or a comma-separated list of cpu, cuda, cuda:N, mps"),
     ({"trials_per_device": 0}, "trials_per_device must be a positive integer, got 0"),
@@ -87,14 +87,14 @@ def test_api_rejects_bad_input_naming_the_parameter(params, message, tmp_path):
 
 
 def test_unreachable_database_is_reported_before_any_data_is_loaded(tmp_path, monkeypatch):
-    monkeypatch.setattr(search_mod, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(search_mod, "load_data", lambda *a, **k: pytest.fail("data was loaded"))
     cfg = cl.SearchConfig(**{**_base(tmp_path), "storage": "postgresql://nobody@127.0.0.1:1/none"})
     with pytest.raises(cl.ConfigError, match="storage 'postgresql://nobody@127.0.0.1:1/none' cannot be opened"):
         cl.run_search(cfg)
 
 
 def test_unwritable_output_folder_is_reported_before_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(search_mod, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(search_mod, "load_data", lambda *a, **k: pytest.fail("data was loaded"))
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     cfg = cl.SearchConfig(**{**_base(tmp_path), "output_dir": str(blocker / "sub")})

@@ -411,3 +411,33 @@ def test_a_trial_s_checkpoint_error_is_its_own_upload_s_not_its_neighbours(caplo
     done.set()
     first.join()
     assert attrs[1]["checkpoint_error"].startswith("OSError: No space left on device") and attrs[2] == {}
+
+
+def test_a_search_can_leave_out_every_copy_of_another_collection_s_tunes(tmp_path):
+    """exclude_copies_of: the searched melodies lose every copy of a tune of the named
+    collection, the study records it, and train_best loads the same melodies."""
+    from chromasonic_lib.data import load_data, load_dataset
+    from chromasonic_lib.config import DataConfig
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    tunes = _melodies(12, 3)
+    for i, tune in enumerate(tunes):                     # 12 tunes, each also transposed up a tone
+        for shift, name in ((0, "a"), (2, "b")):
+            path = folder / f"{name}{i}.mid"
+            path.write_bytes(cl.generate.notes_to_midi_bytes(_notes(tune, shift)))
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(4):                                   # copies of the first 4 tunes, transposed
+        (other / f"o{i}.mid").write_bytes(cl.generate.notes_to_midi_bytes(_notes(tunes[i], 5)))
+    d = DataConfig(dataset=str(folder), exclude_copies_of=str(other))
+    data = load_data(d)
+    assert len(load_dataset(str(folder)).melodies) == 24 and len(data.melodies) == 16
+    assert f"8 copies of tunes of {other} left out" in data.describe()
+    with pytest.raises(ConfigError, match="exclude_copies_of must be another collection"):
+        DataConfig(dataset=str(folder), exclude_copies_of=str(folder))
+
+
+def _notes(tune, shift):
+    import numpy as np
+    from chromasonic_lib.data.encodings import LOWEST_MIDI, Notes
+    return Notes(np.array([t + shift + LOWEST_MIDI for t in tune], np.int16), np.ones(len(tune), np.float32))

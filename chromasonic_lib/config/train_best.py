@@ -35,6 +35,7 @@ class TrainBestConfig(StudyAndData):
     val_fraction: float | None = None
     test_fraction: float | None = None
     seed: int | None = None
+    exclude_copies_of: str | None = None
     best_params: str = ""
     epochs: int | None = None
     n_samples: int = 3
@@ -134,7 +135,7 @@ class TrainBestConfig(StudyAndData):
             value = resolve_setting(given.get(name), from_file, theirs)
             if value is not None:
                 values[name] = value
-            elif settings is not None and applies:
+            elif settings is not None and applies and name != "exclude_copies_of":   # older: none
                 missing.append(name)
         epochs = values.pop("epochs", self.FILE_EPOCHS)
         data = DataConfig(**values)

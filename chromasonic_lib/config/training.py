@@ -8,7 +8,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .checks import (ENCODINGS, OPTIMIZERS, SCHEDULES, check_choice, check_dataset, check_device,
-                     check_float, check_int, check_storage, check_str, check_study_name)
+                     check_float, check_int, check_other_collection, check_storage, check_str,
+                     check_study_name)
 from .namespace import FromNamespace
 
 # ---------------------------------------------------------------- configs
@@ -78,9 +79,15 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 42
+    # Another collection whose tunes this one's copies are left out of first (a tuning search
+    # that must never see the tunes it will be evaluated on); "": none.
+    exclude_copies_of: str = ""
 
     def __post_init__(self) -> None:
         self.dataset = check_dataset("dataset", self.dataset)
+        self.exclude_copies_of = check_other_collection(
+            "exclude_copies_of", check_str("exclude_copies_of", self.exclude_copies_of, allow_empty=True),
+            self.dataset, "searched")
         self.encoding = check_choice("encoding", self.encoding, ENCODINGS)
         self.n_sequences = check_int("n_sequences", self.n_sequences)
         self.sequence_length = check_int("sequence_length", self.sequence_length, 2)
@@ -114,6 +121,7 @@ class StudyAndData(FromNamespace):
     test_fraction: float = 0.1
     seed: int = 42
     device: str = "auto"
+    exclude_copies_of: str = ""
 
     def __post_init__(self) -> None:
         self._check_study()

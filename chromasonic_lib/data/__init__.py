@@ -22,7 +22,7 @@ from .splits import MelodyTensor, Splits, hold_out, kfold, split
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MelodySet", "load_dataset", "load_notes", "MelodyTensor", "Splits", "split", "hold_out", "kfold",
+__all__ = ["MelodySet", "load_data", "load_dataset", "load_notes", "MelodyTensor", "Splits", "split", "hold_out", "kfold",
            "MelodyGroups", "melody_groups", "not_copies",
            "get_encoding", "Notes", "synthetic"]
 
@@ -41,6 +41,7 @@ class MelodySet:
     # Each melody's stable id: its file (relative to the corpus or folder), part and tune number
     # (see ``melody_ids``); None: numbered in order (``names``).
     ids: list[str] | None = None
+    excluded: tuple[str, int] | None = None   # (collection, melodies left out as copies of its tunes)
 
     @cached_property
     def contexts(self) -> list[np.ndarray] | None:
@@ -65,6 +66,19 @@ class MelodySet:
         return MelodyTensor([self.melodies[i] for i in indices], device,
                             contexts=None if contexts is None else [contexts[i] for i in indices],
                             context_features=self.context_features)
+
+    def without_copies_of(self, other: MelodySet) -> MelodySet:
+        """These melodies less every copy (identical, transposed or a variant) of one of
+        ``other``'s tunes: what a search may tune on that must never see ``other``'s tunes."""
+        keep = not_copies(other.melodies, self.melodies)
+        if not keep:
+            raise DataError(f"exclude_copies_of: every melody of {self.source} is a copy of a tune of "
+                            f"{other.source}: nothing is left to search on")
+        return MelodySet(self.source, self.encoding, [self.melodies[i] for i in keep], self.skipped_files,
+                         self.n_too_short, self.n_duplicates,
+                         None if self.notes is None else [self.notes[i] for i in keep],
+                         None if self.ids is None else [self.ids[i] for i in keep],
+                         (other.source, len(self.melodies) - len(keep)))
 
     def joined(self, other: MelodySet, indices: list[int]) -> MelodySet:
         """These melodies, then ``other``'s at ``indices``, as one set (in this one's encoding)."""
@@ -107,6 +121,8 @@ class MelodySet:
             extras.append(f"{self.n_too_short} melodies too short to predict dropped")
         if self.n_duplicates:
             extras.append(f"{self.n_duplicates} duplicate tunes removed")
+        if self.excluded:
+            extras.append(f"{self.excluded[1]} copies of tunes of {self.excluded[0]} left out")
         return text + ("; " + ", ".join(extras) if extras else "")
 
 
@@ -198,6 +214,16 @@ def melody_ids(sources: list[str], root, part: str | None = None) -> list[str]:
             rel = Path(f).as_posix()
         ids.append(rel + (f":{part}" if part else "") + (f"#{seen[f]}" if counts[f] > 1 else ""))
     return ids
+
+
+def load_data(d) -> MelodySet:
+    """The melodies a :class:`~chromasonic_lib.config.DataConfig` names: its source, encoded,
+    less every copy of a tune of its ``exclude_copies_of`` collection (where it names one). The
+    search and train_best both load through here, so both see the same melodies."""
+    data = load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed)
+    if d.exclude_copies_of:
+        data = data.without_copies_of(load_dataset(d.exclude_copies_of, d.encoding))
+    return data
 
 
 def load_dataset(source: str, encoding: str = "pitch", n_sequences: int = 100,

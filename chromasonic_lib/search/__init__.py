@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig, check_writable_dir
-from ..data import Prepared, load_dataset, prepare
+from ..data import Prepared, load_data, prepare
 from ..folds import FoldSet, Recipe, pooled
 from ..imports import is_own, short
 from ..models import build_model, check_model
@@ -165,7 +165,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     devices = parse_devices(cfg.devices, cfg.device)
     if data is None:
         d = cfg.data
-        melodies = load_dataset(d.dataset, d.encoding, d.n_sequences, d.sequence_length, d.seed)
+        melodies = load_data(d)
         data = prepare(melodies, d.val_fraction, d.test_fraction, d.seed, devices[0])
     log.info(data.describe())
     for family in cfg.space.families:   # a model of one's own: a dry run, before any trial exists
