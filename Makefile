@@ -54,6 +54,7 @@ PAPERMILL = $(VENV)/bin/papermill --cwd . -k python3 --no-progress-bar
 docs: gallery
 	@echo "Building the site (mkdocs build --strict) into site/"
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+	$(PY) docs/check_site.py site
 
 gallery: $(STAMP)
 	$(PY) -c "import mkdocs, material, mkdocstrings_handlers.python, mkdocs_jupyter" 2>/dev/null || $(PY) -m pip install --quiet -e ".[docs]"
