@@ -1,5 +1,6 @@
-"""Open the built site from disk, as the README says a reader does (``file://.../site/index.html``),
-follow a navigation link in Chromium and check that a page, not a folder listing, opens.
+"""Check the built site as a reader meets it: no heading swallowed by a code block in docs/*.md,
+no link to an anchor that leads nowhere, and, opened from disk as the README says
+(``file://.../site/index.html``), a navigation link in Chromium opens a page, not a folder listing.
 
     .venv/bin/python docs/check_site.py site     # make docs runs it after the build
 
@@ -8,6 +9,7 @@ Without Playwright or a system Chromium it says so and exits 0 (CI has both and 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -15,10 +17,52 @@ from pathlib import Path
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 
+FENCE = re.compile(r"^\s*(```|~~~)")
+HREF = re.compile(r'href="([^"#:]*\.html)?#([^"]+)"')
+ID = re.compile(r'id="([^"]+)"')
+
+
+def headings_in_code(docs: Path) -> list[str]:
+    """Markdown headings that landed inside a fenced code block (a fence left open above them)."""
+    found = []
+    for page in sorted(docs.glob("*.md")):
+        inside = False
+        for n, line in enumerate(page.read_text().splitlines(), 1):
+            if FENCE.match(line):
+                inside = not inside
+            elif inside and re.match(r"#{2,6} \S", line):     # "# x" is a comment of the code
+                found.append(f"{page.name}:{n}: {line.strip()}")
+    return found
+
+
+def dead_anchors(site: Path) -> list[str]:
+    """Links to an anchor (``#x``, ``page.html#x``) whose page has no element with that id."""
+    ids: dict[Path, set[str]] = {}
+
+    def ids_of(page: Path) -> set[str]:
+        if page not in ids:
+            ids[page] = set(ID.findall(page.read_text(errors="replace"))) if page.is_file() else set()
+        return ids[page]
+    dead = []
+    for page in sorted(site.rglob("*.html")):
+        if "gallery" in page.parts or page.name == "404.html":
+            continue                    # executed notebooks: their anchors are nbconvert's
+        for target, anchor in set(HREF.findall(page.read_text(errors="replace"))):
+            where = (page.parent / target).resolve() if target else page
+            if anchor not in ids_of(where):
+                dead.append(f"{page.relative_to(site)} → {target or ''}#{anchor}")
+    return dead
+
+
 def main(site: str) -> int:
     index = Path(site).resolve() / "index.html"
     if not index.is_file():
         print(f"check_site: {index} not found: build the site first (make docs)")
+        return 1
+    problems = [f"heading inside a code block: {h}" for h in headings_in_code(Path("docs"))] + \
+        [f"anchor that leads nowhere: {a}" for a in dead_anchors(index.parent)]
+    if problems:
+        print("check_site:\n  " + "\n  ".join(problems))
         return 1
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
