@@ -24,6 +24,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from .atomic import atomic_write
+from .optuna_private import study_id
 from .errors import ConfigError
 from .models import PROTOCOL, Ensemble, build_model, full_hparams
 from .models import family as model_family
@@ -323,7 +324,7 @@ def _identity(study: optuna.Study, number: int, start) -> dict[str, Any]:
     """What tells one study's trial from another's in a reused folder: every study's defaults
     trial is number 0, and study ids restart with a new database (or an in-memory study), but
     a trial's start time is its own."""
-    return {"study": study.study_name, "study_id": study._study_id, "trial": number,
+    return {"study": study.study_name, "study_id": study_id(study), "trial": number,
             "trial_start": start.isoformat() if start else None}
 
 

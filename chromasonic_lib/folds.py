@@ -23,6 +23,7 @@ from scipy import stats
 from .config import TrainConfig
 from .data import MelodySet, hold_out, kfold
 from .errors import ConfigError
+from .optuna_private import worker_processes
 from .models import build_model
 from .models.ensemble import Ensemble
 from .pretraining import also_train_on, pretrained, start_from
@@ -275,7 +276,7 @@ def _stop(workers: ProcessPoolExecutor) -> None:
     if hasattr(workers, "terminate_workers"):        # Python 3.14
         workers.terminate_workers()
         return
-    for process in list((getattr(workers, "_processes", None) or {}).values()):
+    for process in worker_processes(workers):
         process.terminate()
     workers.shutdown(wait=False, cancel_futures=True)
 

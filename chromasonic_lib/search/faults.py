@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..atomic import atomic_write
 from .storage import RetryingStorage, StorageUnreachable, storage_error_in
+from ..optuna_private import storage_of, trial_id
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ def _add_again(study: optuna.Study, r: dict, links: dict) -> None:
 
 def _record(trial: optuna.Trial, value: float) -> dict:
     # The trial's own copy of its attributes: those the storage never got are in it too.
-    storage = trial.study._storage
-    links = storage.held_system_attrs(trial._trial_id) if isinstance(storage, RetryingStorage) else {}
+    storage = storage_of(trial.study)
+    links = storage.held_system_attrs(trial_id(trial)) if isinstance(storage, RetryingStorage) else {}
     return {"number": trial.number, "value": value, "params": trial.params,
             "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
             "user_attrs": trial.user_attrs, "artifact_links": links}
@@ -217,9 +218,9 @@ def _tell(study: optuna.Study, records: list[dict]) -> int:
         links = {k: v for k, v in (t.system_attrs if t else {}).items() if k.startswith("artifacts:")}
         if t is not None and t.state == TrialState.RUNNING:
             for k, v in r["user_attrs"].items():
-                study._storage.set_trial_user_attr(t._trial_id, k, v)
+                storage_of(study).set_trial_user_attr(trial_id(t), k, v)
             for k, v in {**links, **r.get("artifact_links", {})}.items():
-                study._storage.set_trial_system_attr(t._trial_id, k, v)
+                storage_of(study).set_trial_system_attr(trial_id(t), k, v)
             study.tell(t.number, r["value"])
         else:
             _add_again(study, r, links)
@@ -228,5 +229,5 @@ def _tell(study: optuna.Study, records: list[dict]) -> int:
 
 
 def _gave_up(study: optuna.Study) -> StorageUnreachable | None:
-    storage = study._storage
+    storage = storage_of(study)
     return storage.gave_up if isinstance(storage, RetryingStorage) else None

@@ -32,6 +32,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..atomic import atomic_write
+from ..optuna_private import journal_file, storage_of, study_id, trial_id
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class JournalHeartbeat:
             trial.set_user_attr(HEARTBEAT, record)      # the first: names the worker in the study
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(folder / f"{trial._trial_id}.json", json.dumps(record))
+            atomic_write(folder / f"{trial_id(trial)}.json", json.dumps(record))
 
     @staticmethod
     def last_beat(study: optuna.Study, t: FrozenTrial) -> dict | None:
@@ -110,7 +111,7 @@ class JournalHeartbeat:
         beat, folder = t.user_attrs.get(HEARTBEAT), beats_folder(study)
         if folder is not None:
             with contextlib.suppress(OSError, ValueError):
-                newer = json.loads((folder / f"{t._trial_id}.json").read_text())
+                newer = json.loads((folder / f"{trial_id(t)}.json").read_text())
                 if beat is None or newer["time"] > beat["time"]:
                     beat = newer
         return beat
@@ -130,9 +131,9 @@ class JournalHeartbeat:
         refuses the later ones (``UpdateFinishedTrialError``), so only one worker re-queues it.
         """
         # Private names: Optuna has no public way to change a trial that another worker runs.
-        storage, now, failed = study._storage, time.time(), []
+        storage, now, failed = storage_of(study), time.time(), []
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        self._sweep(study, {t._trial_id for t in running})
+        self._sweep(study, {trial_id(t) for t in running})
         for t in running:
             beat = self.last_beat(study, t)
             age = now - (beat["time"] if beat else t.datetime_start.timestamp())
@@ -142,20 +143,20 @@ class JournalHeartbeat:
                       if beat else f"its worker sent no heartbeat ({age:.0f} s since the trial started)")
             try:
                 # The reason first: a finished trial can't be changed any more.
-                storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-                if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                storage.set_trial_user_attr(trial_id(t), "fail_reason", reason)
+                if not storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
                     continue
             except UpdateFinishedTrialError:
                 continue                # it finished meanwhile, or another worker failed it first
-            self.forget(study, t._trial_id)
+            self.forget(study, trial_id(t))
             log.warning("trial %d failed: %s; its parameters are queued again (at most %d times)",
                         t.number, reason, MAX_RETRY)
-            self._retry(study, storage.get_trial(t._trial_id))
+            self._retry(study, storage.get_trial(trial_id(t)))
             failed.append(t.number)
         return failed
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.forget(study, trial._trial_id)
+        self.forget(study, trial_id(trial))
         self.fail_stale_trials(study)
 
     def _sweep(self, study: optuna.Study, running: set[int]) -> None:
@@ -185,7 +186,7 @@ class JournalHeartbeat:
 def beats_folder(study: optuna.Study) -> Path | None:
     """Where a journal study's heartbeat files go (``<journal>.heartbeats/study-<id>``); None
     for a journal that is not a file (the beats then stay user attributes)."""
-    storage = study._storage
+    storage = storage_of(study)
     storage = getattr(storage, "inner", storage)        # under the retrying door
-    path = getattr(getattr(storage, "_backend", None), "_file_path", None)
-    return Path(f"{path}.heartbeats") / f"study-{study._study_id}" if path else None
+    path = journal_file(storage)
+    return Path(f"{path}.heartbeats") / f"study-{study_id(study)}" if path else None

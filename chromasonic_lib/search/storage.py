@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
+from ..optuna_private import STALE_TRIAL_IDS, BaseHeartbeat, backend_of
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         try:
             return getattr(self.inner, name)
         except AttributeError:
-            backend = getattr(self.inner, "_backend", None)
+            backend = backend_of(self.inner)
             if backend is None:
                 raise
             return getattr(backend, name)
@@ -280,6 +280,6 @@ def _retried(method: str) -> Callable:
 # Every storage method Optuna and this workbench call, reads and writes alike.
 for _method in [m for m in vars(BaseStorage) if not m.startswith("__")
                 and callable(vars(BaseStorage)[m]) and m != "remove_session"] + \
-        ["record_heartbeat", "_get_stale_trial_ids"]:
+        ["record_heartbeat", STALE_TRIAL_IDS]:
     setattr(RetryingStorage, _method, _retried(_method))
 abc.update_abstractmethods(RetryingStorage)

@@ -15,7 +15,8 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, _CachedStorage
+from ..optuna_private import CachedStorage, backend_of, cache_knows
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from .config import SearchConfig
@@ -126,7 +127,7 @@ class _SQLiteStorage(RDBStorage):
             return super().set_trial_state_values(trial_id, state, values)
 
 
-class _Cache(_CachedStorage):
+class _Cache(CachedStorage):
     """Optuna's cache in front of an RDB storage, which also takes the parameters of trials it
     never saw.
 
@@ -139,11 +140,11 @@ class _Cache(_CachedStorage):
 
     def set_trial_param(self, trial_id, param_name, param_value_internal, distribution) -> None:
         with self._lock:
-            known = trial_id in self._trial_id_to_study_id_and_number
+            known = cache_knows(self, trial_id)
         if known:
             super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
         else:
-            self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            backend_of(self).set_trial_param(trial_id, param_name, param_value_internal, distribution)
 
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:

@@ -1,0 +1,38 @@
+"""The private attributes of Optuna the workbench reads (optuna_private.py): each still
+where it was, on real objects, so an Optuna upgrade that moves one fails here first."""
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import optuna
+
+from chromasonic_lib import optuna_private as private
+from chromasonic_lib.search.study import _Cache
+
+
+def _square(x):
+    return x * x
+
+
+def test_each_private_attribute_is_where_it_was_checked(tmp_path):
+    study = optuna.create_study(study_name="p", storage=f"sqlite:///{tmp_path}/s.db")
+    trial = study.ask()
+    storage = private.storage_of(study)
+    assert isinstance(storage, optuna.storages.BaseStorage)
+    assert storage.get_trial(private.trial_id(trial)).number == trial.number
+    assert storage.get_study_id_from_name("p") == private.study_id(study)
+    frozen = study.trials[0]
+    assert private.trial_id(frozen) == private.trial_id(trial)
+    cache = _Cache(optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db"))
+    assert not private.cache_knows(cache, private.trial_id(trial))
+    cache.get_all_trials(private.study_id(study))
+    assert private.cache_knows(cache, private.trial_id(trial))
+    assert isinstance(private.backend_of(cache), optuna.storages.RDBStorage)
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/h.db", heartbeat_interval=10)
+    assert isinstance(rdb, private.BaseHeartbeat) and hasattr(rdb, private.STALE_TRIAL_IDS)
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
+    assert private.journal_file(journal) == str(tmp_path / "j.log")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_square, 3).result() == 9
+        assert len(private.worker_processes(pool)) == 1
