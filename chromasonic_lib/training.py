@@ -239,7 +239,7 @@ def train(model: nn.Module, train_data: MelodyTensor, val_data: MelodyTensor | N
     gen = torch.Generator().manual_seed(cfg.seed)
     precision = mixed_precision(device, model)
     own_step = import_object(cfg.train_step, "train_step") if cfg.train_step else None
-    step_params = dataclasses.asdict(cfg)
+    step_params = dataclasses.asdict(cfg) if own_step else None
     optimizer = _make_optimizer(model, cfg)
     steps_per_epoch = n_batches(train_data, cfg.min_epoch_tokens, cfg.batch_size)
     # Cosine decay to zero over the planned epochs: big early steps, precise late ones.

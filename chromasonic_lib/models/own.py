@@ -171,19 +171,19 @@ class OwnModel(nn.Module):
     def start(self, batch_size: int) -> dict:
         if self._stateful is None:
             self._stateful = self._state_arg and self._continues()
-        return {"state": None, "tokens": [], "context": [], "stateful": self._stateful}
+        return {"state": None, "tokens": None, "context": None, "stateful": self._stateful}
 
     def step(self, state: dict, tokens: torch.Tensor, context: dict | None = None):
         if state["stateful"]:
-            logits, state["state"] = self.raw(tokens[:, None], _steps([context]) if context else None,
+            logits, state["state"] = self.raw(tokens[:, None], {n: ids[:, None] for n, ids in context.items()} if context else None,
                                               state["state"])
             return logits[:, -1, : self.vocab_size], state
-        # No state of its own: forward again over the melody so far (what it scores).
-        state["tokens"].append(tokens)
-        state["context"].append(context)
-        x = torch.stack(state["tokens"], 1)
-        ctx = _steps(state["context"]) if context else None
-        return self.raw(x, ctx)[0][:, -1, : self.vocab_size], state
+        # No state of its own: forward again over the melody so far (what it scores), kept as
+        # one tensor that grows by a column a step.
+        state["tokens"] = _grown(state["tokens"], tokens)
+        if context:
+            state["context"] = {n: _grown((state["context"] or {}).get(n), ids) for n, ids in context.items()}
+        return self.raw(state["tokens"], state["context"])[0][:, -1, : self.vocab_size], state
 
     @torch.no_grad()
     def _continues(self) -> bool:
@@ -218,8 +218,8 @@ class OwnModel(nn.Module):
         return ok
 
 
-def _steps(contexts: list[dict]) -> dict:
-    return {n: torch.stack([c[n] for c in contexts], 1) for n in contexts[0]}
+def _grown(so_far: torch.Tensor | None, column: torch.Tensor) -> torch.Tensor:
+    return column[:, None] if so_far is None else torch.cat([so_far, column[:, None]], 1)
 
 
 # ---------------------------------------------------------------- the dry run
