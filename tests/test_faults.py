@@ -386,6 +386,81 @@ def test_a_trial_failed_as_stale_after_it_finished_keeps_its_value(tmp_path, mon
     assert _warnings(caplog, "its value is kept as trial")
 
 
+# A worker that stops itself (SIGSTOP, as a laptop lid closing) once trial 1 has trained and
+# uploaded its weights, before its tell: its heartbeats stop with it.
+PAUSING_WORKER = """
+import os, signal, sys, json
+from pathlib import Path
+import chromasonic_lib as cl
+from chromasonic_lib.search import objective
+real_call, here = objective.Objective.__call__, Path(sys.argv[2])
+
+def call(self, trial):
+    value = real_call(self, trial)
+    if trial.number == 1:
+        (here / "paused").touch()
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return value
+
+objective.Objective.__call__ = call
+r = cl.run_search(cl.SearchConfig(**json.loads(sys.argv[1])))
+print("WORKER DONE", r.n_trials, flush=True)
+"""
+
+
+@pytest.mark.postgres
+def test_a_stale_trial_told_late_under_rdb_heartbeats_counts_once_with_its_weights(tmp_path):
+    """PostgreSQL with Optuna's own heartbeats: a worker pauses between a trial's training and
+    its tell, another process fails the trial as stale and queues its retry. When the worker
+    wakes, the trial comes back once, COMPLETE, with its value and its weights; the retry is
+    failed, not trained again; nothing is left WAITING or RUNNING."""
+    import signal
+    import uuid
+
+    import chromasonic_lib as cl
+    from chromasonic_lib.search.study import open_storage
+    from conftest import postgres_or_skip
+    url, name = postgres_or_skip(), f"told-late-{uuid.uuid4().hex[:8]}"
+    params = _params(tmp_path, study_name=name, storage=url, n_trials=3,
+                     heartbeat_interval=1, grace_period=2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "w.log"
+    worker = subprocess.Popen([PYTHON, "-c", PAUSING_WORKER, json.dumps(params), str(tmp_path)],
+                              cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "paused").exists() and time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(4)                   # beyond the grace period, heartbeats silent
+        other = optuna.load_study(study_name=name, storage=open_storage(url, 1, 2))
+        optuna.storages.fail_stale_trials(other)        # as another worker's next trial does
+        states = {t.number: t.state for t in other.get_trials()}
+        assert states[1] == TrialState.FAIL and TrialState.WAITING in states.values(), states
+        worker.send_signal(signal.SIGCONT)
+        assert worker.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    study = optuna.load_study(study_name=name, storage=url)
+    try:
+        trials = study.trials
+        states = [(t.number, t.state.name) for t in trials]
+        assert not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)], states
+        retry = [t for t in trials if t.system_attrs.get("retry_history") == [1]]
+        assert len(retry) == 1 and retry[0].state == TrialState.FAIL, states
+        late = [t for t in trials if t.user_attrs.get("told_late_for_trial") == 1]
+        assert len(late) == 1 and late[0].state == TrialState.COMPLETE, states
+        assert late[0].params == trials[1].params
+        # Three trials asked for, three counted: the late one among them, not trained twice.
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == 3, states
+        model, meta = cl.load_checkpoint(study, late[0].number)     # its own weights
+        assert meta["trial"] == 1 and meta["value"] == late[0].value
+        assert "its value is kept as trial %d" % late[0].number in log.read_text()
+    finally:
+        optuna.delete_study(study_name=name, storage=url)
+
+
 def test_an_error_of_its_own_still_ends_the_search_after_a_trial_ended_elsewhere(tmp_path):
     """A trial failed elsewhere is let go; an unrelated error raised later in the same call (a
     callback's bug here) is not swallowed with it."""

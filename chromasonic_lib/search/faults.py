@@ -112,12 +112,12 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
             late = _failed_elsewhere(study, pending)
             if not (ended or late) or not _told_too_late(e):
                 raise                   # an error of its own, not a trial ended elsewhere
-            for r in late:
-                _add_again(study, r, {})
+            for r, failed in late:
                 pending.pop(r["number"], None)
+                kept = stand_in(study, r, failed)
                 log.warning("trial %d was failed by another worker after it finished here (stale: "
                             "this worker paused before telling it); its value is kept as trial %d",
-                            r["number"], len(study.get_trials(deepcopy=False)) - 1)
+                            r["number"], kept)
             ended.clear()
 
 
@@ -133,19 +133,47 @@ def _told_too_late(e: BaseException) -> bool:
     return False
 
 
-def _failed_elsewhere(study: optuna.Study, pending: dict[int, dict]) -> list[dict]:
-    """The records of trials finished here, not told, that the study has as failed."""
+def _failed_elsewhere(study: optuna.Study, pending: dict[int, dict]) -> list[tuple[dict, FrozenTrial]]:
+    """The records of trials finished here, not told, that the study has as failed, each with
+    the failed trial."""
     trials = study.get_trials(deepcopy=False)
-    return [r for n, r in pending.items() if n < len(trials) and trials[n].state == TrialState.FAIL]
+    return [(r, trials[n]) for n, r in pending.items()
+            if n < len(trials) and trials[n].state == TrialState.FAIL]
 
 
-def _add_again(study: optuna.Study, r: dict, links: dict) -> None:
-    """A trial failed elsewhere that had finished here: added again, COMPLETE, with its value,
-    its attributes and its weights' link, and the number of the trial it stands for."""
+def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
+    """The one path for a trial that finished here but lost its slot (failed as stale before
+    its tell, or finished while the storage was away): added again, COMPLETE, with its value,
+    its attributes, its weights' link and the number of the trial it stands for
+    (``told_late_for_trial``). The retry that a heartbeat queued for the same parameters is
+    failed, so the trial is neither trained nor counted twice; a retry that has finished
+    already stands in for it instead. Returns the number of the trial that holds the value."""
+    # Optuna's retry callbacks record the trials a retry stands for, the newest last.
+    retries = [t for t in study.get_trials(deepcopy=False)
+               if (t.system_attrs.get("retry_history") or [None])[-1] == r["number"]]
+    done = [t for t in retries if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    storage = storage_of(study)
+    for t in retries:
+        if t.state not in (TrialState.WAITING, TrialState.RUNNING):
+            continue
+        try:
+            storage.set_trial_user_attr(trial_id(t), "fail_reason",
+                                        f"a retry of trial {r['number']}, whose value was told late")
+            storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            # Finished meanwhile by the worker that took it up.
+            if storage.get_trial(trial_id(t)).state in (TrialState.COMPLETE, TrialState.PRUNED):
+                done.append(t)
+    if done:
+        return done[0].number
+    links = {k: v for k, v in (failed.system_attrs if failed else {}).items()
+             if k.startswith("artifacts:")}
     study.add_trial(optuna.trial.create_trial(
-        params=r["params"], value=r["value"], system_attrs={**links, **r.get("artifact_links", {})},
+        params=r["params"], value=r["value"],
+        system_attrs={**links, **r.get("artifact_links", {})},
         distributions={k: json_to_distribution(d) for k, d in r["distributions"].items()},
         user_attrs={**r["user_attrs"], "told_late_for_trial": r["number"]}))
+    return len(study.get_trials(deepcopy=False)) - 1
 
 
 def _record(trial: optuna.Trial, value: float) -> dict:
@@ -215,15 +243,14 @@ def _tell(study: optuna.Study, records: list[dict]) -> int:
         t = trials[r["number"]] if r["number"] < len(trials) else None
         if t is not None and t.state == TrialState.COMPLETE:
             continue                    # told after all (the storage answered, we didn't hear)
-        links = {k: v for k, v in (t.system_attrs if t else {}).items() if k.startswith("artifacts:")}
         if t is not None and t.state == TrialState.RUNNING:
             for k, v in r["user_attrs"].items():
                 storage_of(study).set_trial_user_attr(trial_id(t), k, v)
-            for k, v in {**links, **r.get("artifact_links", {})}.items():
+            for k, v in r.get("artifact_links", {}).items():
                 storage_of(study).set_trial_system_attr(trial_id(t), k, v)
             study.tell(t.number, r["value"])
         else:
-            _add_again(study, r, links)
+            stand_in(study, r, t)
         told += 1
     return told
 
