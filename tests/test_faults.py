@@ -461,6 +461,45 @@ def test_a_stale_trial_told_late_under_rdb_heartbeats_counts_once_with_its_weigh
         optuna.delete_study(study_name=name, storage=url)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("statement", [b"INSERT INTO trials ", b"INSERT INTO studies "])
+def test_a_reply_lost_after_a_create_commits_creates_it_once(tmp_path, statement):
+    """A real PostgreSQL behind a proxy that cuts the connection once, after the server has
+    committed a trial's (or the study's) creation and before its reply: the creation is
+    retried and reconciled by reading back. No trial is left RUNNING or WAITING for the workers
+    to wait on, the trials asked for all complete, and the study's creator still sets it up."""
+    import uuid
+    from urllib.parse import urlparse
+
+    from conftest import postgres_or_skip
+    from dropping_proxy import DroppingProxy
+    url, name = postgres_or_skip(), f"lost-reply-{uuid.uuid4().hex[:8]}"
+    u = urlparse(url)
+    proxy = DroppingProxy((u.hostname, u.port or 5432), after=statement)
+    proxied = url.replace(f"{u.hostname}:{u.port or 5432}", f"127.0.0.1:{proxy.port}")
+    params = _params(tmp_path, study_name=name, storage=proxied, n_trials=3)
+    log = tmp_path / "w.log"
+    start = time.monotonic()
+    try:
+        worker = _worker(params, log)
+        assert worker.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        proxy.close()
+    took = time.monotonic() - start
+    out = log.read_text()
+    try:
+        assert proxy.dropped == 1, out[-3000:]
+        trials = optuna.load_study(study_name=name, storage=url).trials
+        states = [(t.number, t.state.name) for t in trials]
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], states
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == 3, states
+        assert sum(t.state == TrialState.FAIL for t in trials) <= 1, states
+        assert "markov_baseline" in optuna.load_study(study_name=name, storage=url).user_attrs
+        assert took < 60, (took, out[-3000:])      # nobody waited out an orphan trial (120 s)
+    finally:
+        optuna.delete_study(study_name=name, storage=url)
+
+
 def test_an_error_of_its_own_still_ends_the_search_after_a_trial_ended_elsewhere(tmp_path):
     """A trial failed elsewhere is let go; an unrelated error raised later in the same call (a
     callback's bug here) is not swallowed with it."""

@@ -204,8 +204,9 @@ def _fmt(v: Any) -> str:
 
 # trials.csv has Study.trials_dataframe()'s columns, each trial's cells rendered on their own
 # (an int stays an int beside a failed trial's empty cell), so a finished trial's row is reused.
-# Less one: each trial's checkpoint link ("artifacts:<id>" among its system attributes) would be
-# a column of its own, filled in one row: a table growing as the square of the study.
+# Less two: each trial's checkpoint link ("artifacts:<id>" among its system attributes) would be
+# a column of its own, filled in one row: a table growing as the square of the study; and the
+# token of the call that created it ("chromasonic:created_by"), which means nothing to a reader.
 CSV_ATTRS = ("number", "value", "datetime_start", "datetime_complete", "duration", "params",
              "user_attrs", "system_attrs", "state")
 
@@ -231,7 +232,7 @@ def csv_cells(t: FrozenTrial) -> dict[tuple[int, str], str]:
         value = getattr(t, attr)
         if isinstance(value, dict):
             cells.update(((i, str(k)), _cell(v)) for k, v in value.items()
-                         if not str(k).startswith("artifacts:"))
+                         if not str(k).startswith(("artifacts:", "chromasonic:")))
         else:
             cells[(i, "")] = _cell(value)
     return cells

@@ -10,16 +10,23 @@ chain either way, so nothing here depends on that bug being fixed.
 from __future__ import annotations
 
 import abc
+import contextlib
+import copy
 import errno
 import logging
 import re
 import threading
 import time
+import uuid
+from datetime import datetime
 from typing import Any, Callable
+
+import sqlalchemy
 
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
-from ..optuna_private import STALE_TRIAL_IDS, BaseHeartbeat, backend_of
+from optuna.trial import FrozenTrial, TrialState
+from ..optuna_private import STALE_TRIAL_IDS, BaseHeartbeat, backend_of, trial_id
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,8 @@ _REFUSED = re.compile(r"readonly database|read-only|database or disk is full|dis
 # beyond the patience they are held, so that the trial is saved whole (see faults.optimize)
 # and its tell, when the storage is back, writes them first.
 _HELD = ("set_trial_user_attr", "set_trial_system_attr")
+# A trial's system attribute: the token of the call that created it (see create_new_trial).
+CREATED = "chromasonic:created_by"
 
 
 class StorageRefused(RuntimeError):
@@ -166,6 +175,15 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         # trial id -> {(method, key): value}: attribute writes that found the storage gone.
         self.held: dict[int, dict[tuple[str, str], Any]] = {}
         self._lock = threading.Lock()
+        # Errors the database driver raised, Optuna's own retries included (a failed commit
+        # of a trial's creation is retried inside Optuna's RDB storage, unseen by us).
+        self.engine_errors = 0
+        engine = getattr(backend_of(inner), "engine", None)
+        if engine is not None:
+            sqlalchemy.event.listen(engine, "handle_error", self._count_error)
+
+    def _count_error(self, context: Any) -> None:
+        self.engine_errors += 1
 
     def __getattr__(self, name: str) -> Any:
         # Anything else the wrapped storage has (e.g. RDBStorage.url and .engine, behind
@@ -180,14 +198,22 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 raise
             return getattr(backend, name)
 
-    def call(self, method: str, *args, **kwargs) -> Any:
-        """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away."""
+    def call(self, method: str, *args, read_back: Callable[[], Any] | None = None, **kwargs) -> Any:
+        """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away.
+
+        A write that is not safe to repeat passes ``read_back``: before each retry it looks for
+        what the earlier attempt may have written (its reply lost after the commit), and its
+        answer, when not None, is the call's."""
         fn = getattr(self.inner, method)
         if method == "set_trial_state_values" and self.held.get(args[0]):
             fn = self._with_held(args[0], fn)
         start, attempt, delay = time.monotonic(), 0, 0.5
         while True:
             try:
+                found = read_back() if attempt and read_back is not None else None
+                if found is not None:
+                    log.info("%s: the attempt whose reply was lost had been written; not repeated", method)
+                    return found
                 result = fn(*args, **kwargs)
             except UpdateFinishedTrialError:
                 # A state write whose commit landed before the connection dropped: the retry
@@ -248,6 +274,54 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             return tell(*args, **kwargs)
         return write_then_tell
 
+    # Creates: a retry after a reply lost past the commit would create a second one.
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        """Create a trial once, however often the call is retried: the trial carries a token
+        (a system attribute), and a retry, by us or by Optuna's RDB storage (which retries a
+        failed commit itself), is reconciled by reading it back. A second trial created
+        that way is failed, so that nobody waits for it."""
+        token = uuid.uuid4().hex
+        template = copy.copy(template_trial) if template_trial is not None else FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
+            datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+            intermediate_values={}, trial_id=-1)
+        template.system_attrs = {**template.system_attrs, CREATED: token}
+        errors = self.engine_errors
+        trial = self.call("create_new_trial", study_id, template,
+                          read_back=lambda: next(iter(self._created(study_id, token)), None))
+        if self.engine_errors != errors:        # the database failed under the call: look
+            for twin in self._created(study_id, token):
+                if twin != trial:
+                    self._fail_twin(twin, trial)
+        return trial
+
+    def _created(self, study_id: int, token: str) -> list[int]:
+        """The ids of the trials created with ``token``, oldest first, read past any cache."""
+        source = backend_of(self.inner) or self.inner
+        return [trial_id(t) for t in source.get_all_trials(study_id, deepcopy=False)
+                if t.system_attrs.get(CREATED) == token]
+
+    def _fail_twin(self, twin: int, kept: int) -> None:
+        with contextlib.suppress(UpdateFinishedTrialError):
+            self.inner.set_trial_user_attr(twin, "fail_reason", "created twice: a retry after a lost "
+                                           f"reply created trial id {kept}, which ran instead")
+            self.inner.set_trial_state_values(twin, TrialState.FAIL)
+        log.warning("a trial's creation was retried after its reply was lost: the second copy "
+                    "runs, the first (trial id %d) is failed so that nobody waits for it", twin)
+
+    def create_new_study(self, directions, study_name: str | None = None) -> int:
+        """Create a study once: a retry after a lost reply finds the study the first attempt
+        created, with nothing in it yet, and takes it as its own."""
+        def read_back() -> int | None:
+            try:
+                sid = self.inner.get_study_id_from_name(study_name)
+            except KeyError:
+                return None
+            fresh = not self.inner.get_study_user_attrs(sid) and not self.inner.get_all_trials(sid, deepcopy=False)
+            return sid if fresh else None
+        return self.call("create_new_study", directions, study_name,
+                         read_back=read_back if study_name else None)
+
     # BaseHeartbeat: only when the wrapped storage has heartbeats (Optuna asks
     # get_heartbeat_interval() to find out).
     def get_heartbeat_interval(self) -> int | None:
@@ -279,7 +353,8 @@ def _retried(method: str) -> Callable:
 
 # Every storage method Optuna and this workbench call, reads and writes alike.
 for _method in [m for m in vars(BaseStorage) if not m.startswith("__")
-                and callable(vars(BaseStorage)[m]) and m != "remove_session"] + \
+                and callable(vars(BaseStorage)[m])
+                and m not in ("remove_session", "create_new_trial", "create_new_study")] + \
         ["record_heartbeat", STALE_TRIAL_IDS]:
     setattr(RetryingStorage, _method, _retried(_method))
 abc.update_abstractmethods(RetryingStorage)
