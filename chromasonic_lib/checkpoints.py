@@ -7,6 +7,7 @@ the study (user attribute ``artifact_store``), so readers find it without being 
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import json
@@ -338,29 +339,40 @@ def _best_with_checkpoint(study: optuna.Study) -> FrozenTrial | None:
 
 class CheckpointKeeper:
     """After every trial: keep the ``keep`` best trials' checkpoints in the store, remove the
-    rest (so disk stays bounded on long studies), and keep ``best_model.pt`` current."""
+    rest (so disk stays bounded on long studies), and keep ``best_model.pt`` current.
+
+    Each finished trial is looked at once: values never change, and a trial pushed out of the
+    best ``keep`` only falls further, so the cost per trial does not grow with the study."""
 
     def __init__(self, store: Any, output_dir: Path | None, keep: int):
         self.store, self.output_dir, self.keep = store, output_dir, keep
-        # Trials out of the best `keep`, their checkpoints removed: values never change and
-        # new trials only push them further down, so they are never looked at again.
-        self.dropped: set[int] = set()
+        self.best: list[tuple[float, int, FrozenTrial]] = []    # the best `keep`, best first
+        self.upto = 0                       # every trial numbered below this was looked at
+        self.looked: set[int] = set()       # and these, finished beyond it
         self.synced: int | None = None      # the trial whose weights best_model.pt holds
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
         if trial is not None and trial.state != TrialState.COMPLETE:
             return      # a pruned or failed trial has no weights and moves no one out of the best
-        done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                      key=lambda t: t.value)
-        for t in done[self.keep:]:
-            if t.number in self.dropped:
-                continue
-            artifact = checkpoint_id(t)
+        trials = study.get_trials(deepcopy=False)
+        for t in trials[self.upto:]:
+            if t.state.is_finished() and t.number not in self.looked:
+                self.looked.add(t.number)
+                if t.state == TrialState.COMPLETE:
+                    self._rank(t)
+        while self.upto < len(trials) and self.upto in self.looked:
+            self.looked.discard(self.upto)
+            self.upto += 1
+        done = [t for _, _, t in self.best]
+        if self.output_dir is not None and done and done[0].number != self.synced:
+            self.synced = sync_best_model(study, self.store, self.output_dir)
+
+    def _rank(self, t: FrozenTrial) -> None:
+        """Place ``t`` among the best; the checkpoint of the one it pushes out is removed."""
+        bisect.insort(self.best, (t.value, t.number, t), key=lambda x: x[:2])
+        if len(self.best) > self.keep:
+            _, _, out = self.best.pop()
+            artifact = checkpoint_id(out)
             if artifact is not None:
                 with contextlib.suppress(ArtifactNotFound):   # another worker removed it first
                     self.store.remove(artifact)
-            self.dropped.add(t.number)
-        # The best only improves and every writer takes the folder's lock, so while the study's
-        # best is the trial this process last put there, the file still holds it: no lock, no load.
-        if self.output_dir is not None and done and done[0].number != self.synced:
-            self.synced = sync_best_model(study, self.store, self.output_dir)

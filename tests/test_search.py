@@ -211,7 +211,7 @@ def test_result_files_written_trial_by_trial_are_those_of_the_whole_study(tmp_pa
     from chromasonic_lib.search.results import ResultFiles, trial_record, write_results
     whole = small_study()
     study = optuna.create_study()
-    files = ResultFiles(tmp_path / "steps", plot=False)
+    files = ResultFiles(tmp_path / "steps", plot=False, files_interval=0)
     for i, t in enumerate(whole.trials):    # as a search adds them, rewriting after each
         study.add_trial(t)
         files.write(study)
@@ -263,6 +263,33 @@ def test_the_history_png_is_redrawn_every_few_seconds_and_always_at_the_end(tmp_
     assert files.png.count == 1
     files.write(study, final=True)
     assert files.png.count == 2
+
+
+def test_files_of_every_trial_are_rewritten_once_a_second_and_always_at_the_end(tmp_path):
+    """optimization_results.json, trials.csv and the report grow with the study: rewritten at
+    most every files_interval seconds (the first write at once), while best_hyperparameters.json
+    follows every new best; the final write brings every file up to date."""
+    from chromasonic_lib.search.results import ResultFiles
+    clock = Clock()
+    files = ResultFiles(tmp_path, plot=False, clock=clock, files_interval=1.0)
+    results, best = tmp_path / "optimization_results.json", tmp_path / "best_hyperparameters.json"
+    study = optuna.create_study()
+    trials = [t for t in small_study().trials if t.state == TrialState.COMPLETE]
+    study.add_trial(trials[0])
+    files.write(study)
+    assert json.loads(results.read_text())["n_trials"] == 1          # the first: at once
+    study.add_trial(trials[1])
+    clock.now += 0.5
+    files.write(study)
+    assert json.loads(results.read_text())["n_trials"] == 1          # not yet due
+    assert json.loads(best.read_text())["hidden_size"] == 9           # the new best: at once
+    clock.now += 1.0
+    files.write(study)
+    assert json.loads(results.read_text())["n_trials"] == 2
+    study.add_trial(trials[2])
+    files.write(study, final=True)
+    assert json.loads(results.read_text())["n_trials"] == 3
+    assert len((tmp_path / "trials.csv").read_text().splitlines()) == 4
 
 
 class Clock:

@@ -250,20 +250,25 @@ class ResultFiles:
 
     Finished trials never change: those numbered below the first unfinished one are tallied,
     and their JSON records and CSV lines rendered, once; each write adds the newer trials to
-    that. best_hyperparameters.json is written when the best changes; the history PNG, whose
-    drawing grows with its points, is redrawn at most every ``png_interval`` seconds (rarer
-    when it is slow to draw) and always by ``write(study, final=True)``, which ``run_search``
-    calls at the end, also when interrupted or stopped by an error. With ``chores``, a file
+    that. best_hyperparameters.json is written when the best changes. The files that hold
+    every trial (optimization_results.json, trials.csv, the report), whose size grows with the
+    study, are rewritten at most every ``files_interval`` seconds and within 2 % of the time
+    (0: after every trial);
+    the history PNG at most every ``png_interval`` seconds, within 5 %. Both are written always
+    by ``write(study, final=True)``, which ``run_search`` calls at the end, also when
+    interrupted or stopped by an error. With ``chores``, a file
     that can't be written (disk full) is the chores' to log; the summary is returned anyway.
     """
 
     def __init__(self, output_dir: Path, plot: bool = True, png_interval: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic, chores: Chores | None = None):
+                 clock: Callable[[], float] = time.monotonic, chores: Chores | None = None,
+                 files_interval: float = 1.0):
         self.output_dir, self.plot = output_dir, plot
         # During a search, writing the files is housekeeping: a full disk is logged once and
         # the files are written again after the next trial. Without chores, errors raise.
         self.chores = chores
         self.png = Throttle(png_interval, max_share=0.05, clock=clock)
+        self.files = Throttle(files_interval, max_share=0.02, clock=clock)
         self._best: str | None = None   # the text best_hyperparameters.json holds
         self._start(None)
 
@@ -288,28 +293,32 @@ class ResultFiles:
         tail = trials[n:]               # running trials, and those after them
         tally = self._done.plus(tail)
         summary = tally.summary()
-        self._chore(f"result files in {self.output_dir}", self._write_files, study, attrs, summary,
-                    tally, tail)
+        self._write_best(summary)
+        if final or not self.files.min_interval or self.files.count == 0 or self.files.due():
+            self._chore(f"result files in {self.output_dir}", self._write_files, study, attrs,
+                        summary, tally, tail)
         if self.plot and summary["best_value"] is not None and (final or self.png.due()):
             self._chore("the history figure (optimization_history.png)", self._draw, study)
         return summary
 
-    def _chore(self, name: str, fn: Callable, *args) -> None:
+    def _chore(self, name: str, fn: Callable, *args) -> Any:
         if self.chores is None:
-            fn(*args)
-        else:
-            self.chores.run(name, fn, *args)
+            return fn(*args)
+        return self.chores.run(name, fn, *args)
 
-    def _write_files(self, study: optuna.Study, attrs: dict, summary: dict[str, Any], tally: Tally,
-                     tail: list[FrozenTrial]) -> None:
+    def _write_best(self, summary: dict[str, Any]) -> None:
         best = json.dumps(summary["best_params"], indent=2, default=str) + "\n"
         path = self.output_dir / "best_hyperparameters.json"
         if best != self._best or not path.exists():
-            atomic_write(path, best)
-            self._best = best
-        self._write_json(study, attrs, summary, tail)
-        atomic_write(self.output_dir / "optimization_report.txt", _report(study, attrs, summary, tally))
-        self._write_csv(tail)
+            if self._chore(f"result files in {self.output_dir}", atomic_write, path, best) is not None:
+                self._best = best
+
+    def _write_files(self, study: optuna.Study, attrs: dict, summary: dict[str, Any], tally: Tally,
+                     tail: list[FrozenTrial]) -> None:
+        with self.files.timed():
+            self._write_json(study, attrs, summary, tail)
+            atomic_write(self.output_dir / "optimization_report.txt", _report(study, attrs, summary, tally))
+            self._write_csv(tail)
 
     def _draw(self, study: optuna.Study) -> None:
         from ..plots import history_figure, save_figure
