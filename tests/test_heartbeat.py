@@ -164,3 +164,21 @@ def test_two_trials_at_once_on_one_heartbeat_each_beat_once_per_interval(tmp_pat
     attrs = [w for w in writes if w[1] == "attr"]
     assert sorted(n for n, _, _ in attrs) == [first.number, second.number]   # one first beat each
     assert len(writes) == 2 * 3                                  # t = 0, 11, 22 for each
+
+
+def test_a_dead_worker_s_trial_fails_while_a_long_trial_runs_beside_it(tmp_path):
+    """A cross-validated trial lasts K trainings: a worker in the middle of one still fails
+    another worker's trial gone quiet within about a grace period, not when its own ends."""
+    study = _study(tmp_path / "j.log")
+    dead = _running_trial(study, beat_age=0)        # its worker beat once, then died
+    long = _running_trial(study, beat_age=None)
+    stop = JournalHeartbeat(0.2, 1).start(long)
+    try:
+        deadline = time.monotonic() + 10
+        while study.trials[dead.number].state == TrialState.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop()
+    trials = study.trials
+    assert trials[dead.number].state == TrialState.FAIL and trials[long.number].state == TrialState.RUNNING
+    assert time.monotonic() < deadline - 6          # within a few grace periods

@@ -43,7 +43,8 @@ MAX_RETRY = 3               # as open_storage gives RDB storages
 class JournalHeartbeat:
     """This worker's heartbeats, and the check that fails the trials of workers gone quiet.
 
-    Used as an Optuna callback too: after each trial, it checks for stale trials.
+    The check runs when a trial starts and ends (as an Optuna callback), and every grace period
+    while one runs.
 
     Parameters
     ----------
@@ -69,9 +70,15 @@ class JournalHeartbeat:
         stop = threading.Event()
 
         def loop() -> None:
+            checked = time.monotonic()
             while not stop.wait(self.interval):
                 try:
                     self.beat(trial)
+                    # A trial may last for hours (a cross-validated one trains K times): a dead
+                    # worker's trial is not left RUNNING until this one ends.
+                    if time.monotonic() - checked >= self.grace_period:
+                        checked = time.monotonic()
+                        self.fail_stale_trials(trial.study)
                 except Exception as e:      # a beat lost is not worth the trial
                     log.warning("trial %d: heartbeat not recorded: %s", trial.number, e)
 
