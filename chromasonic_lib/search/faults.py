@@ -25,7 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ..atomic import atomic_write
-from .storage import RetryingStorage, StorageUnreachable, storage_error_in
+from .storage import RetryingStorage, StorageUnreachable, chain, storage_error_in
 from ..optuna_private import storage_of, trial_id
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,7 @@ class TrialEndedElsewhere(RuntimeError):
 
 def ended_elsewhere(e: BaseException) -> bool:
     """Whether ``e`` says the trial was finished by someone else while it ran here."""
-    x: BaseException | None = e
-    while x is not None:
-        if isinstance(x, (UpdateFinishedTrialError, TrialEndedElsewhere)):
-            return True
-        x = x.__cause__ or x.__context__
-    return False
+    return any(isinstance(x, (UpdateFinishedTrialError, TrialEndedElsewhere)) for x in chain(e))
 
 
 def note_failure(trial: optuna.Trial, reason: str, error: BaseException) -> None:
@@ -125,12 +120,8 @@ def _told_too_late(e: BaseException) -> bool:
     """Whether ``e`` is how Optuna says it could not tell (or update) a trial already finished
     by another worker: ``UpdateFinishedTrialError``, "Cannot tell a FAIL trial", and its
     "Should not reach" assertion on top."""
-    x: BaseException | None = e
-    while x is not None:
-        if ended_elsewhere(x) or any(words in str(x) for words in ("Cannot tell", "Should not reach")):
-            return True
-        x = x.__cause__ or x.__context__
-    return False
+    return ended_elsewhere(e) or any(words in str(x) for x in chain(e)
+                                     for words in ("Cannot tell", "Should not reach"))
 
 
 def _failed_elsewhere(study: optuna.Study, pending: dict[int, dict]) -> list[tuple[dict, FrozenTrial]]:

@@ -77,7 +77,7 @@ class StorageRefused(RuntimeError):
 
 def refusal_in(e: BaseException) -> BaseException | None:
     """The error behind ``e`` that says the storage refuses, rather than is away; None if none."""
-    return next((x for x in _chain(e) if _REFUSED.search(str(x))), None)
+    return next((x for x in chain(e) if _REFUSED.search(str(x))), None)
 
 
 class StorageUnreachable(RuntimeError):
@@ -102,7 +102,8 @@ def describe(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _chain(e: BaseException | None):
+def chain(e: BaseException | None):
+    """``e`` and the errors behind it, each once."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -114,7 +115,7 @@ def transient_cause(e: BaseException) -> BaseException | None:
     """The error behind ``e`` (Optuna wraps the driver's) that says the storage is away for
     now, rather than that the request was wrong; None if there is none."""
     found = None
-    for x in _chain(e):
+    for x in chain(e):
         if isinstance(x, StorageUnreachable):
             return None                 # patience already spent below us
         if any(c.__name__ in _TRANSIENT_NAMES for c in type(x).__mro__) or \
@@ -148,7 +149,7 @@ def is_transient(e: BaseException) -> bool:
 
 def storage_error_in(e: BaseException) -> StorageUnreachable | None:
     """The :class:`StorageUnreachable` behind ``e``, if the storage is why it was raised."""
-    return next((x for x in _chain(e) if isinstance(x, StorageUnreachable)), None)
+    return next((x for x in chain(e) if isinstance(x, StorageUnreachable)), None)
 
 
 class RetryingStorage(BaseStorage, BaseHeartbeat):
