@@ -204,12 +204,14 @@ def _as_option(message: str, options: dict[str, str]) -> str:
     return message
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m chromasonic_lib.crossval`` (the docs' parameter
+    reference reads it too)."""
     p = argparse.ArgumentParser(prog="python -m chromasonic_lib.crossval", description=__doc__.split("\n\n")[0])
-    added = []
+    p.options = []          # each option's argparse action, in order
 
     def add(*names: str, **kw: Any) -> None:
-        added.append(p.add_argument(*names, **kw))
+        p.options.append(p.add_argument(*names, **kw))
     add("--dataset", default="chorales-185", help="corpus name, essen/<file>, synthetic or a folder")
     add("--encoding", default="pitch", help="pitch or grid")
     add("--folds", type=int, default=10)
@@ -254,8 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     add("--compare", nargs=2, metavar=("A", "B"), default=(),
                    help="run two params files (each with its own model) on the same folds, instead of "
                         "--params, and print their paired per-fold difference B − A with its 95%% interval")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
-    options = {a.dest: a.option_strings[0] for a in added if a.option_strings}
+    options = {a.dest: a.option_strings[0] for a in p.options}
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         cfg = CrossvalConfig(args.dataset, args.encoding, args.folds, args.model, args.params,

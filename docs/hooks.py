@@ -15,3 +15,59 @@ def _short(m: re.Match) -> str:
 
 def on_page_content(html: str, **kwargs) -> str:
     return _ROLE.sub(_short, html)
+
+
+# ---------------------------------------------------------------- the parameter reference
+# parameters.md is generated at every build from what the code declares, so it can't drift:
+# each notebook's parameters cell (papermill reads it for --help-notebook and -p) and the
+# crossval command line (its argparse parser).
+NOTEBOOKS = [("search.ipynb", "Run (or continue) a study"),
+             ("analysis.ipynb", "Understand a study"),
+             ("train_best.ipynb", "Train the best configuration, test it, generate melodies")]
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def parameter_reference(root) -> str:
+    import papermill
+    from chromasonic_lib.crossval import parser
+    out = ["# Parameters", "",
+           "Every parameter of the three notebooks and of the crossval command, generated from the code "
+           "when the site is built: the notebooks' parameters cells (what "
+           "`papermill --help-notebook notebooks/<name>.ipynb` prints) and crossval's command line "
+           "(`python -m chromasonic_lib.crossval --help`). Give a notebook's with papermill "
+           "(`-p name value`, `-y` for a list or a dict, or `-f params/<set>.yaml`); the Python API "
+           "takes the same names (`SearchConfig`, `TrainBestConfig`, `CrossvalConfig`: see "
+           "[Python API](api.md)). A value out of its range is refused before any work, with the "
+           "parameter's name.", ""]
+    for name, what in NOTEBOOKS:
+        params = papermill.inspect_notebook(str(root / "notebooks" / name))
+        out += [f"## {name}", "", what + ".", "", "| parameter | type | default | meaning |",
+                "|---|---|---|---|"]
+        out += [f"| `{p['name']}` | {_cell(p['inferred_type_name'])} | `{_cell(p['default'])}` | "
+                f"{_cell(p['help'])} |" for p in params.values()]
+        out.append("")
+    out += ["## crossval", "", "`python -m chromasonic_lib.crossval [options]`: cross-validate "
+            "configurations (see [Cross-validation and results](crossval.md)).", "",
+            "| option | type | default | meaning |", "|---|---|---|---|"]
+    for a in parser().options:
+        kind = "flag" if a.nargs == 0 else (a.type.__name__ if a.type else "str")
+        if a.nargs == 2:
+            kind = "two files"
+        default = "" if a.default in (None, (), "") else f"`{a.default}`"
+        out.append(f"| `{', '.join(a.option_strings)}` | {kind} | {default} | "
+                   f"{_cell((a.help or '').replace('%%', '%'))} |")
+    return "\n".join(out) + "\n"
+
+
+def on_files(files, config, **kwargs):
+    import sys
+    from pathlib import Path
+
+    from mkdocs.structure.files import File
+    root = Path(config["config_file_path"]).resolve().parent
+    sys.path.insert(0, str(root))
+    files.append(File.generated(config, "parameters.md", content=parameter_reference(root)))
+    return files
