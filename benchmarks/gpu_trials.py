@@ -5,7 +5,7 @@ ceiling); last line: JSON.
     .venv/bin/python benchmarks/gpu_trials.py                 # the default LSTM search on the chorales
     .venv/bin/python benchmarks/gpu_trials.py --quick         # tiny sizes, any device: that it runs
 
-Targets (issue 14 §4), on an H100/H200-class GPU: one trial trains at ≥ 80 % of the
+Targets, on an H100/H200-class GPU: one trial trains at ≥ 80 % of the
 hand-written loop's tokens/s, and 4 trials at once give ≥ 2× the trials per hour of one.
 
 The ceiling trains the family-defaults trial's model (the LSTM's defaults) on the same

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/live_view_cost.py [--trials 30] [--repeats 2] [--model any]
 
-The seed's task (params/seed_task.yaml) with a fixed number of trials and no timeout, so both
+The original script's task (params/original_task.yaml) with a fixed number of trials and no timeout, so both
 modes train exactly the same trials (seeded sampler, CPU) and differ only in drawing. "on"
 runs `run_search` with the live view's display handle replaced by one that keeps the frames,
 as a kernel would send them (same figure, PNG and HTML per frame). Runs alternate off/on.
@@ -38,10 +38,10 @@ class KeptFrames:
 p = argparse.ArgumentParser()
 p.add_argument("--trials", type=int, default=30)
 p.add_argument("--repeats", type=int, default=2)
-p.add_argument("--model", default=None, help="the family to search (default: the seed task's)")
+p.add_argument("--model", default=None, help="the family to search (default: the original task's)")
 args = p.parse_args()
 
-task = yaml.safe_load((root / "params/seed_task.yaml").read_text())
+task = yaml.safe_load((root / "params/original_task.yaml").read_text())
 task.update(n_trials=args.trials, timeout=0, device="cpu")
 if args.model:
     task["model"] = args.model
@@ -84,7 +84,7 @@ def mean(rows, key, digits=1):
     return round(sum(r[key] for r in rows) / len(rows), digits)
 
 
-out = {"task": "params/seed_task.yaml", "model": task["model"], "trials": args.trials,
+out = {"task": "params/original_task.yaml", "model": task["model"], "trials": args.trials,
        "repeats": args.repeats, "trials_per_min_off": mean(runs["off"], "trials_per_min"),
        "trials_per_min_on": mean(runs["on"], "trials_per_min"),
        "frames_per_run": mean(runs["on"], "frames"), "ms_per_frame": mean(runs["on"], "ms_per_frame"),

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/workers.py [--seconds 60]
 
-Same settings for both: the seed's task with the LSTM family, pruning on. Each worker gets
+Same settings for both: the original script's task with the LSTM family, pruning on. Each worker gets
 an equal share of the cores (threads = cores / workers), as the batch runner gives them.
 """
 import argparse

@@ -1,6 +1,6 @@
 """Train the winner: the best configuration of a study, trained, tested, saved and played.
 
-What ``train_best.ipynb`` runs (the seed's ``--mode train_best``).
+What ``train_best.ipynb`` runs (the original script's ``--mode train_best``).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 from .errors import ConfigError
 from .paths import resolve
 
-# Classes given as objects (the seed API's ``model_class=SimpleRNN``), by their name: a class
+# Classes given as objects (the original API's ``model_class=SimpleRNN``), by their name: a class
 # defined in a notebook or script (``__main__``) is found again in this process only.
 _GIVEN: dict[str, type] = {}
 

@@ -1,4 +1,4 @@
-"""A model of one's own: the seed's example as written, the dry run's refusals, every path
+"""A model of one's own: the original script's example as written, the dry run's refusals, every path
 (search, checkpoints, crossval, surprise, generation, wrappers) on the example classes."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ SMALL = {GRU: {"embedding_dim": 8, "hidden_size": 16}, TRANSFORMER: {"d_model": 
 
 
 class SimpleRNN(nn.Module):
-    """The seed's example model, written as its users write theirs."""
+    """The original script's example model, written as its users write theirs."""
 
     def __init__(self, vocab_size, embedding_dim=16, hidden_size=32, num_layers=1, dropout=0.1):
         super().__init__()

@@ -1,4 +1,4 @@
-"""The search: notebook files, pruning, resuming, failures, the seed API, atomic results."""
+"""The search: notebook files, pruning, resuming, failures, the original API, atomic results."""
 from __future__ import annotations
 
 import json

@@ -19,7 +19,7 @@ class TrainConfig:
 
     The device is not here: training runs where its data tensors are (see ``prepare``).
     These defaults are also where a search starts (each family's defaults trial) and what
-    a trial uses for any setting its space leaves out: the seed task's tuning used them.
+    a trial uses for any setting its space leaves out: the original task's tuning used them.
     """
 
     optimizer: str = "adamw"          # adamw, adam or sgd

@@ -297,7 +297,7 @@ USER_TOKENS = "user token lists"
 
 def from_token_lists(train: Any, val: Any, vocab_size: int = 88, device="cpu",
                      transposable: bool | None = None, pad_id: int | None = None) -> Prepared:
-    """The caller's melodies (the seed API's data) as prepared data, split as given.
+    """The caller's melodies (the original API's data) as prepared data, split as given.
 
     Each of ``train`` and ``val`` is a list of token lists, a 2-D array or tensor (one melody a
     row, right-padded with ``pad_id``), or any ``torch.utils.data.Dataset`` (or sequence) of

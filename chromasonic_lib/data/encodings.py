@@ -73,7 +73,7 @@ class Encoding:
 
 
 class PitchEncoding(Encoding):
-    """The seed's encoding: one token per sounding note, its piano key; rests and rhythm dropped."""
+    """The original script's encoding: one token per sounding note, its piano key; rests and rhythm dropped."""
 
     name = "pitch"
     vocab_size = N_KEYS
@@ -179,7 +179,7 @@ class GridEncoding(Encoding):
 
 
 class TokenVocabulary(Encoding):
-    """Tokens as a caller gives them (the seed API's lists): ``vocab_size`` ids, no notes behind them.
+    """Tokens as a caller gives them (the original API's lists): ``vocab_size`` ids, no notes behind them.
 
     Not an encoding of notes (``encode``/``decode`` are not defined) and not one of
     ``ENCODINGS``: it only tells models and files how many tokens there are.

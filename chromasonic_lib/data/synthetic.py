@@ -1,4 +1,4 @@
-"""The seed's synthetic melodies — a clamped random walk over the 88 keys — and its oracle loss.
+"""The original script's synthetic melodies — a clamped random walk over the 88 keys — and its oracle loss.
 
 This is the only place that knows the generator's own probabilities, so it alone can say
 the best loss any model could reach on a given set of melodies (the ``floor``).

@@ -57,7 +57,7 @@ class SearchResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """The seed's return value: best_params, best_value, n_trials, total_time, trial_results."""
+        """The original script's return value: best_params, best_value, n_trials, total_time, trial_results."""
         from .results import trial_record
         return {"best_params": self.best_params, "best_value": self.best_value,
                 "n_trials": self.n_trials, "total_time": self.total_time,

@@ -1,4 +1,4 @@
-"""The seed system's API, kept so its users feel at home; it runs the same search as the notebook."""
+"""The original Chromasonic script's API, kept so its users feel at home; it runs the same search as the notebook."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ from .config import SearchConfig
 
 @dataclass
 class HyperparameterSearchSpace:
-    """The seed's six hyperparameters (ranges are inclusive; learning rate on a log scale)."""
+    """The original script's six hyperparameters (ranges are inclusive; learning rate on a log scale)."""
 
     learning_rate_range: Sequence[float] = (1e-5, 1e-2)
     batch_size_options: Sequence[int] = (16, 32, 64, 128)
@@ -90,7 +90,7 @@ class HyperparameterOptimizer:
                  transpose: int | None = None, pad_id: int | None = None) -> dict[str, Any]:
         """Search on the caller's melodies: ``train_data`` to train, ``val_data`` to score.
 
-        Returns the seed's dict (``best_params``, ``best_value``, ``n_trials``, ``total_time``,
+        Returns the original script's dict (``best_params``, ``best_value``, ``n_trials``, ``total_time``,
         ``trial_results``) and ``model_params``: the best trial's hyperparameters of the model
         class itself, so ``model_class(vocab_size=vocab_size, **result["model_params"])`` builds it.
 

@@ -1,6 +1,6 @@
 """Result files in ``output_dir``, rewritten atomically after every trial.
 
-The seed's names are kept: ``best_hyperparameters.json``, ``optimization_results.json``,
+The original script's names are kept: ``best_hyperparameters.json``, ``optimization_results.json``,
 ``optimization_report.txt``, ``optimization_history.png``; plus ``trials.csv`` and
 ``best_model.pt`` (kept by the checkpoint keeper). :class:`ResultFiles` keeps them current
 during a search at a cost per trial that does not grow with the study.

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Settings that change what a trial's number means, in the order errors name them. Anything
 # else (n_trials, timeout, sampler, pruner, device, plot, heartbeats, threads) may change freely.
-# The seed API's token lists are known by their melodies (dataset_fingerprint) and vocabulary.
+# The original API's token lists are known by their melodies (dataset_fingerprint) and vocabulary.
 MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "vocab_size", "model", "seed",
             "val_fraction", "test_fraction", "n_sequences", "sequence_length", "epochs",
             "folds", "folds_leave_out_test", "pretrain", "pretrain_epochs", "also_train_on",

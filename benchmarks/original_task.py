@@ -1,10 +1,10 @@
-"""The seed's task with one documented configuration; last line: JSON with val_loss, floor, seconds.
+"""The original script's task with one documented configuration; last line: JSON with val_loss, floor, seconds.
 
-    .venv/bin/python benchmarks/seed_task.py [--data-seed 0]
+    .venv/bin/python benchmarks/original_task.py [--data-seed 0]
 
 Synthetic random walks, 100 melodies x 64 notes, 80/20 split. `floor` is the loss of the
 generator's own transition probabilities on the same validation notes. Target on a 2-core
-CPU: val_loss - floor <= 0.03 nats in <= 10 s (the seed's 20-trial search: 1.665 in 626 s).
+CPU: val_loss - floor <= 0.03 nats in <= 10 s (the original script's 20-trial search: 1.665 in 626 s).
 """
 import argparse
 import json

@@ -1,8 +1,8 @@
-"""The search on the seed's task, as a user runs it; last line: JSON with the outcome.
+"""The search on the original script's task, as a user runs it; last line: JSON with the outcome.
 
-    .venv/bin/python benchmarks/seed_search.py
+    .venv/bin/python benchmarks/original_search.py
 
-Runs `papermill notebooks/search.ipynb runs/seed.ipynb -f params/seed_task.yaml` on a fresh
+Runs `papermill notebooks/search.ipynb runs/original.ipynb -f params/original_task.yaml` on a fresh
 study and reports the best value against the floor, trials run and pruned, and the epochs
 that pruning saved. Target: best - floor <= 0.015 nats within 60 s of search on 2 cores.
 """
@@ -17,7 +17,7 @@ root = Path(__file__).resolve().parent.parent
 name = f"seed-bench-{uuid.uuid4().hex[:6]}"
 start = time.perf_counter()
 subprocess.run([str(root / ".venv/bin/papermill"), "notebooks/search.ipynb", f"runs/{name}.ipynb",
-                "-f", "params/seed_task.yaml", "-p", "study_name", name, "--cwd", ".", "-k", "python3",
+                "-f", "params/original_task.yaml", "-p", "study_name", name, "--cwd", ".", "-k", "python3",
                 "--no-progress-bar"], cwd=root, check=True, stderr=subprocess.DEVNULL)
 wall = time.perf_counter() - start
 res = json.loads((root / "runs" / name / "optimization_results.json").read_text())
