@@ -350,6 +350,7 @@ class CheckpointKeeper:
         self.upto = 0                       # every trial numbered below this was looked at
         self.looked: set[int] = set()       # and these, finished beyond it
         self.synced: int | None = None      # the trial whose weights best_model.pt holds
+        self.to_remove: list[str] = []      # checkpoints out of the best, not yet removed
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
         if trial is not None and trial.state != TrialState.COMPLETE:
@@ -363,16 +364,19 @@ class CheckpointKeeper:
         while self.upto < len(trials) and self.upto in self.looked:
             self.looked.discard(self.upto)
             self.upto += 1
+        while self.to_remove:               # a store that failed keeps them for the next call
+            with contextlib.suppress(ArtifactNotFound):     # another worker removed it first
+                self.store.remove(self.to_remove[-1])
+            self.to_remove.pop()
         done = [t for _, _, t in self.best]
         if self.output_dir is not None and done and done[0].number != self.synced:
             self.synced = sync_best_model(study, self.store, self.output_dir)
 
     def _rank(self, t: FrozenTrial) -> None:
-        """Place ``t`` among the best; the checkpoint of the one it pushes out is removed."""
+        """Place ``t`` among the best; the checkpoint of the one it pushes out is to be removed."""
         bisect.insort(self.best, (t.value, t.number, t), key=lambda x: x[:2])
         if len(self.best) > self.keep:
             _, _, out = self.best.pop()
             artifact = checkpoint_id(out)
             if artifact is not None:
-                with contextlib.suppress(ArtifactNotFound):   # another worker removed it first
-                    self.store.remove(artifact)
+                self.to_remove.append(artifact)

@@ -33,7 +33,9 @@ def open_database(url: str, patience: float = 600) -> optuna.storages.BaseStorag
         raise ConfigError(f"storage {mask_url(url)!r} cannot be served by the gRPC proxy: it serves "
                           f"a database URL (postgresql://, mysql:// or sqlite:///), not a journal "
                           f"file, an in-memory study or another proxy")
-    return open_storage(url, patience=patience)
+    storage = open_storage(url, patience=patience)
+    storage.keep_tokens = True      # a trial's creation token is its client's, to read back
+    return storage
 
 
 def serve(url: str, host: str = "0.0.0.0", port: int = 13000, patience: float = 600) -> None:

@@ -1,6 +1,8 @@
 """Checkpoints: every complete trial's weights in the artifact store, the best as best_model.pt."""
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 import torch
@@ -52,3 +54,32 @@ def test_workers_that_join_use_the_study_s_store_and_one_naming_another_stops(tm
     with pytest.raises(cl.ConfigError, match=f"artifact_store '{tmp_path}/elsewhere' is not the store "
                                              f"study 't' recorded when it was created, '{store}'"):
         cl.run_search(tiny_cfg(tmp_path, n_trials=1, epochs=1, artifact_store=str(tmp_path / "elsewhere")))
+
+
+def test_a_checkpoint_whose_removal_failed_is_removed_after_a_later_trial(tmp_path):
+    """A store that refuses a removal once (a network error) keeps the checkpoint on the
+    keeper's list: the next trial's call removes it."""
+    from chromasonic_lib.checkpoints import CheckpointKeeper
+
+    class Store:
+        def __init__(self):
+            self.removed, self.fail = [], True
+
+        def remove(self, artifact):
+            if self.fail:
+                self.fail = False
+                raise OSError("network down")
+            self.removed.append(artifact)
+
+    study = optuna.create_study()
+    store, dist = Store(), {"x": optuna.distributions.FloatDistribution(0, 1)}
+    keeper = CheckpointKeeper(store, None, keep=1)
+    for i, value in enumerate((2.0, 1.0, 3.0)):
+        link = json.dumps({"artifact_id": f"a{i}", "filename": "checkpoint.pt"})
+        study.add_trial(optuna.trial.create_trial(value=value, params={"x": 0.5}, distributions=dist,
+                                                  system_attrs={f"artifacts:a{i}": link}))
+        try:
+            keeper(study, study.trials[-1])
+        except OSError:
+            assert i == 1               # a0 out of the best, its removal refused
+    assert sorted(store.removed) == ["a0", "a2"]

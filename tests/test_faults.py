@@ -569,3 +569,63 @@ def test_a_read_only_database_is_reported_at_once_not_waited_out_as_an_outage(tm
                                              r".*readonly database .*not an outage"):
         storage.create_new_trial(study_id)
     assert time.monotonic() - start < 30 and storage.outages == 0
+
+
+def _add(study, state, value=None, number_of=None, history=None):
+    """A trial in ``state``; with ``history``, a retry as Optuna's heartbeat callback queues it."""
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    system = {"failed_trial": history[0], "retry_history": history} if history else {}
+    study.add_trial(optuna.trial.create_trial(state=state, value=value, params={"x": 0.5},
+                                              distributions=dist, system_attrs=system))
+    return study.trials[-1]
+
+
+@pytest.mark.parametrize("retry_state", [TrialState.WAITING, TrialState.PRUNED, TrialState.COMPLETE])
+def test_a_trial_told_late_stands_in_for_its_retries_of_retries_unless_one_completed(tmp_path, retry_state):
+    """The trial that finished here comes back once: the retries queued for it (a retry of a
+    retry included) are failed; a retry that completed stands in instead; a pruned one does not
+    (the value measured here is kept)."""
+    from chromasonic_lib.search.faults import stand_in
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    _add(study, TrialState.FAIL)                                   # trial 0, failed as stale
+    _add(study, TrialState.FAIL, history=[0])                      # its retry, stale too
+    _add(study, retry_state, value=1.5 if retry_state != TrialState.WAITING else None, history=[0, 1])
+    record = {"number": 0, "value": 1.2, "params": {"x": 0.5},
+              "distributions": {"x": optuna.distributions.distribution_to_json(
+                  optuna.distributions.FloatDistribution(0, 1))}, "user_attrs": {"config": {}}}
+    kept = stand_in(study, record, study.trials[0])
+    trials = study.trials
+    if retry_state == TrialState.COMPLETE:
+        assert kept == 2 and len(trials) == 3
+        return
+    assert kept == 3 and trials[3].value == 1.2 and trials[3].user_attrs["told_late_for_trial"] == 0
+    assert trials[2].state == (TrialState.FAIL if retry_state == TrialState.WAITING else TrialState.PRUNED)
+    assert [t.state for t in trials].count(TrialState.WAITING) == 0
+
+
+def test_a_journal_create_retried_after_an_error_of_the_file_creates_one_trial(tmp_path):
+    """A journal on a network file system fails an append (EIO) after writing it: the retry
+    reads the trial back instead of creating a second, and nothing crashes."""
+    import errno
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from chromasonic_lib.search.storage import RetryingStorage
+    inner = JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    real, calls = inner.create_new_trial, []
+
+    def flaky(study_id, template_trial=None):
+        trial = real(study_id, template_trial)
+        calls.append(trial)
+        if len(calls) == 1:             # written, and then the reply is an I/O error
+            raise OSError(errno.EIO, "Input/output error")
+        return trial
+
+    inner.create_new_trial = flaky
+    storage = RetryingStorage(inner, "journal", patience=10, sleep=lambda s: None)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    study.tell(trial, 1.0)
+    assert len(calls) == 1 and [t.state for t in study.trials] == [TrialState.COMPLETE]

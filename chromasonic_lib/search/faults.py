@@ -108,8 +108,13 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
             if not (ended or late) or not _told_too_late(e):
                 raise                   # an error of its own, not a trial ended elsewhere
             for r, failed in late:
+                try:
+                    kept = stand_in(study, r, failed)
+                except Exception:       # the storage went away meanwhile: the record is kept
+                    if untold is not None:
+                        _save_untold(untold, study.study_name, list(pending.values()))
+                    raise
                 pending.pop(r["number"], None)
-                kept = stand_in(study, r, failed)
                 log.warning("trial %d was failed by another worker after it finished here (stale: "
                             "this worker paused before telling it); its value is kept as trial %d",
                             r["number"], kept)
@@ -137,12 +142,13 @@ def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
     its tell, or finished while the storage was away): added again, COMPLETE, with its value,
     its attributes, its weights' link and the number of the trial it stands for
     (``told_late_for_trial``). The retry that a heartbeat queued for the same parameters is
-    failed, so the trial is neither trained nor counted twice; a retry that has finished
-    already stands in for it instead. Returns the number of the trial that holds the value."""
-    # Optuna's retry callbacks record the trials a retry stands for, the newest last.
+    failed, so the trial is neither trained nor counted twice; a retry that has completed
+    already stands in for it instead (a pruned one does not: the value measured here is kept).
+    Returns the number of the trial that holds the value."""
+    # Optuna's retry callbacks record the trials a retry stands for (a retry of a retry: both).
     retries = [t for t in study.get_trials(deepcopy=False)
-               if (t.system_attrs.get("retry_history") or [None])[-1] == r["number"]]
-    done = [t for t in retries if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+               if r["number"] in (t.system_attrs.get("retry_history") or ())]
+    done = [t for t in retries if t.state == TrialState.COMPLETE]
     storage = storage_of(study)
     for t in retries:
         if t.state not in (TrialState.WAITING, TrialState.RUNNING):
@@ -153,7 +159,7 @@ def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
             storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
         except UpdateFinishedTrialError:
             # Finished meanwhile by the worker that took it up.
-            if storage.get_trial(trial_id(t)).state in (TrialState.COMPLETE, TrialState.PRUNED):
+            if storage.get_trial(trial_id(t)).state == TrialState.COMPLETE:
                 done.append(t)
     if done:
         return done[0].number

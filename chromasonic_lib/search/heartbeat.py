@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 import warnings
@@ -59,6 +60,7 @@ class JournalHeartbeat:
     def __init__(self, interval: float, grace_period: float):
         self.interval, self.grace_period = interval, grace_period
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.run = uuid.uuid4().hex[:12]    # this search's beats, whatever else the process runs
         # Each running trial's last heartbeat (several trials may run at once, a thread each).
         self._last: dict[int, float] = {}
         self._lock = threading.Lock()
@@ -104,7 +106,7 @@ class JournalHeartbeat:
             log.warning("trial %d went %.0f s without a heartbeat (grace_period %s s): another "
                         "worker may have failed it; epochs this long need a longer grace_period",
                         trial.number, now - last, self.grace_period)
-        record = {"time": now, "worker": self.worker}
+        record = {"time": now, "worker": self.worker, "run": self.run}
         folder = beats_folder(trial.study)
         if folder is None or last is None:
             trial.set_user_attr(HEARTBEAT, record)      # the first: names the worker in the study
@@ -143,6 +145,8 @@ class JournalHeartbeat:
         self._sweep(study, {trial_id(t) for t in running})
         for t in running:
             beat = self.last_beat(study, t)
+            if beat and beat.get("run") == self.run:
+                continue                # this search's own: alive (it may just have woken up)
             age = now - (beat["time"] if beat else t.datetime_start.timestamp())
             if age <= self.grace_period:
                 continue

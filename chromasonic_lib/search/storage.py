@@ -26,7 +26,7 @@ import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
-from ..optuna_private import STALE_TRIAL_IDS, BaseHeartbeat, backend_of, trial_id
+from ..optuna_private import STALE_TRIAL_IDS, BaseHeartbeat, CachedStorage, backend_of, trial_id
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         # Errors the database driver raised, Optuna's own retries included (a failed commit
         # of a trial's creation is retried inside Optuna's RDB storage, unseen by us).
         self.engine_errors = 0
+        self.keep_tokens = False        # True behind the gRPC proxy: the client's token stands
         engine = getattr(backend_of(inner), "engine", None)
         if engine is not None:
             sqlalchemy.event.listen(engine, "handle_error", self._count_error)
@@ -281,7 +282,9 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         (a system attribute), and a retry, by us or by Optuna's RDB storage (which retries a
         failed commit itself), is reconciled by reading it back. A second trial created
         that way is failed, so that nobody waits for it."""
-        token = uuid.uuid4().hex
+        # Ours, unless this storage serves Optuna's gRPC proxy: then the client's (see proxy.py).
+        token = (template_trial.system_attrs.get(CREATED) if self.keep_tokens and template_trial
+                 else None) or uuid.uuid4().hex
         template = copy.copy(template_trial) if template_trial is not None else FrozenTrial(
             number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
             datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
@@ -298,15 +301,19 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     def _created(self, study_id: int, token: str) -> list[int]:
         """The ids of the trials created with ``token``, oldest first, read past any cache."""
-        source = backend_of(self.inner) or self.inner
+        source = backend_of(self.inner) if isinstance(self.inner, CachedStorage) else self.inner
         return [trial_id(t) for t in source.get_all_trials(study_id, deepcopy=False)
                 if t.system_attrs.get(CREATED) == token]
 
     def _fail_twin(self, twin: int, kept: int) -> None:
-        with contextlib.suppress(UpdateFinishedTrialError):
+        try:
             self.inner.set_trial_user_attr(twin, "fail_reason", "created twice: a retry after a lost "
                                            f"reply created trial id {kept}, which ran instead")
             self.inner.set_trial_state_values(twin, TrialState.FAIL)
+        except UpdateFinishedTrialError:    # created finished (an added trial): it stays
+            log.warning("a finished trial was added twice (a retry after its reply was lost): "
+                        "trial ids %d and %d hold the same result", twin, kept)
+            return
         log.warning("a trial's creation was retried after its reply was lost: the second copy "
                     "runs, the first (trial id %d) is failed so that nobody waits for it", twin)
 
