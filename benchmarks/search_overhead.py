@@ -10,6 +10,11 @@ are compared. Target: last 100 <= 0.1 s and <= 1.3 x the first 100. Other proces
 cores stretch every wall-clock figure; the `overhead_cpu_*` figures (this process's CPU time
 between the calls, without waits for the disk) are less sensitive to them.
 
+The last two figures are Optuna's own: 100 bare ask/tell trials (random sampler, no objective,
+none of the workbench's callbacks) on a fresh SQLite study and on the searched one, through the
+storage as the search opens it: how much of any growth is the storage's (SQLite's commits and
+queries over a larger database), not the workbench's.
+
 The sampler defaults to random, whose cost per trial is flat, so the figure is ours; TPE
 rebuilds its model from every trial of the study, so its own cost grows with the study
 (`--sampler tpe` measures that). `--profile FILE` shows where the last 100 trials' time goes.
@@ -82,9 +87,36 @@ def median(xs):
     return round(statistics.median(xs), 4)
 
 
+def bare_ask_tell(storage: str, name: str, n: int = 100) -> float:
+    """Optuna's own cost per trial, none of ours: ``n`` bare ask/suggest/tell on the study (its
+    storage opened as a search opens it), median seconds. On a fresh study and on the searched
+    one it shows what the storage itself adds as the study grows (SQLite's commits and
+    queries over a larger database)."""
+    import optuna
+    from chromasonic_lib.search.study import open_storage
+    study = optuna.load_study(study_name=name, storage=open_storage(storage),
+                              sampler=optuna.samplers.RandomSampler(0))
+    study.get_trials(deepcopy=False)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, 1.0)
+        times.append(time.perf_counter() - start)
+    return median(times)
+
+
+import optuna                                       # noqa: E402
+optuna.create_study(study_name="bare", storage=f"sqlite:///{tmp}/bare.db")
+
+
 out = {"n_trials": len(calls), "sampler": args.sampler,
        "trial_first_100_s": median(own[:w]), "trial_last_100_s": median(own[-w:]),
        "wall_seconds": round(wall, 1), "load_average": [round(x, 1) for x in os.getloadavg()],
        "overhead_cpu_first_100_s": median(cpu_gaps[:w]), "overhead_cpu_last_100_s": median(cpu_gaps[-w:]),
-       "overhead_first_100_s": median(gaps[:w]), "overhead_last_100_s": median(gaps[-w:])}
+       "overhead_first_100_s": median(gaps[:w]), "overhead_last_100_s": median(gaps[-w:]),
+       # Optuna's bare ask/tell (no objective, no callbacks of ours): a fresh study, then this one
+       "optuna_ask_tell_fresh_s": bare_ask_tell(f"sqlite:///{tmp}/bare.db", "bare"),
+       "optuna_ask_tell_after_s": bare_ask_tell(cfg.storage, "overhead")}
 print(json.dumps(out))

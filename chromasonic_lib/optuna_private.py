@@ -52,5 +52,30 @@ def journal_file(storage: Any) -> str | None:
     return getattr(backend_of(storage), "_file_path", None)
 
 
+def cache_refresh(cache: Any, study_id: int) -> None:
+    """Have Optuna's ``_CachedStorage`` read the study's new and unfinished trials
+    (``_read_trials_from_remote_storage``); it takes the cache's lock itself."""
+    cache._read_trials_from_remote_storage(study_id)
+
+
+def cache_trials(cache: Any, study_id: int) -> dict:
+    """The cache's trials of a study by number (``_studies[id].trials``); read under the
+    cache's own lock (``cache_lock``) by the caller."""
+    return cache._studies[study_id].trials
+
+
+def cache_unfinished(cache: Any, study_id: int) -> list:
+    """The cache's unfinished (WAITING or RUNNING) trials of a study
+    (``_studies[id].unfinished_trial_ids``, ``_trial_id_to_study_id_and_number``); under its lock."""
+    trials = cache._studies[study_id].trials
+    numbers = cache._trial_id_to_study_id_and_number
+    return [trials[numbers[i][1]] for i in cache._studies[study_id].unfinished_trial_ids]
+
+
+def cache_lock(cache: Any) -> Any:
+    """The lock of Optuna's ``_CachedStorage`` (``_lock``)."""
+    return cache._lock
+
+
 # The storage method Optuna's heartbeats ask for the trials gone stale (retried like the others).
 STALE_TRIAL_IDS = "_get_stale_trial_ids"

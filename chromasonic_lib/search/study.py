@@ -7,6 +7,7 @@ them: see :mod:`chromasonic_lib.proxy`); processes on one machine can share a jo
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import threading
@@ -15,7 +16,8 @@ import warnings
 from pathlib import Path
 
 import optuna
-from ..optuna_private import CachedStorage, backend_of, cache_knows
+from ..optuna_private import (CachedStorage, backend_of, cache_knows, cache_lock, cache_refresh,
+                              cache_trials, cache_unfinished)
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
@@ -127,6 +129,9 @@ class _SQLiteStorage(RDBStorage):
             return super().set_trial_state_values(trial_id, state, values)
 
 
+_UNFINISHED = {optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING}
+
+
 class _Cache(CachedStorage):
     """Optuna's cache in front of an RDB storage, which also takes the parameters of trials it
     never saw.
@@ -137,6 +142,26 @@ class _Cache(CachedStorage):
     parameter of trials created through the proxy before it. Those go to the database itself,
     which checks them against the study's earlier ones as the cache would.
     """
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
+        """Optuna's answer, at a cost that does not grow with the study where it can: the
+        unfinished trials (what ``ask`` looks for after every trial: WAITING ones) from the
+        cache's set of them; every trial by number without sorting the study again (Optuna's
+        own sorts it with a Python key for each call, 8 ms at 10,000 trials)."""
+        cache_refresh(self, study_id)
+        with cache_lock(self):
+            if states is not None and set(states) <= _UNFINISHED:
+                trials = sorted((t for t in cache_unfinished(self, study_id) if t.state in states),
+                                key=lambda t: t.number)
+            else:
+                by_number = cache_trials(self, study_id)
+                try:        # numbered 0..n-1, as a study's trials are once all are read
+                    trials = [by_number[i] for i in range(len(by_number))]
+                except KeyError:
+                    trials = sorted(by_number.values(), key=lambda t: t.number)
+                if states is not None:
+                    trials = [t for t in trials if t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
 
     def set_trial_param(self, trial_id, param_name, param_value_internal, distribution) -> None:
         with self._lock:
