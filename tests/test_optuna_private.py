@@ -62,8 +62,18 @@ def test_the_cache_answers_as_optuna_s_own_however_its_trials_were_read(tmp_path
     ours.ask()                          # a trial of ours created before the other's were read
     reference = optuna.load_study(study_name="c", storage=optuna.storages._CachedStorage(
         optuna.storages.RDBStorage(url)))
-    for states in (None, (TrialState.WAITING,), (TrialState.RUNNING,), (TrialState.COMPLETE,),
-                   (TrialState.WAITING, TrialState.RUNNING)):
-        mine = [(t.number, t.state) for t in ours.get_trials(deepcopy=False, states=states)]
-        theirs = [(t.number, t.state) for t in reference.get_trials(deepcopy=False, states=states)]
-        assert mine == theirs, states
+    def same():
+        for states in (None, (TrialState.WAITING,), (TrialState.RUNNING,), (TrialState.COMPLETE,),
+                       (TrialState.WAITING, TrialState.RUNNING)):
+            mine = [(t.number, t.state, t.value) for t in ours.get_trials(deepcopy=False, states=states)]
+            theirs = [(t.number, t.state, t.value) for t in reference.get_trials(deepcopy=False, states=states)]
+            assert mine == theirs, states
+
+    same()
+    # Later calls look up only what may have changed: a running trial told, new ones added.
+    running = [t for t in other.get_trials() if t.state == TrialState.RUNNING][0]
+    other.tell(running.number, 0.5)
+    ours.tell(ours.get_trials(states=(TrialState.RUNNING,))[-1].number, 0.25)
+    for i in range(3):
+        (ours if i % 2 else other).enqueue_trial({})
+    same()

@@ -167,6 +167,8 @@ class ReadOnce:
     def get_trials(self, deepcopy: bool = True, states=None) -> list:
         if self._trials is None:
             self._trials = self._study.get_trials(deepcopy=False)
+        if states is None and not deepcopy:
+            return self._trials         # a list of its own, read by the callbacks, never changed
         trials = [t for t in self._trials if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import random
+import re
 import threading
 import time
 import warnings
@@ -72,16 +74,21 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
                 heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
             # Workers starting together on a fresh database race to create Optuna's tables;
-            # the loser sees an integrity error and simply tries again.
-            for attempt in range(3):
+            # the loser sees an integrity error and simply tries again. Dozens starting at once
+            # may also fill the server's connection slots for a moment ("too many clients"):
+            # those wait, up to FULL_WAIT seconds, for the others to settle.
+            attempt, began = 0, time.monotonic()
+            while True:
                 try:
                     return storage_class(resolved, engine_kwargs=engine, **heartbeat)
                 except ImportError:
                     raise
-                except Exception:
-                    if attempt == 2 or not resolved.startswith(("postgresql", "mysql")):
+                except Exception as e:
+                    attempt += 1
+                    full = _SERVER_FULL.search(str(e)) and time.monotonic() - began < FULL_WAIT
+                    if not full and (attempt >= 3 or not resolved.startswith(("postgresql", "mysql"))):
                         raise
-                    time.sleep(1 + attempt)
+                    time.sleep(min(1 + attempt, 5) + random.random())
     except ImportError as e:
         raise ConfigError(mask_url(f"storage {url!r} needs a database driver that is not installed "
                                    f"({e}); for PostgreSQL: pip install -e '.[postgres]'")) from None
@@ -91,6 +98,10 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
 
 
 PROXY_WAIT = 10      # seconds a worker waits for the gRPC proxy to answer when it opens it
+FULL_WAIT = 120      # seconds a worker waits for a free connection slot of a full server
+# What PostgreSQL (SQLSTATE 53300) and MySQL (1040) say when every connection slot is taken.
+_SERVER_FULL = re.compile(r"too many clients|remaining connection slots|too many connections",
+                          re.IGNORECASE)
 
 
 def _open_proxy(url: str) -> optuna.storages.BaseStorage:
@@ -143,6 +154,11 @@ class _Cache(CachedStorage):
     which checks them against the study's earlier ones as the cache would.
     """
 
+    def __init__(self, backend) -> None:
+        super().__init__(backend)
+        self._listed: dict[int, list] = {}         # study id -> its trials by number, so far
+        self._changing: dict[int, set[int]] = {}   # study id -> numbers unfinished when listed
+
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
         """Optuna's answer, at a cost that does not grow with the study where it can: the
         unfinished trials (what ``ask`` looks for after every trial: WAITING ones) from the
@@ -154,14 +170,27 @@ class _Cache(CachedStorage):
                 trials = sorted((t for t in cache_unfinished(self, study_id) if t.state in states),
                                 key=lambda t: t.number)
             else:
-                by_number = cache_trials(self, study_id)
-                try:        # numbered 0..n-1, as a study's trials are once all are read
-                    trials = [by_number[i] for i in range(len(by_number))]
-                except KeyError:
-                    trials = sorted(by_number.values(), key=lambda t: t.number)
+                trials = self._by_number(study_id)
                 if states is not None:
                     trials = [t for t in trials if t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
+
+    def _by_number(self, study_id: int) -> list:
+        """Every trial of the study by number (under the cache's lock). The list is kept from one
+        call to the next: only the entries of trials unfinished at the last call (the cache
+        replaces a trial it reads again) and the trials numbered beyond it are looked up."""
+        by_number = cache_trials(self, study_id)
+        listed = self._listed.setdefault(study_id, [])
+        looked = list(self._changing.get(study_id, ())) + list(range(len(listed), len(by_number)))
+        for n in self._changing.get(study_id, ()):
+            listed[n] = by_number[n]
+        try:        # numbered 0..n-1, as a study's trials are once all are read
+            listed.extend([by_number[i] for i in range(len(listed), len(by_number))])
+        except KeyError:        # a gap (a trial not read yet): sorted, and not kept
+            self._listed.pop(study_id), self._changing.pop(study_id, None)
+            return sorted(by_number.values(), key=lambda t: t.number)
+        self._changing[study_id] = {n for n in looked if not listed[n].state.is_finished()}
+        return list(listed)
 
     def set_trial_param(self, trial_id, param_name, param_value_internal, distribution) -> None:
         with self._lock:
