@@ -62,31 +62,17 @@ def run_one(args, pruner: str, seed: int, out: str) -> None:
     import optuna
 
     import chromasonic_lib as cl
-    from chromasonic_lib.search.objective import Objective
-    ends: dict[int, tuple[float, float]] = {}     # trial number -> (wall, CPU) at its end
-    clock: list[tuple[float, float]] = []          # the search's start: the first trial's
-    call = Objective.__call__
-
-    def timed_call(self, trial):
-        if not clock:
-            clock.append((time.perf_counter(), time.process_time()))
-        try:
-            return call(self, trial)
-        finally:
-            ends[trial.number] = (time.perf_counter() - clock[0][0], time.process_time() - clock[0][1])
-
-    Objective.__call__ = timed_call
+    from trial_clock import best_curve, record_trial_ends
+    ends = record_trial_ends()
     cl.setup_logging(logging.WARNING)
     result = cl.run_search(search_config(args, seed, pruner, tempfile.mkdtemp(prefix="cv-pruners-")))
-    curve, best, states, pruned = [], None, {}, []
-    for t in sorted(result.study.trials, key=lambda t: ends.get(t.number, (1e9,))[0]):
-        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-        if t.state == optuna.trial.TrialState.COMPLETE and (best is None or t.value < best):
-            best = t.value
-            curve.append([round(ends[t.number][0], 1), round(ends[t.number][1], 1), round(best, 4), t.number])
-        elif t.state == optuna.trial.TrialState.PRUNED:
-            pruned.append({"trial": t.number, "best_then": best, "config": t.user_attrs.get("config"),
-                           "pruned_on": t.user_attrs.get("pruned_on")})
+    trials = result.study.trials
+    curve, best, states = best_curve(trials, ends)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # Each pruned trial with the run's best at the moment it was pruned.
+    pruned = [{"trial": t.number, "config": t.user_attrs.get("config"), "pruned_on": t.user_attrs.get("pruned_on"),
+               "best_then": min((d.value for d in done if ends[d.number][0] < ends[t.number][0]), default=None)}
+              for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     shipped = result.study.trials[0].value if result.study.trials else None
     search_wall, search_cpu = ends[max(ends)] if ends else (0.0, 0.0)
     Path(out).write_text(json.dumps({

@@ -62,7 +62,7 @@ def run_one(strategy: str, seed: int, budget: float, out: str) -> None:
     import chromasonic_lib as cl
     from chromasonic_lib.data import load_dataset, prepare
     from chromasonic_lib.search import study as study_module
-    from chromasonic_lib.search.objective import Objective
+    from trial_clock import best_curve, record_trial_ends
 
     sampler, pruner = STRATEGIES[strategy]
     if isinstance(pruner, tuple):
@@ -71,19 +71,7 @@ def run_one(strategy: str, seed: int, budget: float, out: str) -> None:
         study_module.make_pruner = lambda name, epochs: optuna.pruners.MedianPruner(
             n_startup_trials=startup, n_warmup_steps=warmup)
         pruner = "median"
-    ends: dict[int, tuple[float, float]] = {}     # trial number -> (wall, CPU) at its end
-    clock: list[tuple[float, float]] = []          # the search's start: the first trial's
-    call = Objective.__call__
-
-    def timed_call(self, trial):
-        if not clock:
-            clock.append((time.perf_counter(), time.process_time()))
-        try:
-            return call(self, trial)
-        finally:
-            ends[trial.number] = (time.perf_counter() - clock[0][0], time.process_time() - clock[0][1])
-
-    Objective.__call__ = timed_call
+    ends = record_trial_ends()
     cl.setup_logging(logging.WARNING)
     tmp = tempfile.mkdtemp(prefix="search-strategies-")
     cfg = cl.SearchConfig(study_name="bench", storage="memory", output_dir=f"{tmp}/out",
@@ -93,13 +81,7 @@ def run_one(strategy: str, seed: int, budget: float, out: str) -> None:
     data = prepare(load_dataset("chorales", seed=DATA_SEED), cfg.val_fraction, cfg.test_fraction,
                    DATA_SEED, "cpu")
     result = cl.run_search(cfg, data)
-    curve, best, states = [], None, {}
-    for t in sorted(result.study.trials, key=lambda t: ends.get(t.number, (1e9,))[0]):
-        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-        if t.state == optuna.trial.TrialState.COMPLETE and (best is None or t.value < best):
-            best = t.value
-            wall, cpu = ends[t.number]
-            curve.append([round(wall, 1), round(cpu, 1), round(best, 4), t.number])
+    curve, best, states = best_curve(result.study.trials, ends)
     epochs = sum(len(t.intermediate_values) for t in result.study.trials)
     search_wall, search_cpu = ends[max(ends)] if ends else (0.0, 0.0)
     Path(out).write_text(json.dumps({

@@ -346,7 +346,7 @@ class CheckpointKeeper:
 
     def __init__(self, store: Any, output_dir: Path | None, keep: int):
         self.store, self.output_dir, self.keep = store, output_dir, keep
-        self.best: list[tuple[float, int, FrozenTrial]] = []    # the best `keep`, best first
+        self.best: list[FrozenTrial] = []   # the best `keep`, best first
         self.upto = 0                       # every trial numbered below this was looked at
         self.looked: set[int] = set()       # and these, finished beyond it
         self.synced: int | None = None      # the trial whose weights best_model.pt holds
@@ -368,15 +368,13 @@ class CheckpointKeeper:
             with contextlib.suppress(ArtifactNotFound):     # another worker removed it first
                 self.store.remove(self.to_remove[-1])
             self.to_remove.pop()
-        done = [t for _, _, t in self.best]
-        if self.output_dir is not None and done and done[0].number != self.synced:
+        if self.output_dir is not None and self.best and self.best[0].number != self.synced:
             self.synced = sync_best_model(study, self.store, self.output_dir)
 
     def _rank(self, t: FrozenTrial) -> None:
         """Place ``t`` among the best; the checkpoint of the one it pushes out is to be removed."""
-        bisect.insort(self.best, (t.value, t.number, t), key=lambda x: x[:2])
+        bisect.insort(self.best, t, key=lambda x: (x.value, x.number))
         if len(self.best) > self.keep:
-            _, _, out = self.best.pop()
-            artifact = checkpoint_id(out)
+            artifact = checkpoint_id(self.best.pop())
             if artifact is not None:
                 self.to_remove.append(artifact)

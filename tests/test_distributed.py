@@ -257,3 +257,27 @@ def test_many_workers_benchmark_exits_non_zero_when_a_worker_fails():
     assert "many_workers: FAILED" in run.stderr.strip().splitlines()[-1]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["workers_failed"] == 2 and summary["results"][0]["lost"] == 2, summary
+
+
+def test_a_worker_that_ends_waits_for_another_worker_between_two_of_its_trials(tmp_path):
+    """Between telling a trial and asking for its next, a worker runs none: the study looks
+    finished, yet a better trial is coming, whose weights best_model.pt must hold."""
+    import threading
+    from chromasonic_lib.search import _wait_for_other_workers
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="s")
+    study.tell(study.ask(), 1.0)        # the other worker's first trial, just told
+
+    def other_worker():
+        theirs = optuna.load_study(storage=url, study_name="s")
+        time.sleep(1.5)                 # its callbacks and its sampler
+        trial = theirs.ask()
+        time.sleep(1.0)
+        theirs.tell(trial, 0.5)
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    _wait_for_other_workers(study, limit=60, ours=set())
+    seen = [t.state for t in study.get_trials()]
+    thread.join()
+    assert seen == [TrialState.COMPLETE] * 2

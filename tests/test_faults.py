@@ -42,9 +42,9 @@ def _params(tmp: Path, **kw) -> dict:
     return p
 
 
-def _worker(params: dict, log: Path) -> subprocess.Popen:
+def _worker(params: dict, log: Path, script: str = WORKER, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([PYTHON, "-c", WORKER, json.dumps(params)], cwd=ROOT, env=env,
+    return subprocess.Popen([PYTHON, "-c", script, json.dumps(params), *args], cwd=ROOT, env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
 
 
@@ -98,6 +98,14 @@ def _count(url: str, name: str) -> int:
         study = optuna.load_study(study_name=name, storage=url)
         return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     return 0
+
+
+def _wait_for_file(path: Path, worker: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Until ``path`` exists (a gated worker's signal), asserting ``worker`` still runs."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.1)
 
 
 def _wait_for_trials(url: str, name: str, n: int, worker: subprocess.Popen, log: Path, deadline: float) -> None:
@@ -213,15 +221,10 @@ def test_a_trial_trained_while_the_storage_is_gone_is_saved_and_told_by_the_next
     pg, name = own_postgres, "untold"
     params = _params(tmp_path, study_name=name, storage=pg.url, n_trials=5,
                      heartbeat_interval=1, grace_period=3, storage_patience=3)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     log = tmp_path / "w.log"
-    worker = subprocess.Popen([PYTHON, "-c", GATED_WORKER, json.dumps(params), str(tmp_path)],
-                              cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    worker = _worker(params, log, GATED_WORKER, str(tmp_path))
     try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "trained").exists() and time.monotonic() < deadline:
-            assert worker.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.1)
+        _wait_for_file(tmp_path / "trained", worker, log)
         pg.pg_ctl("stop", "-m", "fast")
         time.sleep(5)                   # beyond the patience: the heartbeats give up
         (tmp_path / "gate").touch()     # the trial's metrics, weights and tell now find no storage
@@ -423,15 +426,10 @@ def test_a_stale_trial_told_late_under_rdb_heartbeats_counts_once_with_its_weigh
     url, name = postgres_or_skip(), f"told-late-{uuid.uuid4().hex[:8]}"
     params = _params(tmp_path, study_name=name, storage=url, n_trials=3,
                      heartbeat_interval=1, grace_period=2)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     log = tmp_path / "w.log"
-    worker = subprocess.Popen([PYTHON, "-c", PAUSING_WORKER, json.dumps(params), str(tmp_path)],
-                              cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    worker = _worker(params, log, PAUSING_WORKER, str(tmp_path))
     try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "paused").exists() and time.monotonic() < deadline:
-            assert worker.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.1)
+        _wait_for_file(tmp_path / "paused", worker, log)
         time.sleep(4)                   # beyond the grace period, heartbeats silent
         other = optuna.load_study(study_name=name, storage=open_storage(url, 1, 2))
         optuna.storages.fail_stale_trials(other)        # as another worker's next trial does
@@ -495,6 +493,10 @@ def test_a_reply_lost_after_a_create_commits_creates_it_once(tmp_path, statement
         assert sum(t.state == TrialState.COMPLETE for t in trials) == 3, states
         assert sum(t.state == TrialState.FAIL for t in trials) <= 1, states
         assert "markov_baseline" in optuna.load_study(study_name=name, storage=url).user_attrs
+        # Set up by its creator, once: the family's defaults queued and run once (a twin of
+        # their queued trial, failed, may stand beside them).
+        assert [t.user_attrs.get("enqueued") for t in trials
+                if t.state == TrialState.COMPLETE].count("family defaults") == 1, states
         assert took < 60, (took, out[-3000:])      # nobody waited out an orphan trial (120 s)
     finally:
         optuna.delete_study(study_name=name, storage=url)

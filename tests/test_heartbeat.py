@@ -182,3 +182,17 @@ def test_a_dead_worker_s_trial_fails_while_a_long_trial_runs_beside_it(tmp_path)
     trials = study.trials
     assert trials[dead.number].state == TrialState.FAIL and trials[long.number].state == TrialState.RUNNING
     assert time.monotonic() < deadline - 6          # within a few grace periods
+
+
+def test_a_search_never_fails_its_own_trials_however_long_since_their_last_beat(tmp_path):
+    """After a pause (a laptop asleep), the first thread to wake checks for stale trials before
+    its siblings beat again: the trials of its own search are alive, not failed; another
+    worker's trial as old is."""
+    study = _study(tmp_path / "j.log")
+    mine, theirs = _running_trial(study, None), _running_trial(study, beat_age=60)
+    heartbeat = JournalHeartbeat(1, 3)
+    heartbeat.beat(mine)
+    mine.set_user_attr(HEARTBEAT, {**study.trials[mine.number].user_attrs[HEARTBEAT],
+                                   "time": time.time() - 60})      # as old as the other's
+    assert heartbeat.fail_stale_trials(study) == [theirs.number]
+    assert study.trials[mine.number].state == TrialState.RUNNING

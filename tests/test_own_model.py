@@ -376,7 +376,7 @@ def test_the_dry_run_tries_each_context_a_space_can_choose():
         check_model(name, 88, "cpu", space.variants(name))
 
 
-def test_the_seed_space_and_crossval_name_what_the_user_gave():
+def test_the_original_space_and_crossval_name_what_the_user_gave():
     with pytest.raises(ConfigError, match=r"learning_rate_range must stay above 0 .* got \(0, 0.01\)"):
         cl.HyperparameterSearchSpace(learning_rate_range=(0, 0.01))
     out = subprocess.run([PYTHON, "-m", "chromasonic_lib.crossval", "--dataset", "synthetic", "--folds", "2",

@@ -324,7 +324,7 @@ def test_timeout_bounds_the_whole_search(tmp_path):
     assert last.user_attrs["epochs_trained"] < 50
 
 
-def test_seed_api_works_on_lists_of_lists(tmp_path):
+def test_original_api_works_on_lists_of_lists(tmp_path):
     rng = np.random.default_rng(0)
     walks = [np.clip(40 + np.cumsum(rng.integers(-2, 3, 20)), 0, 87).tolist() for _ in range(30)]
     space = cl.HyperparameterSearchSpace(hidden_size_range=(8, 16), embedding_dim_range=(8, 16),
@@ -338,7 +338,7 @@ def test_seed_api_works_on_lists_of_lists(tmp_path):
         opt.optimize([[1]], walks[24:])
 
 
-def test_seed_api_honours_vocab_size_and_records_the_users_data(tmp_path):
+def test_original_api_honours_vocab_size_and_records_the_users_data(tmp_path):
     rng = np.random.default_rng(0)
     walks = [np.clip(110 + np.cumsum(rng.integers(-2, 3, 20)), 0, 127).tolist() for _ in range(30)]
     walks[0][:3] = [127, 126, 127]          # beyond the 88 keys and the grid encoding's 90 tokens
@@ -359,7 +359,7 @@ def test_seed_api_honours_vocab_size_and_records_the_users_data(tmp_path):
         opt.optimize(walks[:2] + [walks[2][:5] + [128]], walks[24:], vocab_size=128)
 
 
-def test_seed_api_resumed_with_other_token_lists_or_vocabulary_stops(tmp_path, monkeypatch):
+def test_original_api_resumed_with_other_token_lists_or_vocabulary_stops(tmp_path, monkeypatch):
     from chromasonic_lib.search import objective
     rng = np.random.default_rng(0)
     walks = [np.clip(20 + np.cumsum(rng.integers(-2, 3, 20)), 0, 39).tolist() for _ in range(30)]

@@ -1,6 +1,7 @@
 """The search: ``run_search(cfg)`` runs an Optuna study and keeps its result files current."""
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
@@ -127,9 +128,11 @@ class _Progress:
         # widget shows its first state (0/N) in an HTML report.
         self.bar = tqdm(total=total, desc="trials", unit="trial", disable=not bar)
         self.files, self.count = files, 0
+        self.numbers: set[int] = set()     # the trials this worker ran
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.count += 1
+        self.numbers.add(trial.number)
         summary = self.files.write(study)
         self.bar.update()
         best = summary["best_value"]
@@ -252,7 +255,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     finally:
         progress.bar.close()
     if not interrupted:
-        _wait_for_other_workers(study, limit=120, heartbeat=heartbeat)
+        _wait_for_other_workers(study, 120, progress.numbers, heartbeat)
     CHORES.run("checkpoint pruning and best_model.pt", keeper, study)     # other workers' better trials
     summary = files.write(study, final=True)        # the PNG too, however recent the last one
     if live:
@@ -284,16 +287,29 @@ def _write_before_raising(files: ResultFiles, study: optuna.Study) -> None:
         log.warning("result files not rewritten after the error: %s: %s", type(e).__name__, e)
 
 
-def _wait_for_other_workers(study: optuna.Study, limit: float,
+# Another worker that has just told a trial may be about to ask for its next one: between the
+# two it runs no trial, so the study looks finished while it isn't. A worker that ends waits
+# until no other worker's trial has finished for this long (by the trials' own clocks).
+SETTLE = 5.0
+
+
+def _wait_for_other_workers(study: optuna.Study, limit: float, ours: set[int],
                             heartbeat: JournalHeartbeat | None = None) -> None:
-    """Wait (up to ``limit`` seconds) for trials other workers are running, so the result
-    files and best_model.pt this worker leaves include them."""
+    """Wait (up to ``limit`` seconds) for trials other workers are running, or may be about to
+    start (``SETTLE``), so the result files and best_model.pt this worker leaves include them.
+    ``ours``: the numbers of the trials this worker ran."""
     deadline = time.monotonic() + limit
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if running:
-        log.info("waiting up to %.0f s for %d trials still running on other workers, so that "
-                 "best_model.pt is the study's best", limit, len(running))
-    while running and time.monotonic() < deadline:
+    said = False
+    while time.monotonic() < deadline:
+        trials = study.get_trials(deepcopy=False)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        just_told = [t for t in trials if t.number not in ours and 0 <= _age(t) < SETTLE]
+        if not running and not just_told:
+            return
+        if running and not said:
+            log.info("waiting up to %.0f s for %d trials still running on other workers, so that "
+                     "best_model.pt is the study's best", limit, len(running))
+            said = True
         time.sleep(0.5)
         # A dead worker's trial is not waited for: RDB storages fail it by Optuna's heartbeats,
         # journal files and the gRPC proxy by ours.
@@ -303,7 +319,13 @@ def _wait_for_other_workers(study: optuna.Study, limit: float,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def _age(trial: optuna.trial.FrozenTrial) -> float:
+    """Seconds since the trial finished, on this machine's clock (infinite if it hasn't); RDB
+    storages stamp local time, journal files UTC."""
+    done = trial.datetime_complete
+    return (datetime.datetime.now(done.tzinfo) - done).total_seconds() if done else float("inf")
 
 
 def _set_up(study: optuna.Study, cfg: SearchConfig, data: Prepared, settings: dict,

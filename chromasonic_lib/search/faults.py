@@ -25,7 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ..atomic import atomic_write
-from .storage import RetryingStorage, StorageUnreachable, chain, storage_error_in
+from .storage import RetryingStorage, StorageUnreachable, chain, fail_with_reason, storage_error_in
 from ..optuna_private import storage_of, trial_id
 
 log = logging.getLogger(__name__)
@@ -151,13 +151,8 @@ def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
     done = [t for t in retries if t.state == TrialState.COMPLETE]
     storage = storage_of(study)
     for t in retries:
-        if t.state not in (TrialState.WAITING, TrialState.RUNNING):
-            continue
-        try:
-            storage.set_trial_user_attr(trial_id(t), "fail_reason",
-                                        f"a retry of trial {r['number']}, whose value was told late")
-            storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
-        except UpdateFinishedTrialError:
+        if t.state in (TrialState.WAITING, TrialState.RUNNING) and not fail_with_reason(
+                storage, trial_id(t), f"a retry of trial {r['number']}, whose value was told late"):
             # Finished meanwhile by the worker that took it up.
             if storage.get_trial(trial_id(t)).state == TrialState.COMPLETE:
                 done.append(t)

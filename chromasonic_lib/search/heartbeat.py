@@ -28,12 +28,12 @@ from typing import Callable
 import warnings
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..atomic import atomic_write
 from ..optuna_private import journal_file, storage_of, study_id, trial_id
+from .storage import fail_with_reason
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,7 @@ class JournalHeartbeat:
                 continue
             reason = (f"worker {beat['worker']} stopped sending heartbeats (last {age:.0f} s ago)"
                       if beat else f"its worker sent no heartbeat ({age:.0f} s since the trial started)")
-            try:
-                # The reason first: a finished trial can't be changed any more.
-                storage.set_trial_user_attr(trial_id(t), "fail_reason", reason)
-                if not storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
-                    continue
-            except UpdateFinishedTrialError:
+            if not fail_with_reason(storage, trial_id(t), reason):
                 continue                # it finished meanwhile, or another worker failed it first
             self.forget(study, trial_id(t))
             log.warning("trial %d failed: %s; its parameters are queued again (at most %d times)",

@@ -10,7 +10,6 @@ chain either way, so nothing here depends on that bug being fixed.
 from __future__ import annotations
 
 import abc
-import contextlib
 import copy
 import errno
 import logging
@@ -62,6 +61,18 @@ _REFUSED = re.compile(r"readonly database|read-only|database or disk is full|dis
 _HELD = ("set_trial_user_attr", "set_trial_system_attr")
 # A trial's system attribute: the token of the call that created it (see create_new_trial).
 CREATED = "chromasonic:created_by"
+
+
+def fail_with_reason(storage: BaseStorage, trial: int, reason: str) -> bool:
+    """Mark the trial with id ``trial`` (another worker's, or one nobody runs) FAIL, saying why
+    in its user attribute ``fail_reason``; False when it had finished first (or another worker
+    failed it first)."""
+    try:
+        # The reason first: a finished trial takes no more attributes.
+        storage.set_trial_user_attr(trial, "fail_reason", reason)
+        return bool(storage.set_trial_state_values(trial, TrialState.FAIL))
+    except UpdateFinishedTrialError:
+        return False
 
 
 class StorageRefused(RuntimeError):
@@ -292,7 +303,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         template.system_attrs = {**template.system_attrs, CREATED: token}
         errors = self.engine_errors
         trial = self.call("create_new_trial", study_id, template,
-                          read_back=lambda: next(iter(self._created(study_id, token)), None))
+                          read_back=lambda: (self._created(study_id, token) or [None])[0])
         if self.engine_errors != errors:        # the database failed under the call: look
             for twin in self._created(study_id, token):
                 if twin != trial:
@@ -306,16 +317,13 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 if t.system_attrs.get(CREATED) == token]
 
     def _fail_twin(self, twin: int, kept: int) -> None:
-        try:
-            self.inner.set_trial_user_attr(twin, "fail_reason", "created twice: a retry after a lost "
-                                           f"reply created trial id {kept}, which ran instead")
-            self.inner.set_trial_state_values(twin, TrialState.FAIL)
-        except UpdateFinishedTrialError:    # created finished (an added trial): it stays
+        if fail_with_reason(self.inner, twin, f"created twice: a retry after a lost reply created "
+                                              f"trial id {kept}, which ran instead"):
+            log.warning("a trial's creation was retried after its reply was lost: the second copy "
+                        "runs, the first (trial id %d) is failed so that nobody waits for it", twin)
+        else:                           # created finished (an added trial): it stays
             log.warning("a finished trial was added twice (a retry after its reply was lost): "
                         "trial ids %d and %d hold the same result", twin, kept)
-            return
-        log.warning("a trial's creation was retried after its reply was lost: the second copy "
-                    "runs, the first (trial id %d) is failed so that nobody waits for it", twin)
 
     def create_new_study(self, directions, study_name: str | None = None) -> int:
         """Create a study once: a retry after a lost reply finds the study the first attempt

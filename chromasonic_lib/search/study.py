@@ -181,19 +181,19 @@ class _Cache(CachedStorage):
         replaces a trial it reads again) and the trials numbered beyond it are looked up."""
         by_number = cache_trials(self, study_id)
         listed = self._listed.setdefault(study_id, [])
-        looked = list(self._changing.get(study_id, ())) + list(range(len(listed), len(by_number)))
-        for n in self._changing.get(study_id, ()):
+        changing, new = self._changing.pop(study_id, set()), range(len(listed), len(by_number))
+        for n in changing:
             listed[n] = by_number[n]
         try:        # numbered 0..n-1, as a study's trials are once all are read
-            listed.extend([by_number[i] for i in range(len(listed), len(by_number))])
+            listed.extend([by_number[n] for n in new])
         except KeyError:        # a gap (a trial not read yet): sorted, and not kept
-            self._listed.pop(study_id), self._changing.pop(study_id, None)
+            del self._listed[study_id]
             return sorted(by_number.values(), key=lambda t: t.number)
-        self._changing[study_id] = {n for n in looked if not listed[n].state.is_finished()}
+        self._changing[study_id] = {n for n in (*changing, *new) if not listed[n].state.is_finished()}
         return list(listed)
 
     def set_trial_param(self, trial_id, param_name, param_value_internal, distribution) -> None:
-        with self._lock:
+        with cache_lock(self):
             known = cache_knows(self, trial_id)
         if known:
             super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
