@@ -19,6 +19,7 @@ from .plots import optuna_figure
 from .search.results import curve, report_text, summarize, trial_config
 from .search.settings import stored_settings
 from .search.study import load_existing_study
+from .search.objectives import front_records, is_multi, loss
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def top_params(study: optuna.Study, n: int | None = 2) -> list[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            names = list(optuna.importance.get_param_importances(study))
+            names = list(optuna.importance.get_param_importances(study, **loss_target(study)))
     except Exception:
         names = list(dict.fromkeys(p for t in complete_trials(study) for p in t.params))
     return names[:n]
@@ -107,6 +108,8 @@ def show(kind: str, study: optuna.Study, **kwargs) -> None:
     if kind == "importances" and n < FEW_FOR_IMPORTANCES:
         print(f"importances: from {n} complete trials they are mostly chance, and their order may "
               f"change with the next trials (it settles after a few dozen).")
+    if kind not in ("timeline", "pareto_front") and "target" not in kwargs:
+        kwargs = {**kwargs, **loss_target(study)}
     figures = [kwargs]
     if kind == "slice" and kwargs.get("params") is None:
         # Optuna draws every parameter in one row: with ten, each panel is a sliver. A few a
@@ -130,10 +133,31 @@ def show(kind: str, study: optuna.Study, **kwargs) -> None:
             print(f"{kind}: cannot be drawn for this study ({type(e).__name__}: {e})")
 
 
+def loss_target(study: optuna.Study) -> dict:
+    """What Optuna's single-objective plots read of a multi-objective study: the loss."""
+    return {"target": loss, "target_name": "nats/note"} if is_multi(study) else {}
+
+
+def pareto(study: optuna.Study) -> pd.DataFrame | None:
+    """A multi-objective study's Pareto front as a table (bits/note, parameters, ms/note), its
+    plot drawn above it; None (and a word) for a study with one objective."""
+    if not is_multi(study):
+        print("Only for a multi-objective study (objectives: [bits_per_note, n_params] or "
+              "[bits_per_note, ms_per_note]); this one minimizes bits/note alone.")
+        return None
+    front = front_records(study)
+    if not front:
+        print("pareto_front: no trial is complete yet.")
+        return None
+    show("pareto_front", study)
+    return pd.DataFrame([{"trial": r["number"], "bits/note": r["bits_per_note"], "parameters": r["n_params"],
+                          "ms/note": r["ms_per_note"], **r["config"]} for r in front])
+
+
 def top_trials(study: optuna.Study, n: int = 10) -> pd.DataFrame:
     rows = []
-    for t in sorted(complete_trials(study), key=lambda t: t.value)[:n]:
-        rows.append({"trial": t.number, "nats/note": t.value,
+    for t in sorted(complete_trials(study), key=lambda t: loss(t))[:n]:
+        rows.append({"trial": t.number, "nats/note": loss(t),
                      "bits/note": t.user_attrs.get("val_bits_per_note", t.user_attrs.get("bits_per_note")),
                      "accuracy": t.user_attrs.get("val_accuracy"),
                      "epochs": t.user_attrs.get("epochs_trained"),
@@ -147,7 +171,7 @@ def fold_differences(study: optuna.Study, n: int = 5) -> pd.DataFrame:
     of the notes-weighted per-fold differences (bits/note: the difference of the trials' values)
     with its 95 % interval (``folds.paired_difference``).
     Is #1 really better than #2? Empty for a study whose trials are not cross-validated."""
-    done = sorted((t for t in complete_trials(study) if "folds" in t.user_attrs), key=lambda t: t.value)[:n]
+    done = sorted((t for t in complete_trials(study) if "folds" in t.user_attrs), key=lambda t: loss(t))[:n]
     rows = []
     for rank, t in enumerate(done, 1):
         # Each fold weighted by its notes (k·n_i/N), so the mean difference is the difference of
@@ -159,7 +183,7 @@ def fold_differences(study: optuna.Study, n: int = 5) -> pd.DataFrame:
             best_bits, d = bits, {"mean_difference": 0.0, "ci95": [0.0, 0.0], "excludes_zero": False}
         else:
             d = paired_difference(best_bits, bits)
-        rows.append({"rank": rank, "trial": t.number, "bits/note": t.value / math.log(2),
+        rows.append({"rank": rank, "trial": t.number, "bits/note": loss(t) / math.log(2),
                      "difference": d["mean_difference"], "ci95_low": d["ci95"][0],
                      "ci95_high": d["ci95"][1], "clearly_worse": d["excludes_zero"]})
     return pd.DataFrame(rows, columns=["rank", "trial", "bits/note", "difference", "ci95_low",

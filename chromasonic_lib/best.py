@@ -28,6 +28,7 @@ from .plots import history_curves_figure, save_figure
 from .checkpoints import save_checkpoint
 from .search import markov_baseline
 from .surprise import surprise, write_table
+from .search.objectives import measure_costs, pick_trial
 from .search.results import trial_config
 from .search.settings import model_source, stored_settings
 from .search.study import load_existing_study
@@ -89,7 +90,7 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
                                  extras=cfg.extras(settings, data.dataset, params["model"]))
     study = load_existing_study(cfg.storage, cfg.study_name)
     try:
-        trial = study.best_trial
+        trial = pick_trial(study, cfg.pick)
     except ValueError:
         raise ConfigError(f"study_name {cfg.study_name!r} has no completed trial yet") from None
     params = trial_config(trial)
@@ -202,6 +203,8 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
     save_checkpoint(out / "model.pt", model, family, hparams, d.encoding,
                     {"training": training, "dataset": d.dataset, "test_nats_per_note": test.nats_per_note})
     synthetic = d.dataset == "synthetic"
+    write_json(out / "best_hyperparameters.json", best.params)     # what was trained: the pick
+    costs = measure_costs(model)
     write_json(out / "test_metrics.json", {
         "model": family, "params": {**hparams, **training},
         "study_name": best.study_name, "trial": best.trial, "dataset": d.dataset,
@@ -211,7 +214,7 @@ def train_best(cfg: TrainBestConfig, best: BestConfiguration) -> TrainedRun:
         "n_test_melodies": len(data.splits.test), "epochs": best.epochs, "ensemble": settings["ensemble"],
         "test_transpose": settings["test_transpose"], "pretrain": pretraining or None,
         "also_train_on": also or None,
-        "test": test.as_dict(), "markov_baseline": baseline.as_dict(),
+        "test": test.as_dict(), "markov_baseline": baseline.as_dict(), **costs,
         # Of each model of an ensemble.
         "epochs_trained": history.epochs_trained if len(histories) == 1 else [h.epochs_trained for h in histories],
         "best_epoch": history.best_epoch if len(histories) == 1 else [h.best_epoch for h in histories],

@@ -279,7 +279,7 @@ def fetch_trial_checkpoint(study: optuna.Study, trial_number: int | None, path: 
 def _trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     if number is None:
         try:
-            return study.best_trial
+            return _best_trial(study)
         except ValueError:
             raise ConfigError(f"study {study.study_name!r} has no completed trial yet") from None
     trials = study.get_trials(deepcopy=False)
@@ -293,6 +293,11 @@ def _locked(folder: Path) -> FileLock:
     """An exclusive lock on ``folder`` across processes (workers sharing an output folder);
     ``filelock`` works on Windows too, where ``fcntl`` does not exist."""
     return FileLock(folder / ".best_model.lock")
+
+
+def _best_trial(study: optuna.Study) -> FrozenTrial:
+    from .search.objectives import best_trial       # (the search package imports this module)
+    return best_trial(study)
 
 
 def sync_best_model(study: optuna.Study, store: Any, output_dir: Path) -> int | None:
@@ -331,7 +336,7 @@ def _identity(study: optuna.Study, number: int, start) -> dict[str, Any]:
 
 def _best_with_checkpoint(study: optuna.Study) -> FrozenTrial | None:
     try:
-        best = study.best_trial
+        best = _best_trial(study)
     except ValueError:
         return None
     return best if checkpoint_id(best) else None
@@ -373,7 +378,7 @@ class CheckpointKeeper:
 
     def _rank(self, t: FrozenTrial) -> None:
         """Place ``t`` among the best; the checkpoint of the one it pushes out is to be removed."""
-        bisect.insort(self.best, t, key=lambda x: (x.value, x.number))
+        bisect.insort(self.best, t, key=lambda x: (x.values[0], x.number))   # the loss, however many objectives
         if len(self.best) > self.keep:
             artifact = checkpoint_id(self.best.pop())
             if artifact is not None:

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .imports import short
 from .search.results import curve, trial_config
 from .throttle import Throttle
+from .search.objectives import loss
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def figure_png(study: optuna.Study, dpi: int = 80) -> bytes:
 
 def _value(t: FrozenTrial) -> str:
     if t.state == TrialState.COMPLETE:
-        return f"{t.value:.4f}"
+        return f"{loss(t):.4f}"
     if t.state == TrialState.PRUNED and (c := curve(t)):
         last = max(c)
         where = f"after fold {last + 1}" if "folds" in t.user_attrs else f"at epoch {last}"
@@ -106,12 +107,12 @@ def best_line(trials: list[FrozenTrial]) -> str:
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
         return "no complete trial yet"
-    best = min(done, key=lambda t: t.value)
-    return f"best {best.value:.4f} nats/note (trial {best.number}): {params_text(best)}"
+    best = min(done, key=lambda t: loss(t))
+    return f"best {loss(best):.4f} nats/note (trial {best.number}): {params_text(best)}"
 
 
 def best_value(trials: list[FrozenTrial]) -> float | None:
-    return min((t.value for t in trials if t.state == TrialState.COMPLETE), default=None)
+    return min((loss(t) for t in trials if t.state == TrialState.COMPLETE), default=None)
 
 
 def _div(body: str, state: str, **data: Any) -> str:
@@ -257,7 +258,7 @@ class Watch:
                     "idle": f"no trial running any more: {len(trials)} trials",
                     "once": f"{len(trials)} trials, {running} running"}[self.state]
         headline += (f" · best {best:.4f}" if best is not None else "") + f" · {now}"
-        done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+        done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: loss(t))
         png = figure_png(self.study) if self.plot and best is not None else None
         self.handle.update(frame(headline, [counts_line(self.study, trials, "running"),
                                             best_line(trials)],

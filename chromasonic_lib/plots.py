@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from .atomic import atomic_write
 from .search.results import curve
+from .search.objectives import loss
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -73,7 +74,7 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
                    label="pruned (last reported)")
     if done:
         xs = [t.number for t in done]
-        ys = [t.value for t in done]
+        ys = [loss(t) for t in done]
         ax.scatter(xs, ys, color="tab:blue", label="complete")
         best = np.minimum.accumulate(ys)
         # Held to the last trial, complete or not: the pruned ones after the best ran too.
@@ -85,7 +86,7 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
     ax.set_title(f"Optimization history — {study.study_name}")
     plain_numbers(ax)
     whole_numbers_on_x(ax)
-    _clip_y(ax, [t.value for t in done] + [study.user_attrs.get(k) or math.nan
+    _clip_y(ax, [loss(t) for t in done] + [study.user_attrs.get(k) or math.nan
                                            for k in ("floor", "markov_baseline")])
     top = ax.get_ylim()[1]
     above = sum(value > top for value in pruned.values())
@@ -116,7 +117,7 @@ def learning_curves_figure(study: optuna.Study):
     """Validation loss per epoch of every trial: complete in colour, pruned in grey dashes."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     trials = study.get_trials(deepcopy=False)
-    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value,
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: loss(t),
                default=None)
     values = []
     for t in trials:
@@ -204,8 +205,8 @@ def baseline_figure(study: optuna.Study):
     if study.user_attrs.get("floor") is not None:
         bars["floor\n(generator)"] = study.user_attrs["floor"]
     if done:
-        best = min(done, key=lambda t: t.value)
-        bars[f"best trial {best.number}\n({best.user_attrs.get('config', {}).get('model', '')})"] = best.value
+        best = min(done, key=lambda t: loss(t))
+        bars[f"best trial {best.number}\n({best.user_attrs.get('config', {}).get('model', '')})"] = loss(best)
     if study.user_attrs.get("markov_baseline") is not None:
         bars["markov\nbaseline"] = study.user_attrs["markov_baseline"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -228,8 +229,8 @@ def compare_figure(studies: list[optuna.Study]):
     for study in studies:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if done:
-            ax.step([t.number for t in done], np.minimum.accumulate([t.value for t in done]),
-                    where="post", lw=2, label=f"{study.study_name} (best {min(t.value for t in done):.4f})")
+            ax.step([t.number for t in done], np.minimum.accumulate([loss(t) for t in done]),
+                    where="post", lw=2, label=f"{study.study_name} (best {min(loss(t) for t in done):.4f})")
     ax.set_xlabel("trial")
     ax.set_ylabel("best validation loss so far (nats/note)")
     ax.set_title("Studies compared")
@@ -242,10 +243,12 @@ def compare_figure(studies: list[optuna.Study]):
 
 
 def optuna_figure(kind: str, study: optuna.Study, **kwargs):
-    """One of Optuna's matplotlib plots (importances, parallel_coordinate, slice, contour, timeline)."""
+    """One of Optuna's matplotlib plots (importances, parallel_coordinate, slice, contour, timeline,
+    pareto_front)."""
     from optuna.visualization import matplotlib as ovm
     fn = {"importances": ovm.plot_param_importances, "parallel_coordinate": ovm.plot_parallel_coordinate,
-          "slice": ovm.plot_slice, "contour": ovm.plot_contour, "timeline": ovm.plot_timeline}[kind]
+          "slice": ovm.plot_slice, "contour": ovm.plot_contour, "timeline": ovm.plot_timeline,
+          "pareto_front": ovm.plot_pareto_front}[kind]
     with warnings.catch_warnings():     # Optuna's experimental warnings; colour bars vs tight_layout
         warnings.simplefilter("ignore")
         ax = fn(study, **kwargs)

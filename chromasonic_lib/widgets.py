@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from .generate import PIANO_ROLL_SIZE
 from .plots import plain_numbers, whole_numbers_on_x
 from .search.results import curve, trial_config
+from .search.objectives import loss
 
 
 def _axes(figsize: tuple[float, float]) -> Axes:
@@ -35,7 +36,7 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
 
     def refresh_options(*_):
         chosen = [t for t in trials if family.value == "all" or trial_config(t).get("model") == family.value]
-        pick.options = [(f"{t.number} ({t.state.name.lower()}, {t.value or min(curve(t).values()):.4f})",
+        pick.options = [(f"{t.number} ({t.state.name.lower()}, {loss(t) or min(curve(t).values()):.4f})",
                          t.number) for t in chosen]
 
     def draw(*_):

@@ -37,6 +37,9 @@ class TrainBestConfig(StudyAndData):
     seed: int | None = None
     exclude_copies_of: str | None = None
     best_params: str = ""
+    # Which of the study's trials: best (the lowest bits/note), smallest_within:0.02 (the fewest
+    # parameters within 0.02 bits/note of the best), or a trial number such as "12".
+    pick: str = "best"
     epochs: int | None = None
     n_samples: int = 3
     sample_length: int = 64
@@ -64,6 +67,11 @@ class TrainBestConfig(StudyAndData):
         self._check_study()
         if self.best_params:
             check_existing_file("best_params", self.best_params)
+        from ..search.objectives import check_pick
+        self.pick = check_pick(self.pick)
+        if self.best_params and self.pick != "best":
+            raise ConfigError(f"pick {self.pick!r} chooses among a study's trials, but best_params "
+                              f"{self.best_params!r} names a file: give one or the other")
         # Each value given is checked now, before the study is opened; DataConfig's defaults
         # stand in for the rest until resolve_data() knows the study's.
         DataConfig(**self._given(DATA_FIELDS))

@@ -35,6 +35,7 @@ from .results import ResultFiles, curve, trial_config, write_results
 from .settings import check_resume, stored_settings, study_settings
 from .space import SearchSpace, load_space
 from .study import create_study, open_storage
+from .objectives import loss
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +82,15 @@ class SearchResult:
         return "; ".join(parts)
 
     def best_trials(self, top: int = 10):
-        """The top trials as a DataFrame: number, value, params and a few user attributes."""
-        if not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            import pandas as pd     # an empty table (a study without trials has no columns at all)
-            return pd.DataFrame(columns=["number", "value", "params"])
-        df = self.study.trials_dataframe(attrs=("number", "value", "state", "duration", "user_attrs"))
-        df = df[df["state"] == "COMPLETE"].sort_values("value").head(top)
-        keep = ["number", "value"] + [c for c in df.columns if c.startswith("user_attrs_")
-                                      and c not in ("user_attrs_config", "user_attrs_heartbeat")]
-        out = df[keep].rename(columns=lambda c: c.replace("user_attrs_", ""))
-        params = [trial_config(self.study.trials[n]) for n in out["number"]]
-        return out.assign(params=params).reset_index(drop=True)
+        """The top trials as a DataFrame: number, value (nats/note), params and a few user attributes."""
+        import pandas as pd
+        done = sorted(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                      key=lambda t: (loss(t), t.number))[:top]
+        hidden = ("config", "heartbeat", "val_curve")
+        rows = [{"number": t.number, "value": loss(t),
+                 **{k: v for k, v in t.user_attrs.items() if k not in hidden}, "params": trial_config(t)}
+                for t in done]
+        return pd.DataFrame(rows, columns=None if rows else ["number", "value", "params"])
 
 
 def cross_validated_baseline(folds: FoldSet, transpose: int = 6) -> tuple[float, int]:
@@ -137,7 +136,9 @@ class _Progress:
         self.bar.update()
         best = summary["best_value"]
         self.bar.set_postfix_str(f"best {best:.4f}" if best is not None else "no result yet")
-        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        value = f"{loss(trial):.4f}" if loss(trial) is not None else "-"
+        if trial.values and len(trial.values) > 1:
+            value += f" ({trial.user_attrs['n_params']:,} parameters, {trial.user_attrs['ms_per_note']:.3f} ms/note)"
         if trial.state.name == "PRUNED":
             steps = len(curve(trial))
             value = f"after fold {steps}" if "folds" in trial.user_attrs else f"at epoch {steps - 1}"
@@ -222,7 +223,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     # trial at its next epoch (alone, a trial is interrupted where it is).
     stop = threading.Event() if len(slots) > 1 else None
     objective = Objective(slots, cfg.space, base, store, deadline, heartbeat, stop, folds,
-                          paired=cfg.pruner == "wilcoxon")
+                          paired=cfg.pruner == "wilcoxon", objectives=cfg.objectives)
     keeper = CheckpointKeeper(store, output_dir, cfg.keep_checkpoints)
     n_trials, callbacks = cfg.n_trials, [CHORES.callback("checkpoint pruning and best_model.pt", keeper)] \
         + ([heartbeat] if heartbeat else [])

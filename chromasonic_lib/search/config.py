@@ -1,6 +1,8 @@
 """What ``search.ipynb`` and ``run_search`` take: :class:`SearchConfig`, checked, with its space."""
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,11 @@ from ..config.params import check_param_file
 from ..config.training import StudyAndData, TrainConfig
 from ..errors import ConfigError
 from ..paths import resolve
+from .objectives import check_objectives
 from .space import load_space
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,6 +31,9 @@ class SearchConfig(StudyAndData):
     epochs: int = 15
     sampler: str = "tpe"
     pruner: str = "median"
+    # What the study minimizes: [bits_per_note] (one objective), or with n_params and/or
+    # ms_per_note a Pareto front (a multi-objective study; its trials are not pruned).
+    objectives: list = dataclasses.field(default_factory=lambda: ["bits_per_note"])
     wilcoxon_p: float = 0.1           # pruner wilcoxon: prune when a trial is worse than the best with this p-value
     plot: bool = True
     live: bool = True                 # in a notebook: one output area redrawn after each trial
@@ -56,6 +65,16 @@ class SearchConfig(StudyAndData):
         self.epochs = check_int("epochs", self.epochs)
         self.sampler = check_choice("sampler", self.sampler, SAMPLERS)
         self.pruner = check_choice("pruner", self.pruner, PRUNERS)
+        self.objectives = check_objectives(self.objectives)
+        if len(self.objectives) > 1 and self.sampler == "cmaes":
+            raise ConfigError("sampler cmaes optimizes one objective; with objectives "
+                              f"{self.objectives} use tpe, random or gp")
+        if len(self.objectives) > 1 and self.pruner != "none":
+            # Optuna prunes single-objective studies only; a trial behind on the loss may still
+            # be on the front (smaller or faster).
+            log.info("objectives %s: a multi-objective study trains every trial to the end (pruner "
+                     "%s is not used)", self.objectives, self.pruner)
+            self.pruner = "none"
         self.wilcoxon_p = check_float("wilcoxon_p", self.wilcoxon_p, 0, 1, low_open=True)
         self.plot = check_bool("plot", self.plot)
         self.live = check_bool("live", self.live)

@@ -161,7 +161,7 @@ def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
     links = {k: v for k, v in (failed.system_attrs if failed else {}).items()
              if k.startswith("artifacts:")}
     study.add_trial(optuna.trial.create_trial(
-        params=r["params"], value=r["value"],
+        params=r["params"], values=r["value"] if isinstance(r["value"], list) else [r["value"]],
         system_attrs={**links, **r.get("artifact_links", {})},
         distributions={k: json_to_distribution(d) for k, d in r["distributions"].items()},
         user_attrs={**r["user_attrs"], "told_late_for_trial": r["number"]}))

@@ -45,6 +45,7 @@ from .devices import DeviceSlots, free_memory
 from .faults import note_failure
 from .housekeeping import upload_weights
 from .heartbeat import JournalHeartbeat
+from .objectives import measure_costs, values
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class Objective:
     def __init__(self, slots: DeviceSlots, space: SearchSpace, base: TrainConfig,
                  store: Any = None, deadline: float | None = None,
                  heartbeat: JournalHeartbeat | None = None, stop: threading.Event | None = None,
-                 folds: FoldSet | None = None, paired: bool = False):
+                 folds: FoldSet | None = None, paired: bool = False,
+                 objectives: list[str] | None = None):
         self.slots, self.space, self.base = slots, space, base
         self.folds = folds              # cross-validated trials: the study's folds
         # Cross-validated trials report each melody's nats/note (step: its fixed id), for the
@@ -64,8 +66,12 @@ class Objective:
         self.deadline = deadline        # time.monotonic() after which a running trial stops
         self.heartbeat = heartbeat      # journal studies only: RDB storages have Optuna's own
         self.stop = stop                # set by Ctrl-C while trials run in threads
+        # Several objectives: the trial also returns its model's size and speed, and is not
+        # pruned (Optuna prunes single-objective studies only).
+        self.objectives = objectives or ["bits_per_note"]
+        self.multi = len(self.objectives) > 1
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         with self.slots.hold() as slot:
             trial.set_user_attr("device", str(slot.device))
             if self.heartbeat is None:
@@ -76,7 +82,7 @@ class Objective:
             finally:
                 stop_beating()
 
-    def run(self, trial: optuna.Trial, data: Prepared) -> float:
+    def run(self, trial: optuna.Trial, data: Prepared) -> float | list[float]:
         family, hparams, training = self.space.suggest(trial)
         if self.base.train_step:        # recorded with the trial, so train_best trains it so too
             training["train_step"] = self.base.train_step
@@ -85,16 +91,21 @@ class Objective:
         trial.set_user_attr("config", {"model": family, **hparams, **training})
         test_transpose = training.pop("test_transpose", 0)
         model = None
+        val_curve: list[float] = []
         try:
             cfg = self.base.replace(**training)
             model = build_model(family, hparams, data.vocab_size, seed=cfg.seed)
 
             def on_epoch(epoch: int, val_loss: float) -> bool:
-                trial.report(val_loss, epoch)
+                if self.multi:          # no reports in a multi-objective study: kept for the views
+                    val_curve.append(val_loss)
+                    trial.set_user_attr("val_curve", val_curve)
+                else:
+                    trial.report(val_loss, epoch)
                 self._check_stop()
                 if self._past_deadline(trial):
                     return True
-                return trial.should_prune()
+                return not self.multi and trial.should_prune()
 
             history = train(model, data.train, data.val, cfg, on_epoch)
             # Stopped by the pruner: pruned. Stopped by the search's timeout: its best epoch so
@@ -124,7 +135,7 @@ class Objective:
             upload_weights(trial, lambda: upload_trial_checkpoint(
                 trial, self.store, model, family, hparams, data.data.encoding.name,
                 {"value": value, "training": training}))
-        return value
+        return self._values(trial, value, scored)
 
     def cross_validate(self, trial: optuna.Trial, family: str, hparams: dict[str, Any],
                        training: dict[str, Any], data: Prepared) -> float:
@@ -151,12 +162,15 @@ class Objective:
                     lines.append(line)
                     trial.set_user_attr("folds", [{"notes": f["n_notes"], "nats_per_note": f["nats_per_note"]}
                                                   for f in lines])
-                    if self.paired:
+                    if self.multi:
+                        pass            # no reports, no pruning in a multi-objective study
+                    elif self.paired:
                         melodies.update(_report_melodies(trial, line["notes"], self.base.seed))
                     else:
                         trial.report(pooled(lines), line["fold"])
                     self._check_stop()
-                    if len(lines) < folds.k and (self._past_deadline(trial) or trial.should_prune()):
+                    if len(lines) < folds.k and (self._past_deadline(trial) or
+                                                 not self.multi and trial.should_prune()):
                         if trial.user_attrs.get("stopped_by"):
                             raise _Deadline
                         evidence = _paired_evidence(trial, melodies) if self.paired else ""
@@ -183,7 +197,22 @@ class Objective:
         trial.set_user_attr("fold_mean_bits_per_note", sum(per_fold) / len(per_fold))
         trial.set_user_attr("melody_mean_bits_per_note",
                             float(per_melody(table)["mean.information.content"].mean()))
-        return pooled(lines)
+        # The size and speed of the configuration's model as it plays (an untrained one: the same
+        # arithmetic), over transpositions where it is scored so.
+        model = build_model(family, hparams, data.vocab_size, seed=self.base.seed).to(data.train.tokens.device)
+        k = recipe.test_transpose
+        return self._values(trial, pooled(lines), TranspositionAverage(model, k) if k else model)
+
+    def _values(self, trial: optuna.Trial, value: float, model: torch.nn.Module) -> float | list[float]:
+        """The trial's value, or in a multi-objective study its values (user attributes
+        ``n_params`` and ``ms_per_note`` too): of ``model`` as it writes melodies."""
+        trial.set_user_attr("n_params", count_parameters(model))
+        if not self.multi:
+            return value
+        costs = measure_costs(model)
+        for name, cost in costs.items():
+            trial.set_user_attr(name, cost)
+        return values(value, costs, self.objectives)
 
     def _check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():

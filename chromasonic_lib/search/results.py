@@ -24,9 +24,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..imports import short
-from ..atomic import atomic_write
+from ..atomic import atomic_write, write_json
 from ..throttle import Throttle
 from .housekeeping import Chores
+from .objectives import front_records, is_multi, loss, stored_objectives
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,11 @@ def trial_config(t: FrozenTrial) -> dict[str, Any]:
 def curve(t: FrozenTrial) -> dict[int, float]:
     """A trial's loss step by step, as the views draw and count it: each epoch's validation loss,
     or for a cross-validated trial the running nats/note after each fold (from its ``folds``
-    attribute: its reports may be per melody, for the paired pruner)."""
+    attribute: its reports may be per melody, for the paired pruner). A multi-objective study's
+    trials report nothing: their epochs' losses are the ``val_curve`` attribute."""
     folds = t.user_attrs.get("folds")
+    if "val_curve" in t.user_attrs:
+        return dict(enumerate(t.user_attrs["val_curve"]))
     if not folds:
         return dict(t.intermediate_values)
     out, notes, nats = {}, 0, 0.0
@@ -63,7 +67,8 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "state": t.state.name,
         "params": t.params,
         "config": trial_config(t),
-        "value": _finite(t.value),
+        "value": _finite(loss(t)),
+        **({"values": [_finite(v) for v in t.values]} if t.values and len(t.values) > 1 else {}),
         "intermediate_values": {str(k): _finite(v) for k, v in sorted(t.intermediate_values.items())},
         "duration": t.duration.total_seconds() if t.duration else None,
         "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
@@ -90,8 +95,8 @@ class Tally:
         self.counts[t.state.name.lower()] += 1
         self.epochs += len(curve(t))
         if t.state == TrialState.COMPLETE:
-            if len(self.top) < self.top_n or t.value < self.top[-1].value:
-                bisect.insort(self.top, t, key=lambda x: x.value)   # after equal values: stable
+            if len(self.top) < self.top_n or loss(t) < loss(self.top[-1]):
+                bisect.insort(self.top, t, key=lambda x: loss(x))   # after equal values: stable
                 del self.top[self.top_n:]
         elif t.state == TrialState.PRUNED and self.max_epochs:
             self.saved += max(0, self.max_epochs - len(curve(t)))
@@ -114,7 +119,7 @@ class Tally:
         best = self.top[0] if self.top else None
         return {
             "best_params": trial_config(best) if best else {},
-            "best_value": best.value if best else None,
+            "best_value": loss(best) if best else None,
             "best_trial": best.number if best else None,
             "n_trials": self.n,
             "states": dict(self.counts),
@@ -190,7 +195,13 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
     lines += ["", f"TOP {tally.top_n}:", f"{'rank':>4} {'trial':>5} {'nats/note':>10}  parameters"]
     for rank, t in enumerate(tally.top, 1):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial_config(t).items())
-        lines.append(f"{rank:>4} {t.number:>5} {t.value:>10.4f}  {params}")
+        lines.append(f"{rank:>4} {t.number:>5} {loss(t):>10.4f}  {params}")
+    if is_multi(study):
+        front = front_records(study)
+        lines += ["", f"PARETO FRONT ({', '.join(stored_objectives(attrs))}; pareto_front.json):",
+                  f"{'trial':>5} {'bits/note':>10} {'parameters':>11} {'ms/note':>8}"]
+        lines += [f"{r['number']:>5} {r['bits_per_note']:>10.4f} {r['n_params']:>11,} {r['ms_per_note']:>8.3f}"
+                  for r in front]
     if tally.failed:
         lines += ["", "FAILED:"]
         lines += [f"  trial {t.number}: {t.user_attrs.get('fail_reason', 'unknown reason')}"
@@ -229,7 +240,7 @@ def csv_cells(t: FrozenTrial) -> dict[tuple[int, str], str]:
     """A trial's cells of trials.csv, keyed by (attribute's place in CSV_ATTRS, nested name)."""
     cells = {}
     for i, attr in enumerate(CSV_ATTRS):
-        value = getattr(t, attr)
+        value = loss(t) if attr == "value" else getattr(t, attr)     # the loss, however many objectives
         if isinstance(value, dict):
             cells.update(((i, str(k)), _cell(v)) for k, v in value.items()
                          if not str(k).startswith(("artifacts:", "chromasonic:")))
@@ -319,6 +330,8 @@ class ResultFiles:
             self._write_json(study, attrs, summary, tail)
             atomic_write(self.output_dir / "optimization_report.txt", _report(study, attrs, summary, tally))
             self._write_csv(tail)
+            if is_multi(study):
+                write_json(self.output_dir / "pareto_front.json", front_records(study))
 
     def _draw(self, study: optuna.Study) -> None:
         from ..plots import history_figure, save_figure

@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 MEASURED = ("protocol", "dataset", "dataset_fingerprint", "encoding", "vocab_size", "model", "seed",
             "val_fraction", "test_fraction", "n_sequences", "sequence_length", "epochs",
             "folds", "folds_leave_out_test", "pretrain", "pretrain_epochs", "also_train_on",
-            "exclude_copies_of", "search_space")
+            "exclude_copies_of", "search_space", "objectives")
 # What a study created before a setting existed measured: the value that setting has now.
 BEFORE = {"folds": 0, "folds_leave_out_test": False, "pretrain": "", "pretrain_epochs": 5, "also_train_on": "",
-          "exclude_copies_of": ""}
+          "exclude_copies_of": "", "objectives": ["bits_per_note"]}
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,6 +93,7 @@ def study_settings(cfg, data) -> dict[str, Any]:
         "pretrain_epochs": cfg.pretrain_epochs if cfg.pretrain else BEFORE["pretrain_epochs"],
         "also_train_on": cfg.also_train_on,
         "exclude_copies_of": cfg.exclude_copies_of,
+        "objectives": cfg.objectives,
         # Where a study starts is not what its trials measure: start_from is left out.
         "search_space": {k: v for k, v in dataclasses.asdict(cfg.space).items() if k != "start_from"},
         "library_version": library_version(),

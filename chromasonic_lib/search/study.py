@@ -24,6 +24,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from .config import SearchConfig
+from .objectives import METRIC_NAMES
 from ..config.checks import grpc_address
 from ..errors import ConfigError
 from ..paths import mask_url, resolve_storage_url
@@ -316,8 +317,13 @@ def create_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage) -> tup
     sampler, pruner = make_sampler(cfg.sampler, cfg.seed), make_pruner(cfg.pruner, cfg.folds or cfg.epochs, cfg.wilcoxon_p)
     try:
         study = optuna.create_study(storage=storage, study_name=cfg.study_name,
-                                    direction="minimize", sampler=sampler, pruner=pruner)
+                                    directions=["minimize"] * len(cfg.objectives), sampler=sampler,
+                                    pruner=pruner)
         created = True
+        if len(cfg.objectives) > 1:     # the names Optuna's plots give the axes
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([METRIC_NAMES[o] for o in cfg.objectives])
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=cfg.study_name, storage=storage, sampler=sampler,
                                   pruner=pruner)
