@@ -315,14 +315,35 @@ def piano_roll_figure(notes: Notes, title: str = "", ax=None):
             color="tab:purple")
     if keep.any():
         lo, hi = int(notes.pitches[keep].min()), int(notes.pitches[keep].max())
-        ticks = [p for p in range(lo - 1, hi + 2) if p % 12 in (0, 4, 7)]   # every C, E and G
-        ax.set_yticks(ticks, [midi_name(p) for p in ticks])
         ax.set_ylim(lo - 1.5, hi + 1.5)
+        ticks = _pitch_ticks(lo, hi, _label_room(ax))
+        ax.set_yticks(ticks, [midi_name(p) for p in ticks])
     ax.set_xlabel("time (quarter notes)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _label_room(ax) -> int:
+    """How many tick labels fit one above the other on ``ax`` without touching."""
+    from matplotlib.font_manager import FontProperties
+    height_pt = ax.get_position().height * ax.figure.get_figheight() * 72
+    label_pt = FontProperties(size=plt.rcParams["ytick.labelsize"]).get_size_in_points()
+    return max(2, int(height_pt / (label_pt * 1.6)))
+
+
+def _pitch_ticks(lo: int, hi: int, room: int) -> list[int]:
+    """The pitches to label between ``lo`` and ``hi``: every C, E and G, or fewer (every C,
+    every other C, ...) until they fit in ``room`` labels."""
+    for step in ((0, 4, 7), (0,), 24, 36, 48):
+        if isinstance(step, tuple):
+            ticks = [p for p in range(lo - 1, hi + 2) if p % 12 in step]
+        else:
+            ticks = [p for p in range(lo - 1, hi + 2) if p % step == 0]
+        if len(ticks) <= room:
+            return ticks
+    return [lo, hi]
 
 
 def primer_tokens(encoding: Encoding, midi_notes: list[int]) -> list[int]:

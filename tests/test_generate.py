@@ -195,3 +195,16 @@ def test_a_melody_with_its_score_s_context_writes_its_bars_and_key_into_the_midi
     # Without a score's context (a pitch-only sample): no signatures, as before.
     plain = generate.write_midi(tmp_path / "p.mid", Notes(notes.pitches, notes.durations))
     assert not [m for m in mido.MidiFile(str(plain)).tracks[0] if m.type in ("time_signature", "key_signature")]
+
+
+def test_a_wide_melody_s_piano_roll_labels_do_not_overlap():
+    import matplotlib.pyplot as plt
+    from chromasonic_lib.data import Notes
+    from chromasonic_lib.generate import piano_roll_figure
+    for pitches in (range(30, 100, 3), range(60, 73)):     # five octaves, and one
+        p = np.array(list(pitches), dtype=np.int16)
+        fig = piano_roll_figure(Notes(p, np.ones(len(p), dtype=np.float32)))
+        fig.canvas.draw()
+        boxes = sorted((t.get_window_extent() for t in fig.axes[0].get_yticklabels()), key=lambda b: b.y0)
+        assert len(boxes) >= 2 and all(a.y1 <= b.y0 for a, b in zip(boxes, boxes[1:]))
+        plt.close(fig)
