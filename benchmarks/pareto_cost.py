@@ -1,19 +1,21 @@
 """What a multi-objective study costs: no pruning, and each trial's latency measured. Last line: JSON.
 
-    .venv/bin/python benchmarks/pareto_cost.py [--trials 8] [--seeds 2] [--dataset chorales-185] [--epochs 15]
+    .venv/bin/python benchmarks/pareto_cost.py [--trials 20] [--seeds 2] [--dataset chorales] [--epochs 15]
 
-The same search twice for each seed: the LSTM over params/spaces/default.yaml on one validation
-split, --trials trials, the family's defaults first; once minimizing bits/note alone with the
-median pruner (the default), once minimizing [bits_per_note, n_params], where Optuna cannot prune
-and every trial trains until early stopping or --epochs. Each run is a fresh in-memory study in
-its own process with one torch thread, one run at a time, interleaved (seed 0 of both, then seed
-1, ...). Each run records its wall time, the epochs its trials trained, the seconds spent
-measuring latency (ms_per_note: 256 notes generated per trial) and its best loss. The summary
-gives, over the seeds, the multi-objective run's wall time and epochs as a multiple of the
-single-objective run's. The JSON goes to benchmarks/results/pareto_cost.json (--out).
+The same search twice for each seed (`make search`'s: the LSTM over params/spaces/default.yaml
+on one validation split of the chorales), --trials trials, the family's defaults first; once
+minimizing bits/note alone with the median pruner (the default), once minimizing
+[bits_per_note, n_params], where Optuna cannot prune and every trial trains until early
+stopping or --epochs. Each run is a fresh in-memory study in its own process with one torch
+thread, one run at a time, interleaved (seed 0 of both, then seed 1, ...). Each run records its
+wall time, the epochs its trials trained, the seconds spent measuring latency (ms_per_note: 256
+notes generated per trial) and its best loss. The summary gives, over the seeds, the
+multi-objective run's wall time and epochs as a multiple of the single-objective run's. The
+JSON goes to benchmarks/results/pareto_cost.json (--out). About 25 minutes on a 2-core CPU.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -75,10 +77,10 @@ def summarize(runs: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--dataset", default="chorales-185")
+    ap.add_argument("--dataset", default="chorales")
     ap.add_argument("--out", default=str(root / "benchmarks/results/pareto_cost.json"))
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)     # objectives seed out
     args = ap.parse_args()
@@ -91,7 +93,8 @@ def main() -> None:
             with tempfile.NamedTemporaryFile(suffix=".json") as f:
                 subprocess.run([sys.executable, __file__, "--trials", str(args.trials), "--epochs",
                                 str(args.epochs), "--dataset", args.dataset, "--child",
-                                ",".join(objectives), str(seed), f.name], check=True, cwd=root)
+                                ",".join(objectives), str(seed), f.name], check=True, cwd=root,
+                               env={**os.environ, "TQDM_DISABLE": "1"})
                 run = json.loads(Path(f.name).read_text())
             runs.append({"mode": name, **run})
             print(f"seed {seed}, {name}: {run['wall_seconds']:.0f} s, {run['epochs_trained']} epochs, "

@@ -206,7 +206,8 @@ class Objective:
     def _values(self, trial: optuna.Trial, value: float, model: torch.nn.Module) -> float | list[float]:
         """The trial's value, or in a multi-objective study its values (user attributes
         ``n_params`` and ``ms_per_note`` too): of ``model`` as it writes melodies."""
-        trial.set_user_attr("n_params", count_parameters(model))
+        if "n_params" not in trial.user_attrs:      # a cross-validated trial's (a single split's has it)
+            trial.set_user_attr("n_params", count_parameters(model))
         if not self.multi:
             return value
         costs = measure_costs(model)
