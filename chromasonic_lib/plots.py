@@ -260,7 +260,23 @@ def optuna_figure(kind: str, study: optuna.Study, **kwargs):
             fig.subplots_adjust(bottom=0.2)
         elif kind != "slice":               # their colour bars don't take tight_layout
             fig.tight_layout()
+    if kind == "pareto_front" and len(study.directions) == 2:
+        _label_front(first, study)
     return fig
+
+
+def _label_front(ax, study: optuna.Study) -> None:
+    """A two-objective front: each of its trials named by its number, and the size or latency
+    on a log scale (a study's models span orders of magnitude)."""
+    for t in study.best_trials:
+        ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points",
+                    xytext=(4, 3), fontsize=8, color="tab:red")
+    if all(t.values[1] > 0 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+        ax.set_yscale("log")
+    ax.set_title("Pareto front: the trials no other beats in both (red, by number)")
+    names = {"Trial": "other trials", "Best Trial": "on the front"}
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [names.get(label.strip(), label) for label in labels])
 
 
 def history_curves_figure(train_loss: list[float], val_loss: list[float], title: str = "Learning curves"):
