@@ -273,6 +273,7 @@ def test_a_worker_that_ends_waits_for_another_worker_between_two_of_its_trials(t
     import threading
     from chromasonic_lib.search import _wait_for_other_workers
     url = f"sqlite:///{tmp_path / 'study.db'}"
+    began = time.time()
     study = optuna.create_study(storage=url, study_name="s")
     study.tell(study.ask(), 1.0)        # the other worker's first trial, just told
 
@@ -285,7 +286,7 @@ def test_a_worker_that_ends_waits_for_another_worker_between_two_of_its_trials(t
 
     thread = threading.Thread(target=other_worker)
     thread.start()
-    _wait_for_other_workers(study, limit=60, ours=set())
+    _wait_for_other_workers(study, limit=60, ours=set(), since=began)
     seen = [t.state for t in study.get_trials()]
     thread.join()
     assert seen == [TrialState.COMPLETE] * 2

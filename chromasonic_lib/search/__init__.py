@@ -1,7 +1,6 @@
 """The search: ``run_search(cfg)`` runs an Optuna study and keeps its result files current."""
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
@@ -157,6 +156,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     study's stops before any training. Ctrl-C ends the current trial as FAIL, writes the
     result files and returns (``interrupted=True``).
     """
+    began = time.time()     # trials other workers finish after this are signs of them alive
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     storage = open_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period, cfg.storage_patience)
@@ -256,7 +256,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
     finally:
         progress.bar.close()
     if not interrupted:
-        _wait_for_other_workers(study, 120, progress.numbers, heartbeat)
+        _wait_for_other_workers(study, 120, progress.numbers, began, heartbeat)
     CHORES.run("checkpoint pruning and best_model.pt", keeper, study)     # other workers' better trials
     summary = files.write(study, final=True)        # the PNG too, however recent the last one
     if live:
@@ -290,21 +290,23 @@ def _write_before_raising(files: ResultFiles, study: optuna.Study) -> None:
 
 # Another worker that has just told a trial may be about to ask for its next one: between the
 # two it runs no trial, so the study looks finished while it isn't. A worker that ends waits
-# until no other worker's trial has finished for this long (by the trials' own clocks).
+# until no other worker's trial has finished for this long (by the trials' own clocks), of
+# those finished since it started (an earlier run's trials are no sign of a worker alive).
 SETTLE = 5.0
 
 
-def _wait_for_other_workers(study: optuna.Study, limit: float, ours: set[int],
+def _wait_for_other_workers(study: optuna.Study, limit: float, ours: set[int], since: float,
                             heartbeat: JournalHeartbeat | None = None) -> None:
     """Wait (up to ``limit`` seconds) for trials other workers are running, or may be about to
     start (``SETTLE``), so the result files and best_model.pt this worker leaves include them.
-    ``ours``: the numbers of the trials this worker ran."""
+    ``ours``: the numbers of the trials this worker ran; ``since``: when it started (Unix time)."""
     deadline = time.monotonic() + limit
     said = False
     while time.monotonic() < deadline:
         trials = study.get_trials(deepcopy=False)
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        just_told = [t for t in trials if t.number not in ours and 0 <= _age(t) < SETTLE]
+        just_told = [t for t in trials if t.number not in ours and t.datetime_complete is not None
+                     and t.datetime_complete.timestamp() >= since and 0 <= _age(t) < SETTLE]
         if not running and not just_told:
             return
         if running and not said:
@@ -324,9 +326,9 @@ def _wait_for_other_workers(study: optuna.Study, limit: float, ours: set[int],
 
 def _age(trial: optuna.trial.FrozenTrial) -> float:
     """Seconds since the trial finished, on this machine's clock (infinite if it hasn't); RDB
-    storages stamp local time, journal files UTC."""
+    storages stamp local time, journal files UTC: both as Unix time."""
     done = trial.datetime_complete
-    return (datetime.datetime.now(done.tzinfo) - done).total_seconds() if done else float("inf")
+    return time.time() - done.timestamp() if done else float("inf")
 
 
 def _set_up(study: optuna.Study, cfg: SearchConfig, data: Prepared, settings: dict,

@@ -28,7 +28,7 @@ from .objectives import METRIC_NAMES
 from ..config.checks import grpc_address
 from ..errors import ConfigError
 from ..paths import mask_url, resolve_storage_url
-from .storage import RetryingStorage
+from .storage import RetryingStorage, chain, describe
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
             # Workers starting together on a fresh database race to create Optuna's tables;
             # the loser sees an integrity error and simply tries again. Dozens starting at once
-            # may also fill the server's connection slots for a moment ("too many clients"):
-            # those wait, up to FULL_WAIT seconds, for the others to settle.
+            # may also fill the server's connection slots for a moment ("too many clients", which
+            # Optuna may wrap in its StorageInternalError "during the commit"): those wait, up to
+            # FULL_WAIT seconds, for the others to settle.
             attempt, began = 0, time.monotonic()
             while True:
                 try:
@@ -86,7 +87,9 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
                     raise
                 except Exception as e:
                     attempt += 1
-                    full = _SERVER_FULL.search(str(e)) and time.monotonic() - began < FULL_WAIT
+                    crowded = _SERVER_FULL.search(" ".join(map(str, chain(e)))) or \
+                        isinstance(e, optuna.exceptions.StorageInternalError)
+                    full = crowded and time.monotonic() - began < FULL_WAIT
                     if not full and (attempt >= 3 or not resolved.startswith(("postgresql", "mysql"))):
                         raise
                     time.sleep(min(1 + attempt, 5) + random.random())
@@ -94,7 +97,9 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
         raise ConfigError(mask_url(f"storage {url!r} needs a database driver that is not installed "
                                    f"({e}); for PostgreSQL: pip install -e '.[postgres]'")) from None
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first, cause = describe(e), list(chain(e))[-1]      # the driver's own words too
+        if cause is not e:
+            first += f" ({type(cause).__name__}: {describe(cause)})"
         raise ConfigError(mask_url(f"storage {url!r} cannot be opened: {first}")) from None
 
 
