@@ -87,8 +87,9 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
                     raise
                 except Exception as e:
                     attempt += 1
-                    crowded = _SERVER_FULL.search(" ".join(map(str, chain(e)))) or \
-                        isinstance(e, optuna.exceptions.StorageInternalError)
+                    server = resolved.startswith(("postgresql", "mysql"))
+                    crowded = server and (_SERVER_FULL.search(" ".join(map(str, chain(e)))) or
+                                          isinstance(e, optuna.exceptions.StorageInternalError))
                     full = crowded and time.monotonic() - began < FULL_WAIT
                     if not full and (attempt >= 3 or not resolved.startswith(("postgresql", "mysql"))):
                         raise
