@@ -211,13 +211,13 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 raise
             return getattr(backend, name)
 
-    def call(self, method: str, *args, read_back: Callable[[], Any] | None = None, **kwargs) -> Any:
+    def call(self, method: str | Callable, *args, read_back: Callable[[], Any] | None = None, **kwargs) -> Any:
         """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away.
 
         A write that is not safe to repeat passes ``read_back``: before each retry it looks for
         what the earlier attempt may have written (its reply lost after the commit), and its
         answer, when not None, is the call's."""
-        fn = getattr(self.inner, method)
+        fn = getattr(self.inner, method) if isinstance(method, str) else method    # or a read of ours
         if method == "set_trial_state_values" and self.held.get(args[0]):
             fn = self._with_held(args[0], fn)
         start, attempt, delay = time.monotonic(), 0, 0.5
@@ -305,7 +305,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         trial = self.call("create_new_trial", study_id, template,
                           read_back=lambda: (self._created(study_id, token) or [None])[0])
         if self.engine_errors != errors:        # the database failed under the call: look
-            for twin in self._created(study_id, token):
+            for twin in self.call(lambda: self._created(study_id, token)):
                 if twin != trial:
                     self._fail_twin(twin, trial)
         return trial
