@@ -15,7 +15,6 @@ JSON goes to benchmarks/results/pareto_cost.json (--out). About 25 minutes on a 
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -93,8 +92,7 @@ def main() -> None:
             with tempfile.NamedTemporaryFile(suffix=".json") as f:
                 subprocess.run([sys.executable, __file__, "--trials", str(args.trials), "--epochs",
                                 str(args.epochs), "--dataset", args.dataset, "--child",
-                                ",".join(objectives), str(seed), f.name], check=True, cwd=root,
-                               env={**os.environ, "TQDM_DISABLE": "1"})
+                                ",".join(objectives), str(seed), f.name], check=True, cwd=root)
                 run = json.loads(Path(f.name).read_text())
             runs.append({"mode": name, **run})
             print(f"seed {seed}, {name}: {run['wall_seconds']:.0f} s, {run['epochs_trained']} epochs, "

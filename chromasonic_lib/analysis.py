@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import optuna
+import matplotlib.pyplot as plt
 import pandas as pd
 from optuna.trial import TrialState
 
@@ -16,10 +17,10 @@ from .config.namespace import FromNamespace
 from .errors import ConfigError
 from .folds import paired_difference
 from .plots import optuna_figure
-from .search.results import curve, report_text, summarize, trial_config
+from .search.results import curve, front_records, report_text, summarize, trial_config
 from .search.settings import stored_settings
 from .search.study import load_existing_study
-from .search.objectives import front_records, is_multi, loss
+from .search.objectives import is_multi, loss
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +151,14 @@ def pareto(study: optuna.Study) -> pd.DataFrame | None:
         print("pareto_front: no trial is complete yet.")
         return None
     show("pareto_front", study)
+    plt.show()          # the plot now, above the table (the notebook would draw it after)
     return pd.DataFrame([{"trial": r["number"], "bits/note": r["bits_per_note"], "parameters": r["n_params"],
                           "ms/note": r["ms_per_note"], **r["config"]} for r in front])
 
 
 def top_trials(study: optuna.Study, n: int = 10) -> pd.DataFrame:
     rows = []
-    for t in sorted(complete_trials(study), key=lambda t: loss(t))[:n]:
+    for t in sorted(complete_trials(study), key=loss)[:n]:
         rows.append({"trial": t.number, "nats/note": loss(t),
                      "bits/note": t.user_attrs.get("val_bits_per_note", t.user_attrs.get("bits_per_note")),
                      "accuracy": t.user_attrs.get("val_accuracy"),
@@ -171,7 +173,7 @@ def fold_differences(study: optuna.Study, n: int = 5) -> pd.DataFrame:
     of the notes-weighted per-fold differences (bits/note: the difference of the trials' values)
     with its 95 % interval (``folds.paired_difference``).
     Is #1 really better than #2? Empty for a study whose trials are not cross-validated."""
-    done = sorted((t for t in complete_trials(study) if "folds" in t.user_attrs), key=lambda t: loss(t))[:n]
+    done = sorted((t for t in complete_trials(study) if "folds" in t.user_attrs), key=loss)[:n]
     rows = []
     for rank, t in enumerate(done, 1):
         # Each fold weighted by its notes (k·n_i/N), so the mean difference is the difference of

@@ -336,11 +336,8 @@ def _label_room(ax) -> int:
 def _pitch_ticks(lo: int, hi: int, room: int) -> list[int]:
     """The pitches to label between ``lo`` and ``hi``: every C, E and G, or fewer (every C,
     every other C, ...) until they fit in ``room`` labels."""
-    for step in ((0, 4, 7), (0,), 24, 36, 48):
-        if isinstance(step, tuple):
-            ticks = [p for p in range(lo - 1, hi + 2) if p % 12 in step]
-        else:
-            ticks = [p for p in range(lo - 1, hi + 2) if p % step == 0]
+    for period, marks in ((12, (0, 4, 7)), (12, (0,)), (24, (0,)), (36, (0,)), (48, (0,))):
+        ticks = [p for p in range(lo - 1, hi + 2) if p % period in marks]
         if len(ticks) <= room:
             return ticks
     return [lo, hi]

@@ -107,7 +107,7 @@ def best_line(trials: list[FrozenTrial]) -> str:
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
         return "no complete trial yet"
-    best = min(done, key=lambda t: loss(t))
+    best = min(done, key=loss)
     return f"best {loss(best):.4f} nats/note (trial {best.number}): {params_text(best)}"
 
 
@@ -258,7 +258,7 @@ class Watch:
                     "idle": f"no trial running any more: {len(trials)} trials",
                     "once": f"{len(trials)} trials, {running} running"}[self.state]
         headline += (f" · best {best:.4f}" if best is not None else "") + f" · {now}"
-        done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: loss(t))
+        done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=loss)
         png = figure_png(self.study) if self.plot and best is not None else None
         self.handle.update(frame(headline, [counts_line(self.study, trials, "running"),
                                             best_line(trials)],

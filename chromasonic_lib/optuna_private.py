@@ -79,3 +79,19 @@ def cache_lock(cache: Any) -> Any:
 
 # The storage method Optuna's heartbeats ask for the trials gone stale (retried like the others).
 STALE_TRIAL_IDS = "_get_stale_trial_ids"
+
+
+def running_without_heartbeat(storage: Any, study_id: int) -> list[tuple[int, Any]]:
+    """The RUNNING trials of a study in an RDB storage that have no heartbeat row, as (trial id,
+    datetime_start): Optuna's ``_get_stale_trial_ids`` passes them over. Read as it reads them
+    (``_rdb.models.TrialModel.heartbeats``, ``_rdb.storage._create_scoped_session``,
+    ``RDBStorage.scoped_session``)."""
+    import sqlalchemy.orm
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        running = (session.query(models.TrialModel)
+                   .options(sqlalchemy.orm.selectinload(models.TrialModel.heartbeats))
+                   .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING)
+                   .filter(models.TrialModel.study_id == study_id).all())
+        return [(t.trial_id, t.datetime_start) for t in running if not t.heartbeats]

@@ -117,7 +117,7 @@ def learning_curves_figure(study: optuna.Study):
     """Validation loss per epoch of every trial: complete in colour, pruned in grey dashes."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     trials = study.get_trials(deepcopy=False)
-    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: loss(t),
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=loss,
                default=None)
     values = []
     for t in trials:
@@ -205,7 +205,7 @@ def baseline_figure(study: optuna.Study):
     if study.user_attrs.get("floor") is not None:
         bars["floor\n(generator)"] = study.user_attrs["floor"]
     if done:
-        best = min(done, key=lambda t: loss(t))
+        best = min(done, key=loss)
         bars[f"best trial {best.number}\n({best.user_attrs.get('config', {}).get('model', '')})"] = loss(best)
     if study.user_attrs.get("markov_baseline") is not None:
         bars["markov\nbaseline"] = study.user_attrs["markov_baseline"]

@@ -290,3 +290,6 @@ def test_a_worker_that_ends_waits_for_another_worker_between_two_of_its_trials(t
     seen = [t.state for t in study.get_trials()]
     thread.join()
     assert seen == [TrialState.COMPLETE] * 2
+    start = time.monotonic()        # a run started after them: no sign of a worker alive, no wait
+    _wait_for_other_workers(study, limit=60, ours=set(), since=time.time())
+    assert time.monotonic() - start < 1

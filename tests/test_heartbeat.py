@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -196,3 +197,21 @@ def test_a_search_never_fails_its_own_trials_however_long_since_their_last_beat(
                                    "time": time.time() - 60})      # as old as the other's
     assert heartbeat.fail_stale_trials(study) == [theirs.number]
     assert study.trials[mine.number].state == TrialState.RUNNING
+
+
+def test_an_rdb_trial_whose_first_heartbeat_never_landed_is_failed_once_past_the_grace_period(tmp_path):
+    """A server that goes away as a trial starts leaves it RUNNING without a heartbeat row,
+    which Optuna's own check passes over for ever; here it is stale once older than the grace
+    period, and a trial with a fresh heartbeat is not."""
+    from chromasonic_lib.search.study import open_storage
+    url = f"sqlite:///{tmp_path}/s.db"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="s", storage=storage)
+    quiet, beating = study.ask(), study.ask()
+    time.sleep(2.5)
+    storage.record_heartbeat(beating._trial_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[quiet.number] == TrialState.FAIL and states[beating.number] == TrialState.RUNNING

@@ -11,7 +11,8 @@ from optuna.trial import TrialState
 import chromasonic_lib as cl
 from chromasonic_lib import analysis
 from chromasonic_lib.errors import ConfigError
-from chromasonic_lib.search.objectives import check_objectives, pick_trial
+from chromasonic_lib.config.checks import check_objectives
+from chromasonic_lib.search.objectives import pick_trial
 from conftest import outputs_of, run_notebook
 from test_search import tiny_cfg
 
@@ -24,10 +25,10 @@ SIZES = {
 
 
 def test_objectives_are_checked_and_name_the_parameter(tmp_path):
-    assert check_objectives("bits_per_note, n_params") == ["bits_per_note", "n_params"]
+    assert check_objectives("objectives", "bits_per_note, n_params") == ["bits_per_note", "n_params"]
     for bad in (["n_params"], ["bits_per_note", "bits_per_note"], ["bits_per_note", "size"], []):
         with pytest.raises(ConfigError, match="objectives"):
-            check_objectives(bad)
+            check_objectives("objectives", bad)
     with pytest.raises(ConfigError, match="cmaes"):
         tiny_cfg(tmp_path, objectives=["bits_per_note", "n_params"], sampler="cmaes")
     with pytest.raises(ConfigError, match="pick"):
@@ -96,6 +97,8 @@ def test_train_best_trains_the_trial_its_pick_names_and_analysis_draws_the_front
     assert json.loads((out / "best_hyperparameters.json").read_text())["hidden_size"] == \
         smallest.params["hidden_size"]
     nb = run_notebook("analysis", tmp_path / "an.ipynb", study_name="mo", storage=cfg.storage)
-    text = json.dumps(outputs_of(nb))
-    assert "Only for a multi-objective study" not in text and "parameters" in text
+    cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and "analysis.pareto(study)" in "".join(c["source"]))
+    assert any("image/png" in o.get("data", {}) for o in cell["outputs"])       # the front's plot
+    table = "".join(o.get("data", {}).get("text/plain", "") for o in cell["outputs"])
+    assert "ms/note" in table and all(str(t.number) in table for t in study.best_trials)
     assert sum("image/png" in o.get("data", {}) for o in outputs_of(nb)) >= 5

@@ -37,6 +37,11 @@ def test_each_private_attribute_is_where_it_was_checked(tmp_path):
         assert sorted(private.cache_trials(cache, private.study_id(study))) == [0, 1]
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/h.db", heartbeat_interval=10)
     assert isinstance(rdb, private.BaseHeartbeat) and hasattr(rdb, private.STALE_TRIAL_IDS)
+    beating = optuna.create_study(study_name="h", storage=rdb)
+    quiet, beat = beating.ask(), beating.ask()
+    rdb.record_heartbeat(private.trial_id(beat))
+    assert [tid for tid, _ in private.running_without_heartbeat(rdb, private.study_id(beating))] == \
+        [private.trial_id(quiet)]
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
     assert private.journal_file(journal) == str(tmp_path / "j.log")
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:

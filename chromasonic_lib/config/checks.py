@@ -25,13 +25,17 @@ __all__ = ["MODELS", "ENCODINGS", "CORPORA", "SAMPLERS", "PRUNERS", "OPTIMIZERS"
            "check_float", "check_choice", "check_model", "check_str", "check_bool", "check_study_name",
            "check_device", "check_devices", "check_dataset", "check_storage", "grpc_address", "check_context",
            "check_existing_file", "check_writable_dir", "check_other_collection",
-           "check_pretrain_model", "check_table_file", "check_npz_file"]
+           "check_pretrain_model", "check_table_file", "check_npz_file", "OBJECTIVES",
+           "check_objectives", "check_pick"]
 
 # The names a user may give, each read from the registry that defines them.
 ENCODINGS = tuple(ENCODING_TYPES)
 CORPORA = tuple(CORPUS_FOLDERS)
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "hyperband", "wilcoxon", "none")
+OBJECTIVES = ("bits_per_note", "n_params", "ms_per_note")     # what a study may minimize, the loss first
+# train_best's pick: best, smallest_within:<bits/note>, or a trial number.
+PICK = re.compile(r"^(best|smallest_within:(\d+(\.\d*)?|\.\d+)|\d+)$")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "journal:", "grpc://")
@@ -79,6 +83,27 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value
+
+
+def check_objectives(name: str, value: Any) -> list[str]:
+    """A list of ``OBJECTIVES``, bits_per_note first, each once (a comma-separated string works too)."""
+    names = [s for s in re.split(r"[,\s]+", value) if s] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ConfigError(f"{name} must be a list of names from {', '.join(OBJECTIVES)}, the first "
+                          f"bits_per_note; got {value!r}")
+    names = [check_choice(name, n, OBJECTIVES) for n in names]
+    if names[0] != "bits_per_note" or len(set(names)) != len(names):
+        raise ConfigError(f"{name} must start with bits_per_note and name each objective once "
+                          f"(for instance [bits_per_note, n_params]); got {names}")
+    return names
+
+
+def check_pick(name: str, value: Any) -> str:
+    text = str(value).strip()
+    if not PICK.match(text):
+        raise ConfigError(f"{name} must be 'best', 'smallest_within:<bits/note>' (such as "
+                          f"'smallest_within:0.02') or a trial number such as '12'; got {value!r}")
+    return text
 
 
 def check_model(name: str, value: Any, extra: Iterable[str] = ()) -> str:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Mapping
 from ..errors import ConfigError
 from ..paths import resolve
 from .checks import (check_dataset, check_existing_file, check_float, check_int, check_other_collection,
-                     check_pretrain_model, check_str, check_test_transpose)
+                     check_pick, check_pretrain_model, check_str, check_test_transpose)
 from .params import resolve_setting
 from .training import DATA_FIELDS, SYNTHETIC_ONLY, DataConfig, StudyAndData
 
@@ -67,8 +67,7 @@ class TrainBestConfig(StudyAndData):
         self._check_study()
         if self.best_params:
             check_existing_file("best_params", self.best_params)
-        from ..search.objectives import check_pick
-        self.pick = check_pick(self.pick)
+        self.pick = check_pick("pick", self.pick)
         if self.best_params and self.pick != "best":
             raise ConfigError(f"pick {self.pick!r} chooses among a study's trials, but best_params "
                               f"{self.best_params!r} names a file: give one or the other")

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.checks import (PRUNERS, SAMPLERS, check_bool, check_choice, check_devices, check_model,
-                             check_existing_file, check_float, check_int, check_other_collection,
-                             check_pretrain_model, check_str)
+                             check_existing_file, check_float, check_int, check_objectives,
+                             check_other_collection, check_pretrain_model, check_str)
 from ..config.params import check_param_file
 from ..config.training import StudyAndData, TrainConfig
 from ..errors import ConfigError
 from ..paths import resolve
-from .objectives import check_objectives
 from .space import load_space
 
 
@@ -65,7 +64,7 @@ class SearchConfig(StudyAndData):
         self.epochs = check_int("epochs", self.epochs)
         self.sampler = check_choice("sampler", self.sampler, SAMPLERS)
         self.pruner = check_choice("pruner", self.pruner, PRUNERS)
-        self.objectives = check_objectives(self.objectives)
+        self.objectives = check_objectives("objectives", self.objectives)
         if len(self.objectives) > 1 and self.sampler == "cmaes":
             raise ConfigError("sampler cmaes optimizes one objective; with objectives "
                               f"{self.objectives} use tpe, random or gp")

@@ -45,7 +45,7 @@ from .devices import DeviceSlots, free_memory
 from .faults import note_failure
 from .housekeeping import upload_weights
 from .heartbeat import JournalHeartbeat
-from .objectives import measure_costs, values
+from .objectives import measure_costs
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,9 @@ class Objective:
                     lines.append(line)
                     trial.set_user_attr("folds", [{"notes": f["n_notes"], "nats_per_note": f["nats_per_note"]}
                                                   for f in lines])
-                    if self.multi:
-                        pass            # no reports, no pruning in a multi-objective study
-                    elif self.paired:
+                    if self.paired and not self.multi:    # a multi-objective study reports nothing
                         melodies.update(_report_melodies(trial, line["notes"], self.base.seed))
-                    else:
+                    elif not self.multi:
                         trial.report(pooled(lines), line["fold"])
                     self._check_stop()
                     if len(lines) < folds.k and (self._past_deadline(trial) or
@@ -213,7 +211,7 @@ class Objective:
         costs = measure_costs(model)
         for name, cost in costs.items():
             trial.set_user_attr(name, cost)
-        return values(value, costs, self.objectives)
+        return [value] + [float(costs[name]) for name in self.objectives[1:]]
 
     def _check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():

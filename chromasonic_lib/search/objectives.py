@@ -14,47 +14,24 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import time
-from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from ..config.checks import check_pick
 from ..errors import ConfigError
 from ..generate import sample
 from ..models import count_parameters
 
-OBJECTIVES = ("bits_per_note", "n_params", "ms_per_note")
 # What Optuna's plots call them: the values are in nats/note, as everywhere in a search.
 METRIC_NAMES = {"bits_per_note": "nats/note", "n_params": "parameters", "ms_per_note": "ms/note"}
 LATENCY_NOTES = 256         # ms_per_note: the time to write a melody this long, per note
 
 
-def check_objectives(value: Any) -> list[str]:
-    """``objectives`` as a list of names, the loss first (a comma-separated string works too)."""
-    names = [s for s in re.split(r"[,\s]+", value) if s] if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"objectives must be a list of names from {', '.join(OBJECTIVES)}, the "
-                          f"first bits_per_note; got {value!r}")
-    names = list(names)
-    unknown = [n for n in names if n not in OBJECTIVES]
-    if unknown:
-        raise ConfigError(f"objectives: unknown {unknown[0]!r}; allowed: {', '.join(OBJECTIVES)}")
-    if names[0] != "bits_per_note" or len(set(names)) != len(names):
-        raise ConfigError(f"objectives must start with bits_per_note and name each objective once "
-                          f"(for instance [bits_per_note, n_params]); got {names}")
-    return names
-
-
 def is_multi(study: optuna.Study) -> bool:
     return len(study.directions) > 1
-
-
-def stored_objectives(attrs: dict[str, Any]) -> list[str]:
-    """The objectives a study was created with, from its user attributes."""
-    return (attrs.get("settings") or {}).get("objectives") or ["bits_per_note"]
 
 
 def loss(t: FrozenTrial) -> float | None:
@@ -90,38 +67,10 @@ def measure_costs(model: torch.nn.Module) -> dict[str, float]:
     return {"n_params": count_parameters(model), "ms_per_note": round(ms, 4)}
 
 
-def values(loss_value: float, costs: dict[str, float], objectives: list[str]) -> list[float]:
-    """A multi-objective trial's values, in the order of ``objectives``."""
-    return [loss_value] + [float(costs[name]) for name in objectives[1:]]
-
-
-def front_records(study: optuna.Study) -> list[dict[str, Any]]:
-    """The study's Pareto front (Optuna's ``best_trials``), by loss: each trial's number, its
-    three figures and its configuration."""
-    from .results import trial_config
-    out = []
-    for t in sorted(study.best_trials, key=lambda t: (loss(t), t.number)):
-        out.append({"number": t.number, "bits_per_note": loss(t) / math.log(2),
-                    "n_params": t.user_attrs.get("n_params"), "ms_per_note": t.user_attrs.get("ms_per_note"),
-                    "values": list(t.values), "config": trial_config(t)})
-    return out
-
-
-PICK = re.compile(r"^(best|smallest_within:(\d+(\.\d*)?|\.\d+)|\d+)$")
-
-
-def check_pick(value: Any) -> str:
-    text = str(value).strip()
-    if not PICK.match(text):
-        raise ConfigError(f"pick must be 'best', 'smallest_within:<bits/note>' (such as "
-                          f"'smallest_within:0.02') or a trial number such as '12'; got {value!r}")
-    return text
-
-
 def pick_trial(study: optuna.Study, pick: str = "best") -> FrozenTrial:
     """The trial ``pick`` names: ``best`` (the lowest loss), ``smallest_within:x`` (the fewest
     parameters among the complete trials within x bits/note of the best), or a trial number."""
-    pick = check_pick(pick)
+    pick = check_pick("pick", pick)
     if pick.isdigit():
         number = int(pick)
         if number >= len(study.trials) or study.trials[number].state != TrialState.COMPLETE:

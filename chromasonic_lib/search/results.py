@@ -27,7 +27,7 @@ from ..imports import short
 from ..atomic import atomic_write, write_json
 from ..throttle import Throttle
 from .housekeeping import Chores
-from .objectives import front_records, is_multi, loss, stored_objectives
+from .objectives import is_multi, loss
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,17 @@ def curve(t: FrozenTrial) -> dict[int, float]:
     for i, f in enumerate(folds):
         notes, nats = notes + f["notes"], nats + f["notes"] * f["nats_per_note"]
         out[i] = nats / notes
+    return out
+
+
+def front_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """The study's Pareto front (Optuna's ``best_trials``), by loss: each trial's number, its
+    three figures and its configuration."""
+    out = []
+    for t in sorted(study.best_trials, key=lambda t: (loss(t), t.number)):
+        out.append({"number": t.number, "bits_per_note": loss(t) / math.log(2),
+                    "n_params": t.user_attrs.get("n_params"), "ms_per_note": t.user_attrs.get("ms_per_note"),
+                    "values": list(t.values), "config": trial_config(t)})
     return out
 
 
@@ -96,7 +107,7 @@ class Tally:
         self.epochs += len(curve(t))
         if t.state == TrialState.COMPLETE:
             if len(self.top) < self.top_n or loss(t) < loss(self.top[-1]):
-                bisect.insort(self.top, t, key=lambda x: loss(x))   # after equal values: stable
+                bisect.insort(self.top, t, key=loss)   # after equal values: stable
                 del self.top[self.top_n:]
         elif t.state == TrialState.PRUNED and self.max_epochs:
             self.saved += max(0, self.max_epochs - len(curve(t)))
@@ -146,10 +157,12 @@ def summarize(study: optuna.Study, max_epochs: int | None = None) -> dict[str, A
 
 def report_text(study: optuna.Study, summary: dict[str, Any], top: int = 10) -> str:
     """The human-readable report: the best trial and the top ten."""
-    return _report(study, study.user_attrs, summary, _tally(study, top=top))
+    return _report(study, study.user_attrs, summary, _tally(study, top=top),
+                   front_records(study) if is_multi(study) else None)
 
 
-def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any], tally: Tally) -> str:
+def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any], tally: Tally,
+            front: list[dict[str, Any]] | None = None) -> str:
     lines = [f"Chromasonic Lab — study {study.study_name!r}",
              f"written {dt.datetime.now().isoformat(timespec='seconds')}", ""]
     cfg = attrs.get("config", {})
@@ -196,9 +209,8 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
     for rank, t in enumerate(tally.top, 1):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial_config(t).items())
         lines.append(f"{rank:>4} {t.number:>5} {loss(t):>10.4f}  {params}")
-    if is_multi(study):
-        front = front_records(study)
-        lines += ["", f"PARETO FRONT ({', '.join(stored_objectives(attrs))}; pareto_front.json):",
+    if front is not None:
+        lines += ["", "PARETO FRONT (pareto_front.json):",
                   f"{'trial':>5} {'bits/note':>10} {'parameters':>11} {'ms/note':>8}"]
         lines += [f"{r['number']:>5} {r['bits_per_note']:>10.4f} {r['n_params']:>11,} {r['ms_per_note']:>8.3f}"
                   for r in front]
@@ -328,10 +340,11 @@ class ResultFiles:
                      tail: list[FrozenTrial]) -> None:
         with self.files.timed():
             self._write_json(study, attrs, summary, tail)
-            atomic_write(self.output_dir / "optimization_report.txt", _report(study, attrs, summary, tally))
+            front = front_records(study) if is_multi(study) else None
+            atomic_write(self.output_dir / "optimization_report.txt", _report(study, attrs, summary, tally, front))
             self._write_csv(tail)
-            if is_multi(study):
-                write_json(self.output_dir / "pareto_front.json", front_records(study))
+            if front is not None:
+                write_json(self.output_dir / "pareto_front.json", front)
 
     def _draw(self, study: optuna.Study) -> None:
         from ..plots import history_figure, save_figure

@@ -212,12 +212,13 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             return getattr(backend, name)
 
     def call(self, method: str | Callable, *args, read_back: Callable[[], Any] | None = None, **kwargs) -> Any:
-        """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away.
+        """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away
+        (``method`` may also be a read of ours, a function, retried alike).
 
         A write that is not safe to repeat passes ``read_back``: before each retry it looks for
         what the earlier attempt may have written (its reply lost after the commit), and its
         answer, when not None, is the call's."""
-        fn = getattr(self.inner, method) if isinstance(method, str) else method    # or a read of ours
+        fn, name = (getattr(self.inner, method), method) if isinstance(method, str) else (method, method.__name__)
         if method == "set_trial_state_values" and self.held.get(args[0]):
             fn = self._with_held(args[0], fn)
         start, attempt, delay = time.monotonic(), 0, 0.5
@@ -225,7 +226,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             try:
                 found = read_back() if attempt and read_back is not None else None
                 if found is not None:
-                    log.info("%s: the attempt whose reply was lost had been written; not repeated", method)
+                    log.info("%s: the attempt whose reply was lost had been written; not repeated", name)
                     return found
                 result = fn(*args, **kwargs)
             except UpdateFinishedTrialError:
@@ -240,7 +241,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 waited = time.monotonic() - start
                 refused = refusal_in(e)
                 if refused is not None:
-                    raise StorageRefused(self.name, method, refused) from e
+                    raise StorageRefused(self.name, name, refused) from e
                 cause = transient_cause(e)
                 if cause is None:
                     raise
@@ -255,13 +256,13 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                     self.outages += attempt == 1
                 log.warning("storage unreachable, retrying (attempt %d, waited %.0f s of %.0f s "
                             "patience): %s in %s: %s", attempt, waited, self.patience,
-                            type(cause).__name__, method, describe(cause)[:200])
+                            type(cause).__name__, name, describe(cause)[:200])
                 self._sleep(min(delay, max(0.0, self.patience - waited)))
                 delay = min(delay * 2, 15.0)
                 continue
             self.gave_up = None
             if attempt:
-                log.info("storage reachable again after %.0f s (%s)", time.monotonic() - start, method)
+                log.info("storage reachable again after %.0f s (%s)", time.monotonic() - start, name)
             return result
 
     def _hold(self, method: str, trial_id: int, key: str, value: Any) -> None:
@@ -301,11 +302,14 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
             intermediate_values={}, trial_id=-1)
         template.system_attrs = {**template.system_attrs, CREATED: token}
+        def created_with_token() -> list[int]:
+            return self._created(study_id, token)
+
         errors = self.engine_errors
         trial = self.call("create_new_trial", study_id, template,
-                          read_back=lambda: (self._created(study_id, token) or [None])[0])
+                          read_back=lambda: (created_with_token() or [None])[0])
         if self.engine_errors != errors:        # the database failed under the call: look
-            for twin in self.call(lambda: self._created(study_id, token)):
+            for twin in self.call(created_with_token):
                 if twin != trial:
                     self._fail_twin(twin, trial)
         return trial

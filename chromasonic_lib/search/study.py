@@ -15,11 +15,12 @@ import re
 import threading
 import time
 import warnings
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
 from ..optuna_private import (CachedStorage, backend_of, cache_knows, cache_lock, cache_refresh,
-                              cache_trials, cache_unfinished)
+                              cache_trials, cache_unfinished, running_without_heartbeat)
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
@@ -64,7 +65,7 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
             return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
         if resolved.startswith("sqlite:///"):
             Path(resolved[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        storage_class = _SQLiteStorage if resolved.startswith("sqlite") else RDBStorage
+        storage_class = _SQLiteStorage if resolved.startswith("sqlite") else _RDBStorage
         engine = {"pool_pre_ping": True}
         if resolved.startswith(("postgresql", "mysql")):
             engine["connect_args"] = {"connect_timeout": 10}
@@ -80,6 +81,7 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
             # Optuna may wrap in its StorageInternalError "during the commit"): those wait, up to
             # FULL_WAIT seconds, for the others to settle.
             attempt, began = 0, time.monotonic()
+            server = resolved.startswith(("postgresql", "mysql"))
             while True:
                 try:
                     return storage_class(resolved, engine_kwargs=engine, **heartbeat)
@@ -87,11 +89,10 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
                     raise
                 except Exception as e:
                     attempt += 1
-                    server = resolved.startswith(("postgresql", "mysql"))
                     crowded = server and (_SERVER_FULL.search(" ".join(map(str, chain(e)))) or
                                           isinstance(e, optuna.exceptions.StorageInternalError))
                     full = crowded and time.monotonic() - began < FULL_WAIT
-                    if not full and (attempt >= 3 or not resolved.startswith(("postgresql", "mysql"))):
+                    if not full and (attempt >= 3 or not server):
                         raise
                     time.sleep(min(1 + attempt, 5) + random.random())
     except ImportError as e:
@@ -132,7 +133,22 @@ def _open_proxy(url: str) -> optuna.storages.BaseStorage:
     return proxy
 
 
-class _SQLiteStorage(RDBStorage):
+class _RDBStorage(RDBStorage):
+    """Optuna's RDB storage, whose stale trials also include those whose first heartbeat never
+    landed: a server that went away as a trial started leaves it RUNNING with no heartbeat row,
+    which Optuna's check passes over for ever. Such a trial is stale once it started longer than
+    the grace period ago (on this machine's clock, as Optuna stamps the start), as a journal
+    study's trial without a beat is (heartbeat.py)."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = timedelta(seconds=self.grace_period or 2 * self.heartbeat_interval)
+        now = datetime.now()
+        return stale + [tid for tid, start in running_without_heartbeat(self, study_id)
+                        if start is not None and now - start > grace]
+
+
+class _SQLiteStorage(_RDBStorage):
     """Optuna's RDB storage on SQLite, safe for trials that run in threads (``n_jobs``).
 
     A worker takes a queued trial by reading it WAITING and writing RUNNING under a row lock
