@@ -234,12 +234,14 @@ class Sample:
     name: str
     audio: str          # what rendered the WAV: generate.audio_source()
     rhythm: str = ""    # a context model's: whose rhythm the melody was written in
+    temperature: float = 1.0
 
     def describe(self) -> str:
         keys = self.notes.pitches[self.notes.pitches >= 0]
         span = f"{midi_name(int(keys.min()))}–{midi_name(int(keys.max()))}" if len(keys) else "no notes"
         rhythm = f" in the {self.rhythm}" if self.rhythm else ""
-        return (f"{self.name}: {len(keys)} notes, range {span}{rhythm}; {self.midi.name}, "
+        return (f"{self.name}: {len(keys)} notes, range {span}{rhythm}, temperature "
+                f"{self.temperature:g}; {self.midi.name}, "
                 f"{self.wav.name} rendered by {self.audio}")
 
     def piano_roll(self, ax=None):
@@ -277,7 +279,7 @@ def generate_samples(run: TrainedRun, cfg: TrainBestConfig, n: int | None = None
         name = f"sample_{i + 1}"
         samples.append(Sample(tokens, notes, generate.write_midi(run.output_dir / f"{name}.mid", notes),
                               generate.write_wav(run.output_dir / f"{name}.wav", notes), name, audio,
-                              rhythm))
+                              rhythm, temperature))
     return samples
 
 

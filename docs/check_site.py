@@ -1,5 +1,5 @@
 """Check the built site as a reader meets it: no heading swallowed by a code block in docs/*.md,
-no link to an anchor that leads nowhere, and, opened from disk as the README says
+no link to an anchor that leads nowhere, no path of the machine that built it, and, opened from disk as the README says
 (``file://.../site/index.html``), a navigation link in Chromium opens a page, not a folder listing.
 
     .venv/bin/python docs/check_site.py site     # make docs runs it after the build
@@ -54,13 +54,21 @@ def dead_anchors(site: Path) -> list[str]:
     return dead
 
 
+def machine_paths(site: Path) -> list[str]:
+    """Pages that show a path of the machine that built them (the checkout's, the home folder's)."""
+    root, home = str(Path(__file__).resolve().parent.parent), str(Path.home())
+    return [f"{page.relative_to(site)} shows {where}" for page in sorted(site.rglob("*.html"))
+            for where in (root, home) if where + "/" in page.read_text(errors="replace")]
+
+
 def main(site: str) -> int:
     index = Path(site).resolve() / "index.html"
     if not index.is_file():
         print(f"check_site: {index} not found: build the site first (make docs)")
         return 1
     problems = [f"heading inside a code block: {h}" for h in headings_in_code(Path("docs"))] + \
-        [f"anchor that leads nowhere: {a}" for a in dead_anchors(index.parent)]
+        [f"anchor that leads nowhere: {a}" for a in dead_anchors(index.parent)] + \
+        [f"a path of the build machine: {m}" for m in machine_paths(index.parent)]
     if problems:
         print("check_site:\n  " + "\n  ".join(problems))
         return 1

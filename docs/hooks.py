@@ -50,7 +50,7 @@ def parameter_reference(root) -> str:
                 f"{_cell(p['help'])} |" for p in params.values()]
         out.append("")
     out += ["## crossval", "", "`python -m chromasonic_lib.crossval [options]`: cross-validate "
-            "configurations (see [Cross-validation and results](crossval.md)).", "",
+            "configurations (see [The crossval command](crossval.md)).", "",
             "| option | type | default | meaning |", "|---|---|---|---|"]
     for a in parser().options:
         kind = "flag" if a.nargs == 0 else (a.type.__name__ if a.type else "str")
