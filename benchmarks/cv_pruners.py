@@ -20,7 +20,8 @@ For each pruner, over its runs:
   beats trial 0, the shipped configuration under the same seed and folds (runs that never do are
   counted in `beat_shipped`, not in the median), and `median_cpu_seconds_to_beat_shipped`, the
   search's CPU seconds until then (what else runs on the machine moves it less);
-- `trials_per_hour`: finished trials (complete or pruned) per hour of search;
+- `trials_per_hour`: finished trials (complete, or pruned by the pruner: not the one the budget
+  cut) per hour of search;
 - `median_best`: the final best (nats/note, cross-validated).
 `--finish-pruned N` then trains a sample of N pruned trials (over every run, drawn with a fixed
 seed) to the end, unpruned, on the same folds and seed, and counts those that would have beaten
@@ -75,6 +76,7 @@ def run_one(args, pruner: str, seed: int, out: str) -> None:
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     # Each pruned trial with the run's best at the moment it was pruned.
     pruned = [{"trial": t.number, "config": t.user_attrs.get("config"), "pruned_on": t.user_attrs.get("pruned_on"),
+               "timeout": bool(t.user_attrs.get("stopped_by")),     # cut by the budget, not the pruner
                "best_then": min((d.value for d in done if ends[d.number][0] < ends[t.number][0]), default=None)}
               for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     shipped = result.study.trials[0].value if result.study.trials else None
@@ -138,14 +140,20 @@ def median(values: list):
     return round(statistics.median(values), 4) if values else None
 
 
+def by_pruner(run: dict) -> list[dict]:
+    """The run's trials that its pruner stopped, not the one the budget cut (with one trial at
+    a time, only the last one can be; older records do not say which)."""
+    return [q for q in run["pruned"] if not q.get("timeout", q["trial"] == run["trials"] - 1)]
+
+
 def summarize(runs: list[dict], finished: list[dict]) -> dict:
     table = {}
     for name in dict.fromkeys(r["pruner"] for r in runs):
         mine = [r for r in runs if r["pruner"] == name]
-        # [wall s, CPU s] at the first trial that beats the shipped configuration, per run.
-        beat = [next((p[:2] for p in r["curve"] if r["shipped"] is not None and p[2] < r["shipped"]), None)
-                for r in mine]
-        done = [r["states"].get("complete", 0) + r["states"].get("pruned", 0) for r in mine]
+        # [wall s, CPU s] at the first trial that beats the shipped configuration (trial 0, the
+        # curve's first point), per run.
+        beat = [next((p[:2] for p in r["curve"] if p[3] != 0), None) for r in mine]
+        done = [r["states"].get("complete", 0) + len(by_pruner(r)) for r in mine]
         table[name] = {
             "runs": len(mine), "beat_shipped": sum(b is not None for b in beat),
             "median_seconds_to_beat_shipped": median([b[0] for b in beat if b is not None]),
@@ -153,7 +161,7 @@ def summarize(runs: list[dict], finished: list[dict]) -> dict:
             "trials_per_hour": median([3600 * d / max(r["search_seconds"], 1) for d, r in zip(done, mine)]),
             "median_best": median([r["best"] for r in mine if r["best"] is not None]),
             "mean_complete": round(statistics.mean(r["states"].get("complete", 0) for r in mine), 1),
-            "mean_pruned": round(statistics.mean(r["states"].get("pruned", 0) for r in mine), 1)}
+            "mean_pruned": round(statistics.mean(len(by_pruner(r)) for r in mine), 1)}
         mine_finished = [f for f in finished if f["pruner"] == name]
         if mine_finished:
             table[name]["pruned_finished"] = len(mine_finished)
@@ -198,11 +206,12 @@ def main() -> None:
         return finish_one(args, int(args.finish[0]), json.loads(args.finish[1]), args.finish[2])
     out = Path(args.out)
     if args.summarize:
-        write(out, json.loads(Path(args.summarize).read_text()))
-        return print(json.dumps(summarize(*(json.loads(out.read_text())[k] for k in ("runs", "finished_pruned")))))
+        saved = json.loads(Path(args.summarize).read_text())
+        write(out, saved)
+        return print(json.dumps(summarize(saved["runs"], saved.get("finished_pruned", []))))
     if args.finish_pruned:
         saved = json.loads(out.read_text())
-        pool = [(r, q) for r in saved["runs"] for q in r["pruned"] if q["config"]]
+        pool = [(r, q) for r in saved["runs"] for q in by_pruner(r) if q["config"]]
         done = {(f["pruner"], f["seed"], f["trial"]) for f in saved.get("finished_pruned", [])}
         pool = [(r, q) for r, q in pool if (r["pruner"], r["seed"], q["trial"]) not in done]
         sample = random.Random(0).sample(pool, min(args.finish_pruned, len(pool)))

@@ -8,7 +8,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import optuna
-import matplotlib.pyplot as plt
 import pandas as pd
 from optuna.trial import TrialState
 
@@ -21,6 +20,7 @@ from .search.results import curve, front_records, report_text, summarize, trial_
 from .search.settings import stored_settings
 from .search.study import load_existing_study
 from .search.objectives import is_multi, loss
+from .pyplot import plt
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from scipy import stats
 
 from .config import TrainConfig
 from .data import MelodySet, hold_out, kfold
@@ -167,6 +166,7 @@ def paired_difference(a: list[float], b: list[float]) -> dict[str, Any]:
     diffs = np.array(b, dtype=float) - np.array(a, dtype=float)
     k = len(diffs)
     mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
+    from scipy import stats
     half = float(stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k))
     return {"differences": diffs.tolist(), "mean_difference": mean, "sd_difference": sd,
             "ci95": [mean - half, mean + half], "excludes_zero": bool(mean - half > 0 or mean + half < 0)}

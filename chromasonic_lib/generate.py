@@ -17,7 +17,6 @@ import itertools
 import wave
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -25,6 +24,7 @@ from .atomic import atomic_write
 from .data.context import MINOR, bar_length, in_key, transpose_keys
 from .data.encodings import REST, Encoding, Notes, midi_name
 from .errors import ConfigError
+from .pyplot import plt
 
 SAMPLE_RATE = 22050      # FluidSynth renders at any rate from 8 kHz up; this one keeps WAVs small
 SOUNDFONT = "TimGM6mb.sf2"   # a General MIDI soundfont inside pretty_midi's wheel (6 MB)

@@ -9,9 +9,6 @@ import math
 import warnings
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 import optuna
 from optuna.trial import TrialState
@@ -19,6 +16,7 @@ from optuna.trial import TrialState
 from .atomic import atomic_write
 from .search.results import curve
 from .search.objectives import loss
+from .pyplot import plt
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -38,6 +36,7 @@ def plain_numbers(ax) -> None:
 
 def whole_numbers_on_x(ax) -> None:
     """Whole trial or epoch numbers on the x axis (no "2.5")."""
+    from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -63,6 +62,7 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
     if pyplot:
         fig, ax = plt.subplots(figsize=(8, 4.5))
     else:
+        from matplotlib.figure import Figure
         fig = Figure(figsize=(8, 4.5))
         ax = fig.subplots()
     trials = study.get_trials(deepcopy=False)

@@ -31,7 +31,6 @@ import numpy as np
 import optuna
 import pandas as pd
 import torch
-from scipy import stats
 
 from ..checkpoints import upload_trial_checkpoint
 from ..config import TrainConfig
@@ -261,6 +260,7 @@ def _paired_evidence(trial: optuna.Trial, losses: dict[int, float]) -> str:
     diffs = [losses[m] - best[m] for m in common]
     if len(diffs) < 2:
         return ""
+    from scipy import stats
     p = float(stats.wilcoxon(diffs, alternative="greater", zero_method="zsplit").pvalue)
     trial.set_user_attr("pruned_on", {"melodies": len(common), "p_value": p})
     return f", worse than the best on {len(common)} paired melodies (Wilcoxon p = {p:.3g})"
