@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 
 import yaml
@@ -36,3 +37,14 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
     assert "make search" in (ROOT / "README.md").read_text()
+
+
+def test_importing_the_library_loads_no_plotting_or_statistics_library():
+    """Workers, fold processes and commands that never draw start without pyplot and scipy.stats
+    (about a second each process): the modules that use them import them on first use."""
+    import subprocess
+    code = ("import sys, chromasonic_lib; "
+            "print([m for m in ('matplotlib.pyplot', 'scipy.stats') if m in sys.modules])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
