@@ -31,7 +31,7 @@ BAD = [
     ({"dataset": "essen/nowhere"}, "dataset: no Essen file"),
     ({"encoding": "abc"}, "encoding must be one of pitch, grid"),
     ({"sampler": "bayes"}, "sampler must be one of tpe, random, gp, cmaes"),
-    ({"pruner": "percentile"}, "pruner must be one of median, hyperband, wilcoxon, none"),
+    ({"pruner": "percentile"}, "pruner must be one of auto, median, hyperband, wilcoxon, none"),
     ({"device": "tpu"}, "device must be one of"),
     ({"devices": "gpu0,gpu1"}, "devices must be auto or a comma-separated list of cpu, cuda, cuda:N, mps"),
     ({"trials_per_device": 0}, "trials_per_device must be a positive integer, got 0"),

@@ -177,3 +177,6 @@ def test_the_paired_pruner_stops_a_worse_cross_validated_trial_on_its_melodies(t
     assert len(pruned[0].user_attrs["folds"]) == 1                  # stopped after its first fold
     with pytest.raises(ConfigError, match="pruner wilcoxon .* needs cross-validated trials"):
         cv_cfg(tmp_path, pruner="wilcoxon", folds=0)
+    # The default (auto) is the measured better pruner for each kind of study.
+    assert cv_cfg(tmp_path, pruner="auto").pruner == "wilcoxon"
+    assert cv_cfg(tmp_path, pruner="auto", folds=0).pruner == "median"

@@ -32,7 +32,7 @@ __all__ = ["MODELS", "ENCODINGS", "CORPORA", "SAMPLERS", "PRUNERS", "OPTIMIZERS"
 ENCODINGS = tuple(ENCODING_TYPES)
 CORPORA = tuple(CORPUS_FOLDERS)
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
-PRUNERS = ("median", "hyperband", "wilcoxon", "none")
+PRUNERS = ("auto", "median", "hyperband", "wilcoxon", "none")
 OBJECTIVES = ("bits_per_note", "n_params", "ms_per_note")     # what a study may minimize, the loss first
 # train_best's pick: best, smallest_within:<bits/note>, or a trial number.
 PICK = re.compile(r"^(best|smallest_within:(\d+(\.\d*)?|\.\d+)|\d+)$")

@@ -29,7 +29,9 @@ class SearchConfig(StudyAndData):
     timeout: float = 0
     epochs: int = 15
     sampler: str = "tpe"
-    pruner: str = "median"
+    # auto: wilcoxon for a cross-validated study (folds ≥ 2), median for a single split; the
+    # measured better one for each (docs/search.md, "Which pruner").
+    pruner: str = "auto"
     # What the study minimizes: [bits_per_note] (one objective), or with n_params and/or
     # ms_per_note a Pareto front (a multi-objective study; its trials are not pruned).
     objectives: list = dataclasses.field(default_factory=lambda: ["bits_per_note"])
@@ -97,6 +99,8 @@ class SearchConfig(StudyAndData):
         if self.folds == 1:
             raise ConfigError("folds must be 0 (a single validation split) or at least 2, got 1")
         self.fold_jobs = check_int("fold_jobs", self.fold_jobs, 0)
+        if self.pruner == "auto":
+            self.pruner = "wilcoxon" if self.folds else "median"
         if self.pruner == "wilcoxon" and not self.folds:
             raise ConfigError("pruner wilcoxon compares a trial with the best melody by melody, so it "
                               "needs cross-validated trials (folds ≥ 2); got folds 0. Allowed: "
