@@ -36,8 +36,12 @@ search: $(STAMP)
 	$(VENV)/bin/papermill notebooks/search.ipynb runs/search.ipynb --cwd . -k python3 -p timeout $(SEARCH_TIMEOUT) $(ARGS)
 	@echo "Executed notebook: runs/search.ipynb; result files: runs/melody-search/"
 
+# Test files run side by side, TEST_JOBS at a time (pytest-xdist; each file's tests in one
+# process): most tests wait on workers, servers and kernels they start, so two share 2 cores well.
+# TEST_JOBS=0 runs them in this process, one after another.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile) $(ARGS)
 
 # make report NB=runs/search.ipynb [HIDE_CODE=1] → runs/search.html (images embedded)
 report: $(STAMP)

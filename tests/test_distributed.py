@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import PYTHON, ROOT, postgres_or_skip
+from conftest import PYTHON, ROOT, _free_port, _own_postgres, postgres_or_skip
 
 SPACE = {"training": {"learning_rate": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True}},
          "models": {"gru": {"hidden_size": {"type": "int", "low": 8, "high": 24}, "embedding_dim": 8}}}
@@ -162,12 +161,6 @@ def test_batch_runner_reports_a_good_and_a_bad_file(tmp_path):
     assert (tmp_path / "nbs" / "good.ipynb").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_optuna_dashboard_serves_the_study_on_loopback(tmp_path):
     storage = f"sqlite:///{tmp_path}/dash.db"
@@ -235,12 +228,19 @@ def test_total_trials_caps_the_study_across_workers(tmp_path):
     assert len(trials) == len(finished)
 
 
+@pytest.fixture
+def roomy_postgres():
+    """A PostgreSQL server of the test's own with room for 32 workers' connections (and their
+    heartbeat threads'), so that no other test sharing the database server runs short."""
+    yield from _own_postgres("-c max_connections=300")
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_thirty_two_workers_on_one_postgres_study_lose_nothing_and_repeat_nothing():
+def test_thirty_two_workers_on_one_postgres_study_lose_nothing_and_repeat_nothing(roomy_postgres):
     """32 worker processes, 4 tiny markov trials each, on one PostgreSQL study (the many-workers
     benchmark's own run, about two minutes on 2 cores): every trial asked for finishes once."""
-    url = postgres_or_skip()
+    url = roomy_postgres.url
     run = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "many_workers.py"), "--workers", "32",
                           "--trials", "4", "--storage", url], cwd=ROOT, capture_output=True, text=True,
                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
