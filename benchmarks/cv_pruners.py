@@ -21,7 +21,7 @@ For each pruner, over its runs:
   counted in `beat_shipped`, not in the median), and `median_cpu_seconds_to_beat_shipped`, the
   search's CPU seconds until then (what else runs on the machine moves it less);
 - `trials_per_hour`: finished trials (complete, or pruned by the pruner: not the one the budget
-  cut) per hour of search;
+  cut) per hour of search, and `trials_per_cpu_hour` per hour of the search's CPU time;
 - `median_best`: the final best (nats/note, cross-validated).
 `--finish-pruned N` then trains a sample of N pruned trials (over every run, drawn with a fixed
 seed) to the end, unpruned, on the same folds and seed, and counts those that would have beaten
@@ -159,6 +159,9 @@ def summarize(runs: list[dict], finished: list[dict]) -> dict:
             "median_seconds_to_beat_shipped": median([b[0] for b in beat if b is not None]),
             "median_cpu_seconds_to_beat_shipped": median([b[1] for b in beat if b is not None]),
             "trials_per_hour": median([3600 * d / max(r["search_seconds"], 1) for d, r in zip(done, mine)]),
+            # The same per hour of the search's own CPU time: what else ran on the machine
+            # (and how many runs ran side by side) moves it less.
+            "trials_per_cpu_hour": median([3600 * d / max(r["search_cpu_seconds"], 1) for d, r in zip(done, mine)]),
             "median_best": median([r["best"] for r in mine if r["best"] is not None]),
             "mean_complete": round(statistics.mean(r["states"].get("complete", 0) for r in mine), 1),
             "mean_pruned": round(statistics.mean(len(by_pruner(r)) for r in mine), 1)}

@@ -203,8 +203,10 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
         lines.append(f"  {k:>16} = {v}")
     ua = best.user_attrs
     if "n_params" in ua:
-        lines.append(f"  {ua['n_params']:,} weights, {ua.get('epochs_trained')} epochs, "
-                     f"{ua.get('train_seconds', 0):.1f} s, accuracy {ua.get('val_accuracy', 0):.3f}")
+        # A cross-validated trial trains K models: its folds, not one run's seconds and accuracy.
+        ran = (f", {ua['train_seconds']:.1f} s, accuracy {ua['val_accuracy']:.3f}" if "val_accuracy" in ua
+               else f" over {len(ua['folds'])} folds" if "folds" in ua else "")
+        lines.append(f"  {ua['n_params']:,} weights, {ua.get('epochs_trained')} epochs{ran}")
     lines += ["", f"TOP {tally.top_n}:", f"{'rank':>4} {'trial':>5} {'nats/note':>10}  parameters"]
     for rank, t in enumerate(tally.top, 1):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial_config(t).items())
