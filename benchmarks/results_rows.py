@@ -16,6 +16,8 @@ every row (the markov baseline takes seconds); the wall times vary with what els
 """
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -99,12 +101,11 @@ def main() -> None:
 
 
 def _machine() -> str:
-    import os
-    import platform
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
-    return f"{cpu}, {os.cpu_count()} cores"
+    """The CPU's model name and core count, as the results page names the machine."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

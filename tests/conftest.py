@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import weakref
 from pathlib import Path
 from typing import NoReturn
 
@@ -16,8 +17,6 @@ from typing import NoReturn
 # started, avoids oversubscription (torch's threads then wait on each other: a 33-second crossval
 # run took over 300 s on 2 threads beside two other busy processes).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import weakref  # noqa: E402
 
 import pytest  # noqa: E402
 import sqlalchemy  # noqa: E402

@@ -177,6 +177,11 @@ def test_the_paired_pruner_stops_a_worse_cross_validated_trial_on_its_melodies(t
     assert len(pruned[0].user_attrs["folds"]) == 1                  # stopped after its first fold
     with pytest.raises(ConfigError, match="pruner wilcoxon .* needs cross-validated trials"):
         cv_cfg(tmp_path, pruner="wilcoxon", folds=0)
-    # The default (auto) is the measured better pruner for each kind of study.
+
+
+def test_the_default_pruner_is_wilcoxon_with_folds_and_median_without(tmp_path):
+    """pruner auto, the default: the pruner measured better for each kind of study
+    (benchmarks/cv_pruners.py for cross-validated ones)."""
+    assert cl.SearchConfig().pruner == "median"
     assert cv_cfg(tmp_path, pruner="auto").pruner == "wilcoxon"
     assert cv_cfg(tmp_path, pruner="auto", folds=0).pruner == "median"

@@ -17,8 +17,7 @@ from optuna.trial import TrialState
 
 from chromasonic_lib.config.checks import check_storage
 from chromasonic_lib.errors import ConfigError
-from conftest import PYTHON, ROOT, postgres_or_skip
-from conftest import _free_port
+from conftest import PYTHON, ROOT, _free_port, postgres_or_skip
 from test_distributed import _kill_a_worker_mid_trial_and_check_the_retry, _run_together
 
 SPACE = {"models": {"markov": {"order": {"type": "int", "low": 1, "high": 3},

@@ -203,10 +203,12 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
         lines.append(f"  {k:>16} = {v}")
     ua = best.user_attrs
     if "n_params" in ua:
-        # A cross-validated trial trains K models: its folds, not one run's seconds and accuracy.
-        ran = (f", {ua['train_seconds']:.1f} s, accuracy {ua['val_accuracy']:.3f}" if "val_accuracy" in ua
-               else f" over {len(ua['folds'])} folds" if "folds" in ua else "")
-        lines.append(f"  {ua['n_params']:,} weights, {ua.get('epochs_trained')} epochs{ran}")
+        line = f"  {ua['n_params']:,} weights, {ua.get('epochs_trained')} epochs"
+        if "folds" in ua:       # a cross-validated trial trains K models: no one run's time or accuracy
+            line += f" over {len(ua['folds'])} folds"
+        elif "val_accuracy" in ua:
+            line += f", {ua['train_seconds']:.1f} s, accuracy {ua['val_accuracy']:.3f}"
+        lines.append(line)
     lines += ["", f"TOP {tally.top_n}:", f"{'rank':>4} {'trial':>5} {'nats/note':>10}  parameters"]
     for rank, t in enumerate(tally.top, 1):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial_config(t).items())
