@@ -33,25 +33,17 @@ log = logging.getLogger(__name__)
 UNTOLD = "untold_trials.json"     # in output_dir: finished trials a lost storage never heard of
 
 
-class TrialEndedElsewhere(RuntimeError):
-    """The running trial was finished by another worker (failed as stale)."""
-
-
 def ended_elsewhere(e: BaseException) -> bool:
-    """Whether ``e`` says the trial was finished by someone else while it ran here."""
-    return any(isinstance(x, (UpdateFinishedTrialError, TrialEndedElsewhere)) for x in chain(e))
+    """Whether ``e`` says the trial was finished by someone else (failed as stale) while it
+    ran here: it takes no more attributes, and Optuna refuses them."""
+    return any(isinstance(x, UpdateFinishedTrialError) for x in chain(e))
 
 
 def note_failure(trial: optuna.Trial, reason: str, error: BaseException) -> None:
-    """Record why ``trial`` failed; a trial already failed elsewhere raises
-    :class:`TrialEndedElsewhere` instead (it takes no more attributes)."""
-    if ended_elsewhere(error):
-        raise TrialEndedElsewhere(f"trial {trial.number} was failed by another worker while it "
-                                  f"ran here (stale: this worker paused or lost its heartbeats)")
-    try:
+    """Record why ``trial`` failed. One already failed elsewhere refuses it, and the
+    ``UpdateFinishedTrialError`` that says so ends it quietly (see :func:`optimize`)."""
+    if not ended_elsewhere(error):
         trial.set_user_attr("fail_reason", reason[:1000])
-    except UpdateFinishedTrialError:
-        raise TrialEndedElsewhere(f"trial {trial.number} was failed by another worker") from None
 
 
 def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
@@ -61,8 +53,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
     trials that other workers failed as stale; a storage gone for good raises
     :class:`~.storage.StorageUnreachable`, after saving the finished trials it could not tell
     to the file ``untold`` (see :func:`tell_untold`)."""
-    started, ended = 0, []
-    begin = time.monotonic()
+    started, ended, begin = 0, [], time.monotonic()
     pending: dict[int, dict] = {}       # finished here, not yet known to be told
 
     def run(trial: optuna.Trial) -> float:
@@ -70,8 +61,6 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
         started += 1
         try:
             value = objective(trial)
-            pending[trial.number] = _record(trial, value)   # read from the trial, not the storage
-            return value
         except Exception as e:
             if ended_elsewhere(e):
                 ended.append(trial.number)
@@ -79,62 +68,47 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
                             "worker paused or lost its heartbeats); its work here ends, and this "
                             "worker goes on with its next trial", trial.number)
             raise
+        pending[trial.number] = _record(trial, value)   # read from the trial, not the storage
+        return value
+
+    def told(study: optuna.Study, trial: FrozenTrial) -> None:
+        pending.pop(trial.number, None)
 
     while started < n_trials:
-        left = None
-        if timeout:
-            left = timeout - (time.monotonic() - begin)
-            if left <= 0:
-                return
-        def told(study: optuna.Study, trial: FrozenTrial) -> None:
-            pending.pop(trial.number, None)
-
+        left = timeout - (time.monotonic() - begin) if timeout else None
+        if left is not None and left <= 0:
+            return
         try:
             study.optimize(run, n_trials=n_trials - started, timeout=left, n_jobs=n_jobs,
                            catch=(Exception,), callbacks=[told, *callbacks], gc_after_trial=False)
             return
         except Exception as e:
-            gone = storage_error_in(e) or _gave_up(study)
+            gone = storage_error_in(e) or getattr(storage_of(study), "gave_up", None)
             if gone is not None:
-                if pending and untold is not None:
-                    _save_untold(untold, study.study_name, list(pending.values()))
+                _save_untold(untold, study.study_name, list(pending.values()))
                 cause = gone.__cause__ or gone
                 raise StorageUnreachable(gone.storage, gone.patience, cause) from cause
             # Optuna can't tell a trial that is finished already ("Cannot tell a FAIL trial"):
             # that is how a trial failed elsewhere comes back out of optimize (its assertion
             # "Should not reach" on top). Failed after its objective had returned here (the
             # worker paused before its tell), it keeps its value.
-            late = _failed_elsewhere(study, pending)
-            if not (ended or late) or not _told_too_late(e):
+            trials = study.get_trials(deepcopy=False)
+            late = [(r, trials[n]) for n, r in pending.items()
+                    if n < len(trials) and trials[n].state == TrialState.FAIL]
+            if not (ended or late) or not (ended_elsewhere(e) or any(
+                    words in str(x) for x in chain(e) for words in ("Cannot tell", "Should not reach"))):
                 raise                   # an error of its own, not a trial ended elsewhere
             for r, failed in late:
                 try:
                     kept = stand_in(study, r, failed)
                 except Exception:       # the storage went away meanwhile: the record is kept
-                    if untold is not None:
-                        _save_untold(untold, study.study_name, list(pending.values()))
+                    _save_untold(untold, study.study_name, list(pending.values()))
                     raise
                 pending.pop(r["number"], None)
                 log.warning("trial %d was failed by another worker after it finished here (stale: "
                             "this worker paused before telling it); its value is kept as trial %d",
                             r["number"], kept)
             ended.clear()
-
-
-def _told_too_late(e: BaseException) -> bool:
-    """Whether ``e`` is how Optuna says it could not tell (or update) a trial already finished
-    by another worker: ``UpdateFinishedTrialError``, "Cannot tell a FAIL trial", and its
-    "Should not reach" assertion on top."""
-    return ended_elsewhere(e) or any(words in str(x) for x in chain(e)
-                                     for words in ("Cannot tell", "Should not reach"))
-
-
-def _failed_elsewhere(study: optuna.Study, pending: dict[int, dict]) -> list[tuple[dict, FrozenTrial]]:
-    """The records of trials finished here, not told, that the study has as failed, each with
-    the failed trial."""
-    trials = study.get_trials(deepcopy=False)
-    return [(r, trials[n]) for n, r in pending.items()
-            if n < len(trials) and trials[n].state == TrialState.FAIL]
 
 
 def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
@@ -158,8 +132,7 @@ def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
                 done.append(t)
     if done:
         return done[0].number
-    links = {k: v for k, v in (failed.system_attrs if failed else {}).items()
-             if k.startswith("artifacts:")}
+    links = {k: v for k, v in (failed.system_attrs if failed else {}).items() if k.startswith("artifacts:")}
     study.add_trial(optuna.trial.create_trial(
         params=r["params"], values=r["value"] if isinstance(r["value"], list) else [r["value"]],
         system_attrs={**links, **r.get("artifact_links", {})},
@@ -177,14 +150,11 @@ def _record(trial: optuna.Trial, value: float) -> dict:
             "user_attrs": trial.user_attrs, "artifact_links": links}
 
 
+# The untold file holds each study's records under its name. Workers share an output folder by
+# default: one reads and writes it at a time, under a file lock beside it.
 def _read_untold(path: Path) -> dict[str, list[dict]]:
-    """Each study's untold records in ``path`` (a file of an older version held one study's)."""
-    if not path.exists():
-        return {}
-    saved = json.loads(path.read_text())
-    if "study_name" in saved:
-        return {saved["study_name"]: saved["trials"]}
-    return saved["studies"]
+    saved = json.loads(path.read_text()) if path.exists() else {"studies": {}}
+    return saved["studies"] if "studies" in saved else {saved["study_name"]: saved["trials"]}   # older: one study's
 
 
 def _write_untold(path: Path, studies: dict[str, list[dict]]) -> None:
@@ -194,13 +164,10 @@ def _write_untold(path: Path, studies: dict[str, list[dict]]) -> None:
         path.unlink()
 
 
-def _untold_lock(path: Path) -> FileLock:
-    # Workers share an output folder by default: one reads and writes the file at a time.
-    return FileLock(str(path) + ".lock")
-
-
-def _save_untold(path: Path, study_name: str, records: list[dict]) -> None:
-    with _untold_lock(path):
+def _save_untold(path: Path | None, study_name: str, records: list[dict]) -> None:
+    if path is None or not records:
+        return
+    with FileLock(f"{path}.lock"):
         studies = _read_untold(path)
         known = {r["number"] for r in records}
         studies[study_name] = [r for r in studies.get(study_name, []) if r["number"] not in known] + records
@@ -217,36 +184,26 @@ def tell_untold(study: optuna.Study, path: Path) -> int:
     tell each record once (the file is read and emptied under a lock)."""
     if not path.exists():
         return 0
-    with _untold_lock(path):
+    with FileLock(f"{path}.lock"):
         studies = _read_untold(path)
-        records = studies.pop(study.study_name, [])
-        if not records:
-            return 0
-        told = _tell(study, records)
-        _write_untold(path, studies)
-    log.warning("told study %r the %d finished trials that an earlier run could not (saved in %s)",
-                study.study_name, told, path)
+        records, told = studies.pop(study.study_name, []), 0
+        trials, storage = study.get_trials(deepcopy=False), storage_of(study)
+        for r in records:
+            t = trials[r["number"]] if r["number"] < len(trials) else None
+            if t is not None and t.state == TrialState.COMPLETE:
+                continue                # told after all (the storage answered, we didn't hear)
+            if t is not None and t.state == TrialState.RUNNING:
+                for k, v in r["user_attrs"].items():
+                    storage.set_trial_user_attr(trial_id(t), k, v)
+                for k, v in r.get("artifact_links", {}).items():
+                    storage.set_trial_system_attr(trial_id(t), k, v)
+                study.tell(t.number, r["value"])
+            else:
+                stand_in(study, r, t)
+            told += 1
+        if records:
+            _write_untold(path, studies)
+    if told:
+        log.warning("told study %r the %d finished trials that an earlier run could not (saved "
+                    "in %s)", study.study_name, told, path)
     return told
-
-
-def _tell(study: optuna.Study, records: list[dict]) -> int:
-    trials, told = study.get_trials(deepcopy=False), 0
-    for r in records:
-        t = trials[r["number"]] if r["number"] < len(trials) else None
-        if t is not None and t.state == TrialState.COMPLETE:
-            continue                    # told after all (the storage answered, we didn't hear)
-        if t is not None and t.state == TrialState.RUNNING:
-            for k, v in r["user_attrs"].items():
-                storage_of(study).set_trial_user_attr(trial_id(t), k, v)
-            for k, v in r.get("artifact_links", {}).items():
-                storage_of(study).set_trial_system_attr(trial_id(t), k, v)
-            study.tell(t.number, r["value"])
-        else:
-            stand_in(study, r, t)
-        told += 1
-    return told
-
-
-def _gave_up(study: optuna.Study) -> StorageUnreachable | None:
-    storage = storage_of(study)
-    return storage.gave_up if isinstance(storage, RetryingStorage) else None

@@ -8,7 +8,7 @@ parameters again, as ``open_storage`` arranges for RDB storages.
 
 A trial's first beat is its user attribute ``heartbeat`` (it names the worker); the later ones
 replace one small file per running trial in ``<journal>.heartbeats/`` beside the journal,
-removed once the trial ends. A journal is never rewritten, only replayed: a record per beat of
+removed once its work ends. A journal is never rewritten, only replayed: a record per beat of
 every running trial would grow it, and slow every worker's replay of it, without bound.
 Through the proxy every beat is that user attribute, one row the database overwrites.
 """
@@ -92,6 +92,7 @@ class JournalHeartbeat:
             thread.join()
             with self._lock:
                 self._last.pop(trial.number, None)
+            self.forget(trial.study, trial_id(trial))
         return stop_beating
 
     def beat(self, trial: optuna.Trial) -> None:
@@ -139,11 +140,8 @@ class JournalHeartbeat:
         Several workers may find the same trial: the journal keeps the first FAIL written and
         refuses the later ones (``UpdateFinishedTrialError``), so only one worker re-queues it.
         """
-        # Private names: Optuna has no public way to change a trial that another worker runs.
         storage, now, failed = storage_of(study), time.time(), []
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        self._sweep(study, {trial_id(t) for t in running})
-        for t in running:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             beat = self.last_beat(study, t)
             if beat and beat.get("run") == self.run:
                 continue                # this search's own: alive (it may just have woken up)
@@ -157,36 +155,18 @@ class JournalHeartbeat:
             self.forget(study, trial_id(t))
             log.warning("trial %d failed: %s; its parameters are queued again (at most %d times)",
                         t.number, reason, MAX_RETRY)
-            self._retry(study, storage.get_trial(trial_id(t)))
+            # Optuna's own retry for RDB storages, so retried_trial_number works alike; on a
+            # copy (the storage's cached object is never modified) without the beats.
+            t = copy.copy(storage.get_trial(trial_id(t)))
+            t.user_attrs = {k: v for k, v in t.user_attrs.items() if k not in (HEARTBEAT, "fail_reason")}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, t)
             failed.append(t.number)
         return failed
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.forget(study, trial_id(trial))
         self.fail_stale_trials(study)
-
-    def _sweep(self, study: optuna.Study, running: set[int]) -> None:
-        """Remove the files of trials no longer running that nobody removed (their worker died):
-        only files older than the grace period, so a trial started since ``running`` was read
-        keeps its own."""
-        folder = beats_folder(study)
-        if folder is None or not folder.is_dir():
-            return
-        now = time.time()
-        for f in folder.glob("*.json"):
-            with contextlib.suppress(OSError, ValueError):
-                if int(f.stem) not in running and now - f.stat().st_mtime > self.grace_period:
-                    f.unlink()
-
-    @staticmethod
-    def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna's own retry for RDB storages, so ``retried_trial_number`` works alike."""
-        trial = copy.copy(trial)        # the storage's cached object: never modify it
-        trial.user_attrs = {k: v for k, v in trial.user_attrs.items()
-                            if k not in (HEARTBEAT, "fail_reason")}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
 def beats_folder(study: optuna.Study) -> Path | None:

@@ -17,14 +17,13 @@ import re
 import threading
 import time
 import uuid
-from datetime import datetime
 from typing import Any, Callable
 
 import sqlalchemy
 
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 from ..optuna_private import STALE_TRIAL_IDS, BaseHeartbeat, CachedStorage, backend_of, trial_id
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,6 @@ class StorageRefused(RuntimeError):
     outage, so it is not waited out."""
 
     def __init__(self, storage: str, method: str, cause: BaseException):
-        self.storage = storage
         super().__init__(f"storage {storage!r} refused {method}: {type(cause).__name__}: "
                          f"{describe(cause)[:300]} (a read-only file or database, a full disk or "
                          f"no permission: not an outage, so it is not waited out)")
@@ -100,17 +98,22 @@ class StorageUnreachable(RuntimeError):
                          f"({patience:.0f} s): {type(cause).__name__}: {describe(cause)}")
 
 
+def _grpc_status(e: BaseException) -> tuple[str, str] | None:
+    """A ``grpc.RpcError``'s status name and details (the storage proxy's client raises them);
+    None for any other error."""
+    if not callable(getattr(e, "code", None)) or not any(c.__name__ == "RpcError" for c in type(e).__mro__):
+        return None
+    try:
+        return getattr(e.code(), "name", str(e.code())), e.details() or ""
+    except Exception:
+        return None
+
+
 def describe(e: BaseException) -> str:
     """The first line of an error, or a gRPC error's status and details (its first line says
     only "<_InactiveRpcError of RPC that terminated with:")."""
-    code, details = getattr(e, "code", None), getattr(e, "details", None)
-    if callable(code) and callable(details):
-        try:
-            return f"{getattr(code(), 'name', code())}: {details()}"
-        except Exception:
-            pass
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    status, text = _grpc_status(e), str(e).strip()
+    return ": ".join(status) if status else text.splitlines()[0] if text else type(e).__name__
 
 
 def chain(e: BaseException | None):
@@ -122,36 +125,26 @@ def chain(e: BaseException | None):
         e = e.__cause__ or e.__context__
 
 
+def _away(e: BaseException) -> bool:
+    """Whether ``e`` itself says the storage is away for now. A gRPC status says so by its
+    name, or, from Optuna's proxy (UNKNOWN), by naming its database's error or our patience."""
+    status = _grpc_status(e)
+    if status is not None:
+        return status[0] in _TRANSIENT_GRPC or status[0] == "UNKNOWN" and bool(_PROXIED_OUTAGE.search(status[1]))
+    return any(c.__name__ in _TRANSIENT_NAMES for c in type(e).__mro__) or \
+        getattr(e, "connection_invalidated", False) or (isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS)
+
+
 def transient_cause(e: BaseException) -> BaseException | None:
     """The error behind ``e`` (Optuna wraps the driver's) that says the storage is away for
-    now, rather than that the request was wrong; None if there is none."""
+    now, rather than that the request was wrong; None if there is none, or if our patience
+    was spent below us already. The deepest says it best ("connection refused")."""
     found = None
     for x in chain(e):
         if isinstance(x, StorageUnreachable):
-            return None                 # patience already spent below us
-        if any(c.__name__ in _TRANSIENT_NAMES for c in type(x).__mro__) or \
-                getattr(x, "connection_invalidated", False) or \
-                (isinstance(x, OSError) and x.errno in _TRANSIENT_ERRNOS) or _grpc_transient(x):
-            found = x                   # the deepest says it best ("connection refused")
+            return None
+        found = x if _away(x) else found
     return found
-
-
-def _grpc_transient(e: BaseException) -> bool:
-    """A ``grpc.RpcError`` (from the storage proxy's client) whose status says "try again":
-    the proxy is away, or the proxy is up and its database is not. Optuna's proxy answers an
-    error of its database with UNKNOWN, whose details name it: the proxy's own
-    :class:`StorageUnreachable` (its ``--patience`` spent) or a driver's error."""
-    code = getattr(e, "code", None)
-    if not callable(code) or not any(c.__name__ == "RpcError" for c in type(e).__mro__):
-        return False
-    try:
-        name = getattr(code(), "name", None)
-        if name in _TRANSIENT_GRPC:
-            return True
-        details = e.details() if callable(getattr(e, "details", None)) else ""
-        return name == "UNKNOWN" and bool(_PROXIED_OUTAGE.search(details or ""))
-    except Exception:
-        return False
 
 
 def is_transient(e: BaseException) -> bool:
@@ -180,7 +173,6 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     def __init__(self, inner: BaseStorage, name: str, patience: float = 600,
                  sleep: Callable[[float], None] = time.sleep):
         self.inner, self.name, self.patience, self._sleep = inner, name, patience, sleep
-        self.outages = 0            # calls that had to wait (tests and the log read it)
         # Set when a call ran out of patience: later calls try once, so that Optuna's
         # clean-up after a failed tell doesn't wait the whole patience again for each read.
         self.gave_up: StorageUnreachable | None = None
@@ -199,28 +191,21 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         self.engine_errors += 1
 
     def __getattr__(self, name: str) -> Any:
-        # Anything else the wrapped storage has (e.g. RDBStorage.url and .engine, behind
-        # Optuna's cache), read through.
+        # Anything else the wrapped storage has (RDBStorage.url and .engine behind Optuna's
+        # cache, say), read through.
         if name == "inner":
             raise AttributeError(name)
-        try:
-            return getattr(self.inner, name)
-        except AttributeError:
-            backend = backend_of(self.inner)
-            if backend is None:
-                raise
-            return getattr(backend, name)
+        backend = backend_of(self.inner)
+        return getattr(self.inner if backend is None or hasattr(self.inner, name) else backend, name)
 
     def call(self, method: str | Callable, *args, read_back: Callable[[], Any] | None = None, **kwargs) -> Any:
         """``inner.method(*args, **kwargs)``, retried with backoff while the storage is away
-        (``method`` may also be a read of ours, a function, retried alike).
+        (``method`` may also be a function of ours, retried alike).
 
         A write that is not safe to repeat passes ``read_back``: before each retry it looks for
         what the earlier attempt may have written (its reply lost after the commit), and its
         answer, when not None, is the call's."""
         fn, name = (getattr(self.inner, method), method) if isinstance(method, str) else (method, method.__name__)
-        if method == "set_trial_state_values" and self.held.get(args[0]):
-            fn = self._with_held(args[0], fn)
         start, attempt, delay = time.monotonic(), 0, 0.5
         while True:
             try:
@@ -229,31 +214,19 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                     log.info("%s: the attempt whose reply was lost had been written; not repeated", name)
                     return found
                 result = fn(*args, **kwargs)
-            except UpdateFinishedTrialError:
-                # A state write whose commit landed before the connection dropped: the retry
-                # finds the trial finished, as asked. Anything else is a real refusal.
-                state = kwargs["state"] if "state" in kwargs else args[1] if len(args) > 1 else None
-                if attempt and method == "set_trial_state_values" and \
-                        self.inner.get_trial(args[0]).state == state:
-                    return True
-                raise
             except Exception as e:
-                waited = time.monotonic() - start
-                refused = refusal_in(e)
+                waited, refused, cause = time.monotonic() - start, refusal_in(e), transient_cause(e)
                 if refused is not None:
                     raise StorageRefused(self.name, name, refused) from e
-                cause = transient_cause(e)
                 if cause is None:
                     raise
                 if waited >= self.patience or self.gave_up is not None:
                     self.gave_up = StorageUnreachable(self.name, self.patience, cause)
-                    if method in _HELD:
-                        self._hold(method, *args, **kwargs)
-                        return None
-                    raise self.gave_up from cause
+                    if method not in _HELD:
+                        raise self.gave_up from cause
+                    self._hold(method, *args, **kwargs)
+                    return None
                 attempt += 1
-                with self._lock:
-                    self.outages += attempt == 1
                 log.warning("storage unreachable, retrying (attempt %d, waited %.0f s of %.0f s "
                             "patience): %s in %s: %s", attempt, waited, self.patience,
                             type(cause).__name__, name, describe(cause)[:200])
@@ -275,18 +248,29 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     def held_system_attrs(self, trial_id: int) -> dict[str, Any]:
         """The system attributes (artifact links) of ``trial_id`` not yet written."""
-        return {k: v for (m, k), v in self.held.get(trial_id, {}).items()
-                if m == "set_trial_system_attr"}
+        return {k: v for (m, k), v in self.held.get(trial_id, {}).items() if m == "set_trial_system_attr"}
 
-    def _with_held(self, trial_id: int, tell: Callable) -> Callable:
-        def write_then_tell(*args, **kwargs):
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        """Write the attributes held for the trial, then its state. A retry that finds the
+        trial finished as asked takes it as its own write (its commit landed before the
+        connection dropped); anything else finished is a real refusal."""
+        tries = 0
+
+        def set_trial_state_values() -> bool:
+            nonlocal tries
+            tries += 1
             held = self.held.get(trial_id, {})
             for (method, key), value in list(held.items()):
                 getattr(self.inner, method)(trial_id, key, value)
                 held.pop((method, key))
             self.held.pop(trial_id, None)
-            return tell(*args, **kwargs)
-        return write_then_tell
+            try:
+                return self.inner.set_trial_state_values(trial_id, state, values)
+            except UpdateFinishedTrialError:
+                if tries > 1 and self.inner.get_trial(trial_id).state == state:
+                    return True
+                raise
+        return self.call(set_trial_state_values)
 
     # Creates: a retry after a reply lost past the commit would create a second one.
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
@@ -297,21 +281,21 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         # Ours, unless this storage serves Optuna's gRPC proxy: then the client's (see proxy.py).
         token = (template_trial.system_attrs.get(CREATED) if self.keep_tokens and template_trial
                  else None) or uuid.uuid4().hex
-        template = copy.copy(template_trial) if template_trial is not None else FrozenTrial(
-            number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
-            datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
-            intermediate_values={}, trial_id=-1)
+        template = copy.copy(template_trial or create_trial(state=TrialState.RUNNING))
         template.system_attrs = {**template.system_attrs, CREATED: token}
-        def created_with_token() -> list[int]:
-            return self._created(study_id, token)
-
         errors = self.engine_errors
         trial = self.call("create_new_trial", study_id, template,
-                          read_back=lambda: (created_with_token() or [None])[0])
+                          read_back=lambda: (self._created(study_id, token) or [None])[0])
         if self.engine_errors != errors:        # the database failed under the call: look
-            for twin in self.call(created_with_token):
+            for twin in self.call(self._created, study_id, token):
+                # The first copy is failed so that nobody waits for it; a finished one (an
+                # added trial) can't be, and stays.
                 if twin != trial:
-                    self._fail_twin(twin, trial)
+                    failed = fail_with_reason(self.inner, twin, f"created twice: a retry after a "
+                                              f"lost reply created trial id {trial}, which ran instead")
+                    log.warning("a trial's creation was retried after its reply was lost: trial ids "
+                                "%d and %d; the first %s", twin, trial,
+                                "is failed" if failed else "was created finished and stays")
         return trial
 
     def _created(self, study_id: int, token: str) -> list[int]:
@@ -319,15 +303,6 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         source = backend_of(self.inner) if isinstance(self.inner, CachedStorage) else self.inner
         return [trial_id(t) for t in source.get_all_trials(study_id, deepcopy=False)
                 if t.system_attrs.get(CREATED) == token]
-
-    def _fail_twin(self, twin: int, kept: int) -> None:
-        if fail_with_reason(self.inner, twin, f"created twice: a retry after a lost reply created "
-                                              f"trial id {kept}, which ran instead"):
-            log.warning("a trial's creation was retried after its reply was lost: the second copy "
-                        "runs, the first (trial id %d) is failed so that nobody waits for it", twin)
-        else:                           # created finished (an added trial): it stays
-            log.warning("a finished trial was added twice (a retry after its reply was lost): "
-                        "trial ids %d and %d hold the same result", twin, kept)
 
     def create_new_study(self, directions, study_name: str | None = None) -> int:
         """Create a study once: a retry after a lost reply finds the study the first attempt
@@ -345,14 +320,10 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     # BaseHeartbeat: only when the wrapped storage has heartbeats (Optuna asks
     # get_heartbeat_interval() to find out).
     def get_heartbeat_interval(self) -> int | None:
-        if not isinstance(self.inner, BaseHeartbeat):
-            return None
-        return self.inner.get_heartbeat_interval()
+        return self.inner.get_heartbeat_interval() if isinstance(self.inner, BaseHeartbeat) else None
 
     def get_heartbeat_stale_trial_callback(self):
-        if not isinstance(self.inner, BaseHeartbeat):
-            return None
-        return self.inner.get_heartbeat_stale_trial_callback()
+        return self.inner.get_heartbeat_stale_trial_callback() if isinstance(self.inner, BaseHeartbeat) else None
 
     def remove_session(self) -> None:
         # Only gives a connection back to the pool: nothing to wait for when the server is away.
@@ -374,7 +345,7 @@ def _retried(method: str) -> Callable:
 # Every storage method Optuna and this workbench call, reads and writes alike.
 for _method in [m for m in vars(BaseStorage) if not m.startswith("__")
                 and callable(vars(BaseStorage)[m])
-                and m not in ("remove_session", "create_new_trial", "create_new_study")] + \
+                and m not in vars(RetryingStorage)] + \
         ["record_heartbeat", STALE_TRIAL_IDS]:
     setattr(RetryingStorage, _method, _retried(_method))
 abc.update_abstractmethods(RetryingStorage)

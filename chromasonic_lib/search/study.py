@@ -29,6 +29,7 @@ from .objectives import METRIC_NAMES
 from ..config.checks import grpc_address
 from ..errors import ConfigError
 from ..paths import mask_url, resolve_storage_url
+from .heartbeat import MAX_RETRY
 from .storage import RetryingStorage, chain, describe
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _open(url: str, heartbeat_interval: int | None, grace_period: int | None
             heartbeat = {}
             if heartbeat_interval:
                 heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
             # Workers starting together on a fresh database race to create Optuna's tables;
             # the loser sees an integrity error and simply tries again. Dozens starting at once
             # may also fill the server's connection slots for a moment ("too many clients", which
