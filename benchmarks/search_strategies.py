@@ -131,7 +131,7 @@ def summarize(runs: list[dict], strategies: list[str], target: float | None) -> 
         table[name] = {
             "reached": len(wall), "runs": len(mine), "median_seconds": median(wall),
             "median_cpu_seconds": median(cpu),
-            # runs whose best beats their own trial 0: not confounded by the seed's defaults
+            # runs whose best beats their own trial 0: not confounded by the families' defaults it starts from
             "beat_defaults": sum(r["best"] < defaults_loss(r) for r in mine
                                  if r["best"] is not None and defaults_loss(r) is not None),
             "median_best": round(statistics.median(r["best"] for r in mine if r["best"] is not None), 4)

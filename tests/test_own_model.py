@@ -48,7 +48,7 @@ def _melodies(n, seed):
     return out
 
 
-def test_the_seed_example_runs_as_written_with_a_class_of_ones_own(tmp_path):
+def test_the_original_script_s_example_runs_as_written_with_a_class_of_ones_own(tmp_path):
     search_space = cl.HyperparameterSearchSpace(hidden_size_range=(8, 16), embedding_dim_range=(4, 8),
                                                 num_epochs=2)
     optimizer = cl.HyperparameterOptimizer(model_class=SimpleRNN, search_space=search_space,
