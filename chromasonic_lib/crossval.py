@@ -214,7 +214,9 @@ def parser() -> argparse.ArgumentParser:
         p.options.append(p.add_argument(*names, **kw))
     add("--dataset", default="chorales-185", help="corpus name, essen/<file>, synthetic or a folder")
     add("--encoding", default="pitch", help="pitch or grid")
-    add("--folds", type=int, default=10)
+    add("--folds", type=int, default=10,
+        help="how many folds; each melody is scored by the model of the fold that holds it out "
+             "(copies of a tune share a fold)")
     add("--model", default=None, help="markov, rnn, lstm, gru, transformer, or a class of one's own: package.module:Class "
                         "or path/to/file.py:Class (default: the params file's)")
     add("--params", default=None,
@@ -222,8 +224,11 @@ def parser() -> argparse.ArgumentParser:
                         "default: params/crossval.yaml, unless --model names another family)")
     add("--epochs", type=int, default=None,
                    help="maximum epochs per fold (default: the params file's epochs, or 30)")
-    add("--seed", type=int, default=42)
-    add("--device", default="auto")
+    add("--seed", type=int, default=42,
+        help="cuts the folds and seeds the training: the same seed gives the same folds to every "
+             "configuration, so two runs pair fold by fold")
+    add("--device", default="auto", help="where the models train: auto (cuda, then mps, then cpu), "
+                                         "cpu, cuda, cuda:N or mps")
     add("--limit", type=int, default=0, help="parse only the first N files (quick check)")
     add("--ensemble", type=int, default=None,
                    help="average the probabilities of N models per fold, trained with seeds seed, seed+1, … "

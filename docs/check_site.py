@@ -1,6 +1,8 @@
 """Check the built site as a reader meets it: no heading swallowed by a code block in docs/*.md,
-no link to an anchor that leads nowhere, no path of the machine that built it, and, opened from disk as the README says
-(``file://.../site/index.html``), a navigation link in Chromium opens a page, not a folder listing.
+no link to an anchor that leads nowhere, no path of the machine that built it, no placeholder
+(``<name>``) swallowed as an HTML tag, and, opened from disk as the README says
+(``file://.../site/index.html``), a navigation link in Chromium opens a page, not a folder
+listing, and search finds pages.
 
     .venv/bin/python docs/check_site.py site     # make docs runs it after the build
 
@@ -54,6 +56,22 @@ def dead_anchors(site: Path) -> list[str]:
     return dead
 
 
+TAG = re.compile(r"<([A-Za-z][A-Za-z0-9_.-]*)[\s/>]")
+# The elements the site's pages are made of; any other "tag" is text such as <study_name> that
+# the browser drops from the page.
+HTML = set("""a abbr article aside audio b blockquote body br button caption clipboard-copy code col
+    colgroup dd details div dl dt em figcaption figure footer form h1 h2 h3 h4 h5 h6 head header hr
+    html i iframe img input kbd label li link main mark meta nav ol optgroup option p path pre
+    progress rect s script section select small source span strong style sub summary sup svg table
+    tbody td template textarea tfoot th thead time title tr u ul video""".split())
+
+
+def swallowed_placeholders(site: Path) -> list[str]:
+    """Pages with a "tag" that is no HTML element: a placeholder the page does not show."""
+    return [f"{page.relative_to(site)}: <{tag}>" for page in sorted(site.rglob("*.html"))
+            for tag in sorted({t.lower() for t in TAG.findall(page.read_text(errors="replace"))} - HTML)]
+
+
 def machine_paths(site: Path) -> list[str]:
     """Pages that show a path of the machine that built them (the checkout's, the home folder's)."""
     root, home = str(Path(__file__).resolve().parent.parent), str(Path.home())
@@ -68,7 +86,8 @@ def main(site: str) -> int:
         return 1
     problems = [f"heading inside a code block: {h}" for h in headings_in_code(Path("docs"))] + \
         [f"anchor that leads nowhere: {a}" for a in dead_anchors(index.parent)] + \
-        [f"a path of the build machine: {m}" for m in machine_paths(index.parent)]
+        [f"a path of the build machine: {m}" for m in machine_paths(index.parent)] + \
+        [f"a placeholder swallowed as an HTML tag: {t}" for t in swallowed_placeholders(index.parent)]
     if problems:
         print("check_site:\n  " + "\n  ".join(problems))
         return 1
@@ -87,12 +106,22 @@ def main(site: str) -> int:
         page.click("nav.md-nav--primary a[href$='getting-started.html']")
         page.wait_for_load_state()
         url, heading, text = page.url, page.locator("h1").first.inner_text(), page.inner_text("body")
+        page.click(".md-search__input")
+        page.keyboard.type("wilcoxon", delay=30)        # typed: search answers key presses
+        try:
+            page.wait_for_selector(".md-search-result__item", timeout=15000)
+            found = len(page.query_selector_all(".md-search-result__item"))
+        except Exception:
+            found = 0
         browser.close()
     if not url.endswith("getting-started.html") or "Index of" in text or heading.strip().rstrip("¶") != "Getting started":
         print(f"check_site: from {index.as_uri()} the nav link to Getting started opened {url} "
               f"(heading {heading!r}): the site does not work from disk")
         return 1
-    print(f"check_site: opened from disk, the nav link leads to {url}")
+    if not found:
+        print(f"check_site: opened from disk ({url}), search for 'wilcoxon' found nothing")
+        return 1
+    print(f"check_site: opened from disk, the nav link leads to {url}; search finds {found} pages")
     return 0
 
 

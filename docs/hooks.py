@@ -27,12 +27,40 @@ NOTEBOOKS = [("search.ipynb", "Run (or continue) a study"),
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    # A placeholder such as <name> is text here, not an HTML tag that the page would swallow.
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Values no parameter accepts, by the parameter's type: each config's own check refuses them
+# with the message that says what it takes ("n_trials must be a positive integer"), the
+# reference's "allowed" column; a parameter whose check accepts a probe has none.
+_PROBES = {"int": (-1, 10 ** 9), "float": (-1.0, 1e9), "bool": ("maybe",), "flag": ()}
+
+
+def _allowed(config: type, name: str, kind: str) -> str:
+    import dataclasses
+
+    from chromasonic_lib.errors import ConfigError
+    if name not in {f.name for f in dataclasses.fields(config)}:
+        return ""
+    said, kind = "", re.sub(r"Optional\[(.*)\]", r"\1", kind)
+    for value in _PROBES.get(kind, ("\x01?",)):
+        try:
+            config(**{name: value})
+        except ConfigError as e:
+            m = re.match(rf"{re.escape(name)} must be (.*?)(?:[;,] got .*)?$", str(e), re.S)
+            said = m.group(1) if m else said     # the last says most (the upper bound too)
+    return said
 
 
 def parameter_reference(root) -> str:
     import papermill
+
+    from chromasonic_lib.config.crossval import CrossvalConfig
+    from chromasonic_lib.config.train_best import TrainBestConfig
     from chromasonic_lib.crossval import parser
+    from chromasonic_lib.search.config import SearchConfig
+    configs = {"search.ipynb": SearchConfig, "train_best.ipynb": TrainBestConfig}
     out = ["# Parameters", "",
            "Every parameter of the three notebooks and of the crossval command, generated from the code "
            "when the site is built: the notebooks' parameters cells (what "
@@ -44,21 +72,22 @@ def parameter_reference(root) -> str:
            "parameter's name.", ""]
     for name, what in NOTEBOOKS:
         params = papermill.inspect_notebook(str(root / "notebooks" / name))
-        out += [f"## {name}", "", what + ".", "", "| parameter | type | default | meaning |",
-                "|---|---|---|---|"]
-        out += [f"| `{p['name']}` | {_cell(p['inferred_type_name'])} | `{_cell(p['default'])}` | "
+        out += [f"## {name}", "", what + ".", "", "| parameter | type | default | allowed | meaning |",
+                "|---|---|---|---|---|"]
+        out += [f"| `{p['name']}` | {_cell(p['inferred_type_name'])} | `{p['default']}` | "
+                f"{_cell(_allowed(configs[name], p['name'], p['inferred_type_name']) if name in configs else '')} | "
                 f"{_cell(p['help'])} |" for p in params.values()]
         out.append("")
     out += ["## crossval", "", "`python -m chromasonic_lib.crossval [options]`: cross-validate "
             "configurations (see [The crossval command](crossval.md)).", "",
-            "| option | type | default | meaning |", "|---|---|---|---|"]
+            "| option | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for a in parser().options:
         kind = "flag" if a.nargs == 0 else (a.type.__name__ if a.type else "str")
         if a.nargs == 2:
             kind = "two files"
         default = "" if a.default in (None, (), "") else f"`{a.default}`"
         out.append(f"| `{', '.join(a.option_strings)}` | {kind} | {default} | "
-                   f"{_cell((a.help or '').replace('%%', '%'))} |")
+                   f"{_cell(_allowed(CrossvalConfig, a.dest, kind))} | {_cell((a.help or '').replace('%%', '%'))} |")
     return "\n".join(out) + "\n"
 
 
