@@ -583,3 +583,28 @@ def test_a_journal_create_retried_after_an_error_of_the_file_creates_one_trial(t
     trial.suggest_float("x", 0, 1)
     study.tell(trial, 1.0)
     assert len(calls) == 1 and [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def test_a_state_write_whose_reply_was_lost_is_read_back_only_for_a_finished_state():
+    """A tell whose commit landed before its reply was lost is taken as done on the retry (not
+    refused as finished). Taking a WAITING trial is not read back: RUNNING may be another
+    worker's, so the retry's False stands and the trial is not run twice."""
+    from chromasonic_lib.search.storage import RetryingStorage
+
+    class LostReply(optuna.storages.InMemoryStorage):
+        lose = True
+
+        def set_trial_state_values(self, trial_id, state, values=None):
+            done = super().set_trial_state_values(trial_id, state, values)
+            if LostReply.lose:
+                LostReply.lose = False
+                raise ConnectionError("the reply was lost after the write")
+            return done
+
+    storage = RetryingStorage(LostReply(), "memory", patience=5, sleep=lambda s: None)
+    study = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "lost-reply")
+    told = storage.create_new_trial(study)
+    assert storage.set_trial_state_values(told, TrialState.COMPLETE, [1.0]) is True
+    waiting = storage.create_new_trial(study, optuna.trial.create_trial(state=TrialState.WAITING))
+    LostReply.lose = True
+    assert storage.set_trial_state_values(waiting, TrialState.RUNNING) is False

@@ -123,21 +123,21 @@ class _RpcError(grpc.RpcError):
 
 
 def test_a_proxy_that_is_away_counts_as_transient_and_a_refusal_does_not():
-    from chromasonic_lib.search.storage import RetryingStorage, is_transient
-    assert is_transient(_RpcError(grpc.StatusCode.UNAVAILABLE))
-    assert is_transient(_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED))
-    assert is_transient(_RpcError(grpc.StatusCode.CANCELLED))     # a proxy stopping mid-call
+    from chromasonic_lib.search.storage import RetryingStorage, transient_cause
+    assert transient_cause(_RpcError(grpc.StatusCode.UNAVAILABLE))
+    assert transient_cause(_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED))
+    assert transient_cause(_RpcError(grpc.StatusCode.CANCELLED))     # a proxy stopping mid-call
     # The proxy is up, its database is not: Optuna's proxy answers UNKNOWN with the error's text.
-    assert is_transient(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: storage "
-                                  "'postgresql://db' unreachable for longer than storage_patience (1 s)"))
-    assert is_transient(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: "
-                                  "(psycopg.OperationalError) connection failed"))
-    assert not is_transient(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: "
-                                      "ValueError: bad distribution"))
+    assert transient_cause(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: storage "
+                                     "'postgresql://db' unreachable for longer than storage_patience (1 s)"))
+    assert transient_cause(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: "
+                                     "(psycopg.OperationalError) connection failed"))
+    assert not transient_cause(_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: "
+                                         "ValueError: bad distribution"))
     try:                            # as Optuna's client raises NOT_FOUND: a KeyError from it
         raise KeyError from _RpcError(grpc.StatusCode.NOT_FOUND)
     except KeyError as e:
-        assert not is_transient(e)
+        assert not transient_cause(e)
 
     class Flaky(optuna.storages.InMemoryStorage):
         calls = 0

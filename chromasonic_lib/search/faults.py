@@ -25,7 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ..atomic import atomic_write
-from .storage import RetryingStorage, StorageUnreachable, chain, fail_with_reason, storage_error_in
+from .storage import chain, fail_with_reason, storage_error_in
 from ..optuna_private import storage_of, trial_id
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ UNTOLD = "untold_trials.json"     # in output_dir: finished trials a lost storag
 
 def ended_elsewhere(e: BaseException) -> bool:
     """Whether ``e`` says the trial was finished by someone else (failed as stale) while it
-    ran here: it takes no more attributes, and Optuna refuses them."""
-    return any(isinstance(x, UpdateFinishedTrialError) for x in chain(e))
+    ran here: it takes no more attributes (``UpdateFinishedTrialError``), nor its tell (Optuna's
+    "Cannot tell a FAIL trial", perhaps behind its assertion "Should not reach")."""
+    return any(isinstance(x, UpdateFinishedTrialError) or "Cannot tell" in str(x) for x in chain(e))
 
 
 def note_failure(trial: optuna.Trial, reason: str, error: BaseException) -> None:
@@ -53,7 +54,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
     trials that other workers failed as stale; a storage gone for good raises
     :class:`~.storage.StorageUnreachable`, after saving the finished trials it could not tell
     to the file ``untold`` (see :func:`tell_untold`)."""
-    started, ended, begin = 0, [], time.monotonic()
+    started, begin = 0, time.monotonic()
     pending: dict[int, dict] = {}       # finished here, not yet known to be told
 
     def run(trial: optuna.Trial) -> float:
@@ -63,7 +64,6 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
             value = objective(trial)
         except Exception as e:
             if ended_elsewhere(e):
-                ended.append(trial.number)
                 log.warning("trial %d was failed by another worker while it ran here (stale: this "
                             "worker paused or lost its heartbeats); its work here ends, and this "
                             "worker goes on with its next trial", trial.number)
@@ -75,7 +75,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
         pending.pop(trial.number, None)
 
     while started < n_trials:
-        left = timeout - (time.monotonic() - begin) if timeout else None
+        ran, left = started, timeout - (time.monotonic() - begin) if timeout else None
         if left is not None and left <= 0:
             return
         try:
@@ -86,29 +86,22 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
             gone = storage_error_in(e) or getattr(storage_of(study), "gave_up", None)
             if gone is not None:
                 _save_untold(untold, study.study_name, list(pending.values()))
-                cause = gone.__cause__ or gone
-                raise StorageUnreachable(gone.storage, gone.patience, cause) from cause
-            # Optuna can't tell a trial that is finished already ("Cannot tell a FAIL trial"):
-            # that is how a trial failed elsewhere comes back out of optimize (its assertion
-            # "Should not reach" on top). Failed after its objective had returned here (the
-            # worker paused before its tell), it keeps its value.
+                raise gone from gone.__cause__
+            if not ended_elsewhere(e) or started == ran:
+                raise       # an error of its own, not a trial of this call that ended elsewhere
+            # Optuna can't tell a trial that is finished already: that is how a trial failed
+            # elsewhere comes back out of optimize. Failed after its objective had returned here
+            # (the worker paused before its tell), it keeps its value.
             trials = study.get_trials(deepcopy=False)
-            late = [(r, trials[n]) for n, r in pending.items()
-                    if n < len(trials) and trials[n].state == TrialState.FAIL]
-            if not (ended or late) or not (ended_elsewhere(e) or any(
-                    words in str(x) for x in chain(e) for words in ("Cannot tell", "Should not reach"))):
-                raise                   # an error of its own, not a trial ended elsewhere
-            for r, failed in late:
+            for n in [n for n in pending if n < len(trials) and trials[n].state == TrialState.FAIL]:
                 try:
-                    kept = stand_in(study, r, failed)
+                    kept = stand_in(study, pending[n], trials[n])
                 except Exception:       # the storage went away meanwhile: the record is kept
                     _save_untold(untold, study.study_name, list(pending.values()))
                     raise
-                pending.pop(r["number"], None)
+                pending.pop(n)
                 log.warning("trial %d was failed by another worker after it finished here (stale: "
-                            "this worker paused before telling it); its value is kept as trial %d",
-                            r["number"], kept)
-            ended.clear()
+                            "this worker paused before telling it); its value is kept as trial %d", n, kept)
 
 
 def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
@@ -122,16 +115,15 @@ def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
     # Optuna's retry callbacks record the trials a retry stands for (a retry of a retry: both).
     retries = [t for t in study.get_trials(deepcopy=False)
                if r["number"] in (t.system_attrs.get("retry_history") or ())]
-    done = [t for t in retries if t.state == TrialState.COMPLETE]
     storage = storage_of(study)
     for t in retries:
-        if t.state in (TrialState.WAITING, TrialState.RUNNING) and not fail_with_reason(
-                storage, trial_id(t), f"a retry of trial {r['number']}, whose value was told late"):
-            # Finished meanwhile by the worker that took it up.
-            if storage.get_trial(trial_id(t)).state == TrialState.COMPLETE:
-                done.append(t)
+        if t.state in (TrialState.WAITING, TrialState.RUNNING):
+            fail_with_reason(storage, trial_id(t), f"a retry of trial {r['number']}, whose value was "
+                                                   f"told late")
+    # Read again: a retry may have been finished meanwhile by the worker that took it up.
+    done = [t.number for t in retries if storage.get_trial(trial_id(t)).state == TrialState.COMPLETE]
     if done:
-        return done[0].number
+        return done[0]
     links = {k: v for k, v in (failed.system_attrs if failed else {}).items() if k.startswith("artifacts:")}
     study.add_trial(optuna.trial.create_trial(
         params=r["params"], values=r["value"] if isinstance(r["value"], list) else [r["value"]],
@@ -142,12 +134,14 @@ def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
 
 
 def _record(trial: optuna.Trial, value: float) -> dict:
-    # The trial's own copy of its attributes: those the storage never got are in it too.
-    storage = storage_of(trial.study)
-    links = storage.held_system_attrs(trial_id(trial)) if isinstance(storage, RetryingStorage) else {}
+    # The trial's own copy of its user attributes: those the storage never got are in it too.
+    # Its weights' link (Optuna's upload writes it past the trial) is among the storage's held
+    # writes if the storage never got it (see RetryingStorage).
+    held = getattr(storage_of(trial.study), "held", {}).get(trial_id(trial), {})
     return {"number": trial.number, "value": value, "params": trial.params,
             "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
-            "user_attrs": trial.user_attrs, "artifact_links": links}
+            "user_attrs": trial.user_attrs,
+            "artifact_links": {k: v for (m, k), v in held.items() if m == "set_trial_system_attr"}}
 
 
 # The untold file holds each study's records under its name. Workers share an output folder by
@@ -201,8 +195,7 @@ def tell_untold(study: optuna.Study, path: Path) -> int:
             else:
                 stand_in(study, r, t)
             told += 1
-        if records:
-            _write_untold(path, studies)
+        _write_untold(path, studies)
     if told:
         log.warning("told study %r the %d finished trials that an earlier run could not (saved "
                     "in %s)", study.study_name, told, path)

@@ -90,8 +90,7 @@ class JournalHeartbeat:
         def stop_beating() -> None:
             stop.set()
             thread.join()
-            with self._lock:
-                self._last.pop(trial.number, None)
+            self._last.pop(trial.number, None)     # its own entry: nothing else beats it now
             self.forget(trial.study, trial_id(trial))
         return stop_beating
 
@@ -103,10 +102,6 @@ class JournalHeartbeat:
             if last is not None and now - last < self.interval:
                 return
             self._last[trial.number] = now
-        if last is not None and now - last > self.grace_period:
-            log.warning("trial %d went %.0f s without a heartbeat (grace_period %s s): another "
-                        "worker may have failed it; epochs this long need a longer grace_period",
-                        trial.number, now - last, self.grace_period)
         record = {"time": now, "worker": self.worker, "run": self.run}
         folder = beats_folder(trial.study)
         if folder is None or last is None:
@@ -117,14 +112,13 @@ class JournalHeartbeat:
 
     @staticmethod
     def last_beat(study: optuna.Study, t: FrozenTrial) -> dict | None:
-        """The newest heartbeat of ``t``: its file's, else its user attribute's."""
-        beat, folder = t.user_attrs.get(HEARTBEAT), beats_folder(study)
+        """The newest heartbeat of ``t``: its file's (only beats after the first go there), else
+        its user attribute's."""
+        folder = beats_folder(study)
         if folder is not None:
             with contextlib.suppress(OSError, ValueError):
-                newer = json.loads((folder / f"{trial_id(t)}.json").read_text())
-                if beat is None or newer["time"] > beat["time"]:
-                    beat = newer
-        return beat
+                return json.loads((folder / f"{trial_id(t)}.json").read_text())
+        return t.user_attrs.get(HEARTBEAT)
 
     @staticmethod
     def forget(study: optuna.Study, trial_id: int) -> None:
@@ -172,7 +166,5 @@ class JournalHeartbeat:
 def beats_folder(study: optuna.Study) -> Path | None:
     """Where a journal study's heartbeat files go (``<journal>.heartbeats/study-<id>``); None
     for a journal that is not a file (the beats then stay user attributes)."""
-    storage = storage_of(study)
-    storage = getattr(storage, "inner", storage)        # under the retrying door
-    path = journal_file(storage)
+    path = journal_file(storage_of(study))      # the retrying door reads through to it
     return Path(f"{path}.heartbeats") / f"study-{study_id(study)}" if path else None

@@ -9,12 +9,11 @@ A storage that stays away is not housekeeping: that error goes through.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Callable
 
 import optuna
 
-from .storage import StorageUnreachable
+from .storage import StorageUnreachable, describe
 
 log = logging.getLogger(__name__)
 
@@ -23,32 +22,25 @@ class Chores:
     """Run named chores; a failing one is logged once, and again only once it recovered."""
 
     def __init__(self):
-        self.failing: dict[str, str] = {}       # chore -> the reason it last failed
-        self._lock = threading.Lock()
+        # chore -> why it first failed in its current outage. Chores run in several threads:
+        # dict.setdefault and dict.pop are atomic, so one of them logs each change.
+        self.failing: dict[str, str] = {}
 
-    def run(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
-        """``fn(*args, **kwargs)``, or None when it fails (logged once per outage of ``name``)."""
-        return self.attempt(name, fn, *args, **kwargs)[0]
-
-    def attempt(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> tuple[Any, str | None]:
-        """As :meth:`run`, with this call's own reason for failing (None when it worked): what
-        a trial records of its own chore, whatever chores of the same name beside it did."""
+    def run(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> tuple[Any, str | None]:
+        """``fn(*args, **kwargs)``'s result and None; or, when it fails (logged once per outage of
+        ``name``), None and this call's own reason: what a trial records of its own chore,
+        whatever chores of the same name beside it did."""
         try:
             result = fn(*args, **kwargs)
-        except (StorageUnreachable, KeyboardInterrupt):
+        except StorageUnreachable:
             raise
         except Exception as e:
-            reason = _reason(e)
-            with self._lock:
-                first = name not in self.failing
-                self.failing[name] = reason
-            if first:
+            reason = f"{type(e).__name__}: {describe(e)}"[:500]
+            if self.failing.setdefault(name, reason) is reason:
                 log.warning("%s failed: %s; the search goes on, and tries again after the next "
                             "trial", name, reason)
             return None, reason
-        with self._lock:
-            recovered = self.failing.pop(name, None)
-        if recovered is not None:
+        if self.failing.pop(name, None) is not None:
             log.info("%s: working again", name)
         return result, None
 
@@ -62,19 +54,11 @@ class Chores:
 CHORES = Chores()       # one per process: a failure is logged once, however many searches
 
 
-def _reason(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        where = f" ({e.filename})" if e.filename else ""
-        return f"{type(e).__name__}: {e.strerror}{where}"
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}"[:500]
-
-
 def upload_weights(trial: optuna.Trial, upload: Callable[[], Any]) -> None:
     """Run ``upload`` (the trial's checkpoint to the artifact store); if it fails, the trial
     keeps its value and says why its weights are missing (user attribute ``checkpoint_error``)."""
     # This upload's own outcome: another trial's upload beside it may fail or recover meanwhile.
-    _, reason = CHORES.attempt("checkpoint upload", upload)
+    _, reason = CHORES.run("checkpoint upload", upload)
     if reason is not None:
         trial.set_user_attr("checkpoint_error", reason)
         log.info("trial %d keeps its value without its weights (%s)", trial.number, reason)

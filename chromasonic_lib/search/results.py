@@ -331,7 +331,7 @@ class ResultFiles:
     def _chore(self, name: str, fn: Callable, *args) -> Any:
         if self.chores is None:
             return fn(*args)
-        return self.chores.run(name, fn, *args)
+        return self.chores.run(name, fn, *args)[0]
 
     def _write_best(self, summary: dict[str, Any]) -> None:
         best = json.dumps(summary["best_params"], indent=2, default=str) + "\n"

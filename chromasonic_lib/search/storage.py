@@ -14,7 +14,6 @@ import copy
 import errno
 import logging
 import re
-import threading
 import time
 import uuid
 from typing import Any, Callable
@@ -30,30 +29,26 @@ log = logging.getLogger(__name__)
 
 # Exception classes, by name, that mean "the server is away", whichever driver raised them:
 # SQLAlchemy's and the DBAPI drivers' (psycopg, psycopg2, PyMySQL, sqlite3 "database is
-# locked"), redis's, and Python's own. gRPC's (the storage proxy) are told by status code below.
-_TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
-                    "TimeoutError", "BusyLoadingError"}
+# locked"), redis's, and Python's own (an OSError of a refused, reset or timed-out connection
+# is a ConnectionError or a TimeoutError). Optuna's proxy names its database's error by one of
+# them too (see _away). gRPC's own errors are told by status code below.
+_TRANSIENT_NAMES = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError",
+                    "TimeoutError", "BusyLoadingError")
 # gRPC status codes (grpc.StatusCode names) that mean the storage proxy is away or overloaded
 # for now: restarting (a proxy that stops cancels the calls it was serving), unreachable, out of
 # threads. Its other codes are answers (NOT_FOUND...). No call of ours is cancelled by us.
 _TRANSIENT_GRPC = {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
-# What Optuna's proxy says (gRPC UNKNOWN, "Exception calling application: ...") when its database
-# is away: our own patience spent there, or the driver's error by its class name.
-_PROXIED_OUTAGE = re.compile(r"unreachable for longer than storage_patience|\b(?:%s)\b"
-                             % "|".join(sorted(_TRANSIENT_NAMES)))
 # An OSError with one of these is a network file system or a lock that stalls, not a bad path.
-_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE,
-                     errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
+_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.EHOSTUNREACH,
                      errno.ENETUNREACH}
 # What a server or file says when it is there and refuses (a read-only file or transaction, a
 # full disk, no permission): an OperationalError too, but no wait makes it go away, so it is
 # reported at once, not waited out for the whole patience as "unreachable". SQLite's words,
 # PostgreSQL's (and their SQLSTATEs: 25006 read-only transaction, 53100 disk full, 42501
 # insufficient privilege), MySQL's.
-_REFUSED = re.compile(r"readonly database|read-only|database or disk is full|disk is full|"
-                      r"no space left on device|could not extend file|permission denied|"
-                      r"unable to open database file|insufficient privilege|access denied|"
-                      r"\b(?:25006|53100|42501)\b", re.IGNORECASE)
+_REFUSED = re.compile(r"readonly database|read-only|disk is full|no space left on device|"
+                      r"could not extend file|permission denied|unable to open database file|"
+                      r"insufficient privilege|access denied|\b(?:25006|53100|42501)\b", re.IGNORECASE)
 # Writes a finished trial makes on its way to its tell (its metrics, its checkpoint's link):
 # beyond the patience they are held, so that the trial is saved whole (see faults.optimize)
 # and its tell, when the storage is back, writes them first.
@@ -84,11 +79,6 @@ class StorageRefused(RuntimeError):
                          f"no permission: not an outage, so it is not waited out)")
 
 
-def refusal_in(e: BaseException) -> BaseException | None:
-    """The error behind ``e`` that says the storage refuses, rather than is away; None if none."""
-    return next((x for x in chain(e) if _REFUSED.search(str(x))), None)
-
-
 class StorageUnreachable(RuntimeError):
     """The storage stayed unreachable for longer than ``storage_patience``."""
 
@@ -103,16 +93,16 @@ def _grpc_status(e: BaseException) -> tuple[str, str] | None:
     None for any other error."""
     if not callable(getattr(e, "code", None)) or not any(c.__name__ == "RpcError" for c in type(e).__mro__):
         return None
-    try:
-        return getattr(e.code(), "name", str(e.code())), e.details() or ""
-    except Exception:
-        return None
+    return getattr(e.code(), "name", str(e.code())), e.details() or ""
 
 
 def describe(e: BaseException) -> str:
-    """The first line of an error, or a gRPC error's status and details (its first line says
+    """The first line of an error; an OSError's words and file ("No space left on device
+    (/runs/x)"), without its errno; a gRPC error's status and details (its first line says
     only "<_InactiveRpcError of RPC that terminated with:")."""
     status, text = _grpc_status(e), str(e).strip()
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f" ({e.filename})" if e.filename else "")
     return ": ".join(status) if status else text.splitlines()[0] if text else type(e).__name__
 
 
@@ -127,10 +117,12 @@ def chain(e: BaseException | None):
 
 def _away(e: BaseException) -> bool:
     """Whether ``e`` itself says the storage is away for now. A gRPC status says so by its
-    name, or, from Optuna's proxy (UNKNOWN), by naming its database's error or our patience."""
+    name, or, from Optuna's proxy (UNKNOWN, "Exception calling application: ..."), by naming
+    its database's error or our patience spent there."""
     status = _grpc_status(e)
     if status is not None:
-        return status[0] in _TRANSIENT_GRPC or status[0] == "UNKNOWN" and bool(_PROXIED_OUTAGE.search(status[1]))
+        return status[0] in _TRANSIENT_GRPC or status[0] == "UNKNOWN" and any(
+            words in status[1] for words in (*_TRANSIENT_NAMES, "longer than storage_patience"))
     return any(c.__name__ in _TRANSIENT_NAMES for c in type(e).__mro__) or \
         getattr(e, "connection_invalidated", False) or (isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS)
 
@@ -145,10 +137,6 @@ def transient_cause(e: BaseException) -> BaseException | None:
             return None
         found = x if _away(x) else found
     return found
-
-
-def is_transient(e: BaseException) -> bool:
-    return transient_cause(e) is not None
 
 
 def storage_error_in(e: BaseException) -> StorageUnreachable | None:
@@ -177,8 +165,9 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         # clean-up after a failed tell doesn't wait the whole patience again for each read.
         self.gave_up: StorageUnreachable | None = None
         # trial id -> {(method, key): value}: attribute writes that found the storage gone.
+        # No lock: a trial's own writes and tell come one after another, never at once, and
+        # trials beside it touch only their own entries.
         self.held: dict[int, dict[tuple[str, str], Any]] = {}
-        self._lock = threading.Lock()
         # Errors the database driver raised, Optuna's own retries included (a failed commit
         # of a trial's creation is retried inside Optuna's RDB storage, unseen by us).
         self.engine_errors = 0
@@ -215,7 +204,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                     return found
                 result = fn(*args, **kwargs)
             except Exception as e:
-                waited, refused, cause = time.monotonic() - start, refusal_in(e), transient_cause(e)
+                waited, cause = time.monotonic() - start, transient_cause(e)
+                refused = next((x for x in chain(e) if _REFUSED.search(str(x))), None)
                 if refused is not None:
                     raise StorageRefused(self.name, name, refused) from e
                 if cause is None:
@@ -239,38 +229,24 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             return result
 
     def _hold(self, method: str, trial_id: int, key: str, value: Any) -> None:
-        with self._lock:
-            first = trial_id not in self.held
-            self.held.setdefault(trial_id, {})[(method, key)] = value
-        if first:
+        if trial_id not in self.held:
             log.warning("storage %r away beyond its patience: trial attributes are held for the "
                         "trial's tell (and saved with it if the tell fails too)", self.name)
-
-    def held_system_attrs(self, trial_id: int) -> dict[str, Any]:
-        """The system attributes (artifact links) of ``trial_id`` not yet written."""
-        return {k: v for (m, k), v in self.held.get(trial_id, {}).items() if m == "set_trial_system_attr"}
+        self.held.setdefault(trial_id, {})[(method, key)] = value
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         """Write the attributes held for the trial, then its state. A retry that finds the
         trial finished as asked takes it as its own write (its commit landed before the
         connection dropped); anything else finished is a real refusal."""
-        tries = 0
-
         def set_trial_state_values() -> bool:
-            nonlocal tries
-            tries += 1
-            held = self.held.get(trial_id, {})
-            for (method, key), value in list(held.items()):
-                getattr(self.inner, method)(trial_id, key, value)
-                held.pop((method, key))
+            for (method, key), value in list(self.held.get(trial_id, {}).items()):
+                getattr(self.inner, method)(trial_id, key, value)     # safe to repeat on a retry
             self.held.pop(trial_id, None)
-            try:
-                return self.inner.set_trial_state_values(trial_id, state, values)
-            except UpdateFinishedTrialError:
-                if tries > 1 and self.inner.get_trial(trial_id).state == state:
-                    return True
-                raise
-        return self.call(set_trial_state_values)
+            return self.inner.set_trial_state_values(trial_id, state, values)
+        # Not for RUNNING (a worker taking a WAITING trial): another worker may have taken it
+        # meanwhile, and a False then says so, as Optuna expects.
+        return self.call(set_trial_state_values, read_back=(
+            lambda: self.inner.get_trial(trial_id).state == state or None) if state.is_finished() else None)
 
     # Creates: a retry after a reply lost past the commit would create a second one.
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
@@ -287,15 +263,13 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         trial = self.call("create_new_trial", study_id, template,
                           read_back=lambda: (self._created(study_id, token) or [None])[0])
         if self.engine_errors != errors:        # the database failed under the call: look
-            for twin in self.call(self._created, study_id, token):
+            for twin in set(self.call(self._created, study_id, token)) - {trial}:
                 # The first copy is failed so that nobody waits for it; a finished one (an
                 # added trial) can't be, and stays.
-                if twin != trial:
-                    failed = fail_with_reason(self.inner, twin, f"created twice: a retry after a "
-                                              f"lost reply created trial id {trial}, which ran instead")
-                    log.warning("a trial's creation was retried after its reply was lost: trial ids "
-                                "%d and %d; the first %s", twin, trial,
-                                "is failed" if failed else "was created finished and stays")
+                failed = fail_with_reason(self.inner, twin, f"created twice: a retry after a lost "
+                                          f"reply created trial id {trial}, which ran instead")
+                log.warning("a trial's creation was retried after its reply was lost: trial ids %d and "
+                            "%d; the first %s", twin, trial, "is failed" if failed else "stays (finished)")
         return trial
 
     def _created(self, study_id: int, token: str) -> list[int]:
@@ -330,7 +304,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         try:
             self.inner.remove_session()
         except Exception as e:
-            if not is_transient(e):
+            if transient_cause(e) is None:
                 raise
 
 
