@@ -21,14 +21,16 @@ best, baseline = study.best_trial, study.user_attrs.get("markov_baseline")
 against = f" against the markov baseline's {baseline:.3f}" if baseline is not None else ""
 note = (
     f"**The gallery's study is small.** `make docs` ran this notebook with papermill on "
-    f"`{sys.argv[2]}`: {len(study.trials)} trials of at most {params['epochs']} epochs of a GRU "
-    f"of one's own (`{params['model']}`, see [Your own model](../own-model.html)) on "
+    f"`{sys.argv[2]}`: {len(study.trials)} trials of at most {params['epochs']} epochs of the "
+    f"original Chromasonic script's SimpleRNN, a GRU, given as a model of one's own "
+    f"(`{params['model']}`, see [Your own model](../own-model.html)) on "
     f"`{params['dataset']}`, German children's songs of the Essen collection that music21 "
     f"installs. Trial 0 is the class's own defaults; the best, trial {best.number}, scored "
     f"{best.value:.3f} nats/note on the validation melodies{against} (a single split's "
-    f"figure on these songs, not comparable with the [Results](../results.html)). train_best "
+    f"figure on these songs, not comparable with the [Results](../results.html); bits = "
+    f"nats / ln 2, and the results are in bits). train_best "
     f"samples its melodies at temperature {temperature}. The real thing: `make search` (the "
-    "chorales, 20 trials, bounded to 5 minutes), or a cross-validated search of 75 minutes "
+    "chorales, 20 trials, stopping after 210 s of search), or a cross-validated search of 75 minutes "
     "(`params/search_chorales_other.yaml`, see [The search](../search.html)).")
 root, home = str(Path(__file__).resolve().parent.parent), str(Path.home())
 

@@ -2,7 +2,7 @@
 
 Give either to the workbench by its import path:
 
-    papermill notebooks/search.ipynb runs/own.ipynb -p model examples/my_models.py:SimpleRNN
+    papermill notebooks/search.ipynb runs/my-model.ipynb -p model examples/my_models.py:SimpleRNN -p study_name my-model
 
 Nothing here knows about chromasonic_lib: no base class, no registration, no DEFAULTS.
 """
