@@ -33,6 +33,20 @@ def name_of(cls: Any) -> str:
     return name
 
 
+def shown(name: str) -> str:
+    """``name`` as a page or a figure shows it: a ``file.py`` under the working directory or the
+    project root relative to it, any other by its file name alone (no folders of the machine)."""
+    path, _, attr = name.rpartition(":") if isinstance(name, str) else ("", "", name)
+    if not path.endswith(".py"):
+        return name
+    for base in (Path.cwd(), resolve(".")):
+        try:
+            return f"{Path(path).relative_to(base)}:{attr}"
+        except ValueError:
+            continue
+    return f"{Path(path).name}:{attr}"
+
+
 def canonical(name: str) -> str:
     """``name`` with a ``file.py`` made absolute (the working directory first, then the project
     root), so other processes, other workers and a later load find the same file."""

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .atomic import atomic_write
+from .imports import shown
 from .search.results import curve
 from .search.objectives import loss
 from .pyplot import plt
@@ -206,7 +207,7 @@ def baseline_figure(study: optuna.Study):
         bars["floor\n(generator)"] = study.user_attrs["floor"]
     if done:
         best = min(done, key=loss)
-        bars[f"best trial {best.number}\n({best.user_attrs.get('config', {}).get('model', '')})"] = loss(best)
+        bars[f"best trial {best.number}\n({shown(best.user_attrs.get('config', {}).get('model', ''))})"] = loss(best)
     if study.user_attrs.get("markov_baseline") is not None:
         bars["markov\nbaseline"] = study.user_attrs["markov_baseline"]
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -8,6 +8,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .generate import PIANO_ROLL_SIZE
+from .imports import shown
 from .plots import plain_numbers, whole_numbers_on_x
 from .search.results import curve, trial_config
 from .search.objectives import loss
@@ -30,7 +31,7 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
     """Pick a trial (optionally filter by model family) and see its curve and parameters."""
     trials = [t for t in study.trials if curve(t)]
     families = sorted({trial_config(t).get("model", "?") for t in trials})
-    family = W.Dropdown(options=["all"] + families, description="family")
+    family = W.Dropdown(options=[("all", "all")] + [(shown(f), f) for f in families], description="family")
     pick = W.Dropdown(description="trial")
     out = W.Output()
 

@@ -75,7 +75,8 @@ def swallowed_placeholders(site: Path) -> list[str]:
 def machine_paths(site: Path) -> list[str]:
     """Pages that show a path of the machine that built them (the checkout's, the home folder's)."""
     root, home = str(Path(__file__).resolve().parent.parent), str(Path.home())
-    return [f"{page.relative_to(site)} shows {where}" for page in sorted(site.rglob("*.html"))
+    pages = sorted([*site.rglob("*.html"), *site.rglob("*.ipynb")])     # the gallery's downloads too
+    return [f"{page.relative_to(site)} shows {where}" for page in pages
             for where in (root, home) if where + "/" in page.read_text(errors="replace")]
 
 

@@ -68,8 +68,10 @@ def parameter_reference(root) -> str:
            "(`python -m chromasonic_lib.crossval --help`). Give a notebook's with papermill "
            "(`-p name value`, `-y` for a list or a dict, or `-f params/<set>.yaml`); the Python API "
            "takes the same names (`SearchConfig`, `TrainBestConfig`, `CrossvalConfig`: see "
-           "[Python API](api.md)). A value out of its range is refused before any work, with the "
-           "parameter's name.", ""]
+           "[Python API](api.md)). A value out of its range (the *allowed* column) is refused before "
+           "any work, with the parameter's name. A search's values are in nats per note (natural "
+           "logarithms, as PyTorch's loss); crossval and the results are in bits per note: bits = "
+           "nats / ln 2.", ""]
     for name, what in NOTEBOOKS:
         params = papermill.inspect_notebook(str(root / "notebooks" / name))
         out += [f"## {name}", "", what + ".", "", "| parameter | type | default | allowed | meaning |",

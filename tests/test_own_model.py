@@ -451,3 +451,10 @@ def _notes(tune, shift):
     import numpy as np
     from chromasonic_lib.data.encodings import LOWEST_MIDI, Notes
     return Notes(np.array([t + shift + LOWEST_MIDI for t in tune], np.int16), np.ones(len(tune), np.float32))
+
+
+def test_a_class_of_one_s_own_is_shown_by_its_path_in_the_project_not_the_machine_s():
+    from chromasonic_lib.imports import canonical, shown
+    full = canonical("examples/my_models.py:SimpleRNN")
+    assert full.startswith("/") and shown(full) == "examples/my_models.py:SimpleRNN"
+    assert shown("/somewhere/else/mine.py:Net") == "mine.py:Net" and shown("lstm") == "lstm"
