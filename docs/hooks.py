@@ -61,7 +61,8 @@ def parameter_reference(root) -> str:
     from chromasonic_lib.crossval import parser
     from chromasonic_lib.search.config import SearchConfig
     configs = {"search.ipynb": SearchConfig, "train_best.ipynb": TrainBestConfig}
-    out = ["# Parameters", "",
+    # No table of contents on the right: the tables take the page's width.
+    out = ["---", "hide:", "  - toc", "---", "", "# Parameters", "",
            "Every parameter of the three notebooks and of the crossval command, generated from the code "
            "when the site is built: the notebooks' parameters cells (what "
            "`papermill --help-notebook notebooks/<name>.ipynb` prints) and crossval's command line "
