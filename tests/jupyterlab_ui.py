@@ -3,10 +3,8 @@ cell, Run All, save), driven through Chromium by Playwright for tests/test_brows
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
+
+from conftest import _free_port
 
 if TYPE_CHECKING:       # imported without Playwright too, so that its absence is a skip, not an error
     from playwright.sync_api import Locator, Page
@@ -33,12 +33,6 @@ LAB_SETTINGS = {
 
 ERROR_MIME = "application/vnd.jupyter.error"
 STDERR_MIME = "application/vnd.jupyter.stderr"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -75,7 +75,8 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_
         pending.pop(trial.number, None)
 
     while started < n_trials:
-        ran, left = started, timeout - (time.monotonic() - begin) if timeout else None
+        ran = started
+        left = timeout - (time.monotonic() - begin) if timeout else None
         if left is not None and left <= 0:
             return
         try:
@@ -195,7 +196,8 @@ def tell_untold(study: optuna.Study, path: Path) -> int:
             else:
                 stand_in(study, r, t)
             told += 1
-        _write_untold(path, studies)
+        if records:                     # other studies' records alone: the file stays as it is
+            _write_untold(path, studies)
     if told:
         log.warning("told study %r the %d finished trials that an earlier run could not (saved "
                     "in %s)", study.study_name, told, path)

@@ -8,7 +8,7 @@ parameters again, as ``open_storage`` arranges for RDB storages.
 
 A trial's first beat is its user attribute ``heartbeat`` (it names the worker); the later ones
 replace one small file per running trial in ``<journal>.heartbeats/`` beside the journal,
-removed once its work ends. A journal is never rewritten, only replayed: a record per beat of
+removed once the trial is told. A journal is never rewritten, only replayed: a record per beat of
 every running trial would grow it, and slow every worker's replay of it, without bound.
 Through the proxy every beat is that user attribute, one row the database overwrites.
 """
@@ -91,7 +91,6 @@ class JournalHeartbeat:
             stop.set()
             thread.join()
             self._last.pop(trial.number, None)     # its own entry: nothing else beats it now
-            self.forget(trial.study, trial_id(trial))
         return stop_beating
 
     def beat(self, trial: optuna.Trial) -> None:
@@ -160,6 +159,9 @@ class JournalHeartbeat:
         return failed
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        # The file goes once the trial is told, not when its beats stop: until the tell, its last
+        # beat (not the first, hours old for a long trial) is what other workers judge it by.
+        self.forget(study, trial_id(trial))
         self.fail_stale_trials(study)
 
 
