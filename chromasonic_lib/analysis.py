@@ -15,6 +15,7 @@ from .config.checks import check_bool, check_storage, check_study_name
 from .config.namespace import FromNamespace
 from .errors import ConfigError
 from .folds import paired_difference
+from .imports import shown_config
 from .plots import optuna_figure
 from .search.results import curve, front_records, report_text, summarize, trial_config
 from .search.settings import stored_settings
@@ -153,7 +154,7 @@ def pareto(study: optuna.Study) -> pd.DataFrame | None:
     show("pareto_front", study)
     plt.show()          # the plot now, above the table (the notebook would draw it after)
     return pd.DataFrame([{"trial": r["number"], "bits/note": r["bits_per_note"], "parameters": r["n_params"],
-                          "ms/note": r["ms_per_note"], **r["config"]} for r in front])
+                          "ms/note": r["ms_per_note"], **shown_config(r["config"])} for r in front])
 
 
 def top_trials(study: optuna.Study, n: int = 10) -> pd.DataFrame:
@@ -164,7 +165,7 @@ def top_trials(study: optuna.Study, n: int = 10) -> pd.DataFrame:
                      "accuracy": t.user_attrs.get("val_accuracy"),
                      "epochs": t.user_attrs.get("epochs_trained"),
                      "seconds": t.user_attrs.get("train_seconds"),
-                     "weights": t.user_attrs.get("n_params"), **trial_config(t)})
+                     "weights": t.user_attrs.get("n_params"), **shown_config(trial_config(t))})
     return pd.DataFrame(rows)
 
 

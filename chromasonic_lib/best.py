@@ -21,7 +21,7 @@ from .config import (check_model, DataConfig, TrainBestConfig, TrainConfig, chec
 from .data import MelodySet, Prepared, load_data, prepare
 from .data.encodings import N_KEYS, REST, Notes, midi_name
 from .errors import ConfigError
-from .imports import label, short
+from .imports import label, shown
 from .models import MODELS, build_model, check_model as dry_run, split_params
 from .pretraining import also_train_on, describe_also_train_on, pretrained, start_from
 from .plots import history_curves_figure, save_figure
@@ -62,7 +62,7 @@ class BestConfiguration:
         more += f"; scored over transpositions ±{x['test_transpose']}" if x["test_transpose"] else ""
         more += f"; an ensemble of {x['ensemble']}" if x.get("ensemble", 1) > 1 else ""
         more += "; exactly those epochs, none held out (val_fraction 0)" if x.get("val_fraction") == 0 else ""
-        return (f"{short(self.params.get('model'))} from {source}; data {d.dataset}{melodies}, {d.encoding} "
+        return (f"{shown(self.params.get('model'))} from {source}; data {d.dataset}{melodies}, {d.encoding} "
                 f"encoding, split val {d.val_fraction:g} / test {d.test_fraction:g} with seed "
                 f"{d.seed}; at most {self.epochs} epochs{more}")
 
@@ -100,7 +100,7 @@ def best_configuration(cfg: TrainBestConfig) -> BestConfiguration:
     searched, now = stored.get("model_source"), model_source(params.get("model"))
     if searched and searched != now:
         log.warning("the source of %s changed since study %r searched it (hash %s there, %s now): "
-                    "the class trained now is the edited one", short(params.get("model")),
+                    "the class trained now is the edited one", shown(params.get("model")),
                     study.study_name, searched, now)
     data, epochs = cfg.resolve_data(stored, study.study_name, settings)
     return BestConfiguration(params, data, epochs, study.study_name, trial.number,

@@ -33,18 +33,26 @@ def name_of(cls: Any) -> str:
     return name
 
 
-def shown(name: str) -> str:
-    """``name`` as a page or a figure shows it: a ``file.py`` under the working directory or the
-    project root relative to it, any other by its file name alone (no folders of the machine)."""
-    path, _, attr = name.rpartition(":") if isinstance(name, str) else ("", "", name)
+def shown(name: Any) -> Any:
+    """``name`` as a page, a table or a figure shows it: a ``file.py`` under the project root or
+    the working directory relative to it, any other by its file name alone (no folders of the
+    machine); anything else unchanged. For display only, never to import."""
+    if not is_own(name):
+        return name
+    path, _, attr = name.rpartition(":")
     if not path.endswith(".py"):
         return name
-    for base in (Path.cwd(), resolve(".")):
+    for base in (resolve("."), Path.cwd()):
         try:
-            return f"{Path(path).relative_to(base)}:{attr}"
+            return f"{Path(path).relative_to(base.resolve())}:{attr}"
         except ValueError:
             continue
     return f"{Path(path).name}:{attr}"
+
+
+def shown_config(config: dict) -> dict:
+    """A trial's parameters as a table shows them: code of one's own by ``shown``."""
+    return {k: shown(v) for k, v in config.items()}
 
 
 def canonical(name: str) -> str:
@@ -111,22 +119,6 @@ def _import_file(path: Path):
         del sys.modules[module_name]
         raise
     return module
-
-
-
-
-def short(name: Any) -> Any:
-    """An import path as a reader wants it: a file under the project root (or the working
-    directory) relative to it; anything else unchanged. For display only, never to import."""
-    if not is_own(name):
-        return name
-    path, _, attr = name.rpartition(":")
-    for base in (resolve("."), Path.cwd()):
-        try:
-            return f"{Path(path).relative_to(base.resolve())}:{attr}"
-        except ValueError:
-            continue
-    return name
 
 
 def label(name: Any) -> Any:

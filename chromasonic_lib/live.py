@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from .imports import short
+from .imports import shown
 from .search.results import curve, trial_config
 from .throttle import Throttle
 from .search.objectives import loss
@@ -84,7 +84,7 @@ def _value(t: FrozenTrial) -> str:
 
 
 def params_text(t: FrozenTrial) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={short(v)}"
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={shown(v)}"
                      for k, v in trial_config(t).items())
 
 

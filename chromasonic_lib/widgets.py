@@ -8,7 +8,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .generate import PIANO_ROLL_SIZE
-from .imports import shown
+from .imports import shown, shown_config
 from .plots import plain_numbers, whole_numbers_on_x
 from .search.results import curve, trial_config
 from .search.objectives import loss
@@ -57,7 +57,7 @@ def trial_explorer(study: optuna.Study) -> W.Widget:
             plain_numbers(ax)
             whole_numbers_on_x(ax)
             display(ax.figure)
-            print("\n".join(f"{k} = {v}" for k, v in trial_config(t).items()))
+            print("\n".join(f"{k} = {v}" for k, v in shown_config(trial_config(t)).items()))
             if "fail_reason" in t.user_attrs:
                 print("failed:", t.user_attrs["fail_reason"])
 

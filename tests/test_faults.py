@@ -608,3 +608,17 @@ def test_a_state_write_whose_reply_was_lost_is_read_back_only_for_a_finished_sta
     waiting = storage.create_new_trial(study, optuna.trial.create_trial(state=TrialState.WAITING))
     LostReply.lose = True
     assert storage.set_trial_state_values(waiting, TrialState.RUNNING) is False
+
+
+def test_an_error_with_no_words_of_its_own_is_named_by_the_one_behind_it():
+    """SQLAlchemy's InvalidatePoolError reads "()": the log says what happened underneath."""
+    from sqlalchemy.exc import InvalidatePoolError
+    from chromasonic_lib.search.storage import describe
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as cause:
+            raise InvalidatePoolError() from cause
+    except InvalidatePoolError as e:
+        assert str(e) == "()" and describe(e) == "Connection refused"
+    assert describe(RuntimeError()) == "RuntimeError"

@@ -10,7 +10,6 @@ import uuid
 import optuna
 import pytest
 import torch
-import yaml
 from torch import nn
 
 import chromasonic_lib as cl
@@ -458,3 +457,8 @@ def test_a_class_of_one_s_own_is_shown_by_its_path_in_the_project_not_the_machin
     full = canonical("examples/my_models.py:SimpleRNN")
     assert full.startswith("/") and shown(full) == "examples/my_models.py:SimpleRNN"
     assert shown("/somewhere/else/mine.py:Net") == "mine.py:Net" and shown("lstm") == "lstm"
+    # The analysis' table of the best trials too (the model column a reader sees).
+    from chromasonic_lib import analysis
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=2.0, user_attrs={"config": {"model": full, "epochs": 3}}))
+    assert analysis.top_trials(study)["model"].tolist() == ["examples/my_models.py:SimpleRNN"]

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, check_writable_dir
 from ..data import Prepared, load_data, prepare
 from ..folds import FoldSet, Recipe, pooled
-from ..imports import is_own, short
+from ..imports import is_own, shown
 from ..models import build_model, check_model
 from ..training import train
 from ..live import LiveView
@@ -176,7 +176,7 @@ def run_search(cfg: SearchConfig, data: Prepared | None = None) -> SearchResult:
         check_model(family, data.vocab_size, devices[0], cfg.space.variants(family))
         if is_own(family) and not cfg.space.models.get(family):
             log.info("search_space has no entry for %s: its hyperparameters keep their defaults, and "
-                     "the training settings alone are searched", short(family))
+                     "the training settings alone are searched", shown(family))
     settings = study_settings(cfg, data)
     study, created = create_study(cfg, storage)
     folds = None

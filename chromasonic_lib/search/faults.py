@@ -131,7 +131,9 @@ def stand_in(study: optuna.Study, r: dict, failed: FrozenTrial | None) -> int:
         system_attrs={**links, **r.get("artifact_links", {})},
         distributions={k: json_to_distribution(d) for k, d in r["distributions"].items()},
         user_attrs={**r["user_attrs"], "told_late_for_trial": r["number"]}))
-    return len(study.get_trials(deepcopy=False)) - 1
+    # Its number by what it holds, not by the count of trials: another worker may add one meanwhile.
+    return max(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if t.user_attrs.get("told_late_for_trial") == r["number"])
 
 
 def _record(trial: optuna.Trial, value: float) -> dict:

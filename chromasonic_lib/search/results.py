@@ -23,7 +23,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..imports import short
+from ..imports import shown
 from ..atomic import atomic_write, write_json
 from ..throttle import Throttle
 from .housekeeping import Chores
@@ -168,7 +168,7 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
     cfg = attrs.get("config", {})
     if cfg:
         lines.append(f"data: {attrs.get('data', cfg.get('dataset'))}")
-        lines.append(f"model: {short(cfg.get('model'))}, sampler: {cfg.get('sampler')}, pruner: "
+        lines.append(f"model: {shown(cfg.get('model'))}, sampler: {cfg.get('sampler')}, pruner: "
                      f"{cfg.get('pruner')}, up to {cfg.get('epochs')} epochs per trial")
         if cfg.get("folds"):
             lines.append(f"measured on: {cfg['folds']} folds of every melody but the "
@@ -226,7 +226,7 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(short(v))
+    return f"{v:.4g}" if isinstance(v, float) else str(shown(v))
 
 
 # trials.csv has Study.trials_dataframe()'s columns, each trial's cells rendered on their own

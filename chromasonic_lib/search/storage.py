@@ -99,8 +99,11 @@ def _grpc_status(e: BaseException) -> tuple[str, str] | None:
 def describe(e: BaseException) -> str:
     """The first line of an error; an OSError's words and file ("No space left on device
     (/runs/x)"), without its errno; a gRPC error's status and details (its first line says
-    only "<_InactiveRpcError of RPC that terminated with:")."""
+    only "<_InactiveRpcError of RPC that terminated with:"); for an error with no words of its
+    own (SQLAlchemy's InvalidatePoolError reads "()"), the error behind it."""
     status, text = _grpc_status(e), str(e).strip()
+    if not text.strip("()[]', ") and (e.__cause__ or e.__context__) is not None:
+        return describe(e.__cause__ or e.__context__)   # no words of its own ("()"): its cause's
     if isinstance(e, OSError) and e.strerror:
         return e.strerror + (f" ({e.filename})" if e.filename else "")
     return ": ".join(status) if status else text.splitlines()[0] if text else type(e).__name__
