@@ -87,8 +87,7 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
     ax.set_title(f"Optimization history — {study.study_name}")
     plain_numbers(ax)
     whole_numbers_on_x(ax)
-    _clip_y(ax, [loss(t) for t in done] + [study.user_attrs.get(k) or math.nan
-                                           for k in ("floor", "markov_baseline")])
+    _clip_y(ax, [loss(t) for t in done], study)
     top = ax.get_ylim()[1]
     above = sum(value > top for value in pruned.values())
     if above:
@@ -100,11 +99,14 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
     return fig
 
 
-def _clip_y(ax, values) -> None:
-    """Keep a few awful trials from squashing the interesting range."""
+def _clip_y(ax, values, study: optuna.Study | None = None) -> None:
+    """Keep a few awful trials from squashing the interesting range; the study's reference
+    lines (markov baseline, floor) stay in it, or the legend would name a line not drawn."""
     vals = np.array([v for v in values if v is not None and math.isfinite(v)])
+    refs = [v for k in ("floor", "markov_baseline")
+            if study is not None and isinstance(v := study.user_attrs.get(k), (int, float)) and math.isfinite(v)]
     if len(vals) >= 3:
-        lo, hi = vals.min(), np.quantile(vals, 0.9)
+        lo, hi = min([vals.min(), *refs]), max([np.quantile(vals, 0.9), *refs])
         pad = max(0.02, 0.1 * (hi - lo))
         ax.set_ylim(lo - pad, hi + 3 * pad)
 
@@ -138,7 +140,7 @@ def learning_curves_figure(study: optuna.Study):
     ax.plot([], [], color="tab:blue", label="complete")
     ax.plot([], [], color="tab:gray", ls="--", label="pruned (× = stopped)")
     _reference_lines(ax, study)
-    _clip_y(ax, values)
+    _clip_y(ax, values, study)
     if cross_validated(study):
         ax.set_xlabel("fold (0 = the first)")
         ax.set_ylabel("mean loss over the folds so far (nats/note)")
@@ -269,9 +271,10 @@ def optuna_figure(kind: str, study: optuna.Study, **kwargs):
 def _label_front(ax, study: optuna.Study) -> None:
     """A two-objective front: each of its trials named by its number, and the size or latency
     on a log scale (a study's models span orders of magnitude)."""
-    for t in study.best_trials:
+    # Along the front, labels above and below in turn: neighbours close together don't overlap.
+    for i, t in enumerate(sorted(study.best_trials, key=lambda t: t.values[0])):
         ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points",
-                    xytext=(4, 3), fontsize=8, color="tab:red")
+                    xytext=(4, 3 if i % 2 == 0 else -10), fontsize=8, color="tab:red")
     if all(t.values[1] > 0 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
         ax.set_yscale("log")
     ax.set_title("Pareto front: the trials no other beats in both (red, by number)")

@@ -434,6 +434,20 @@ def test_history_plot_keeps_the_baseline_in_view_and_counts_pruned_trials_off_it
     plots.plt.close(fig)
 
 
+def test_learning_curves_keep_the_baseline_and_the_floor_they_name_in_view():
+    from chromasonic_lib import plots
+    study = optuna.create_study(direction="minimize")
+    study.set_user_attr("markov_baseline", 2.95)    # above every curve, and the floor far below
+    study.set_user_attr("floor", 1.2)
+    for i in range(10):
+        curve = {e: 2.8 - 0.05 * e - 0.01 * i for e in range(5)}
+        study.add_trial(optuna.trial.create_trial(value=min(curve.values()), intermediate_values=curve))
+    fig = plots.learning_curves_figure(study)
+    low, top = fig.axes[0].get_ylim()
+    assert low < 1.2 and 2.95 < top
+    plots.plt.close(fig)
+
+
 def test_history_plot_shows_close_losses_as_they_are_without_an_offset():
     from chromasonic_lib import plots
     study = optuna.create_study(direction="minimize")
