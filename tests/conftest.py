@@ -66,7 +66,7 @@ class Postgres:
 
     def _as_postgres(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["runuser", "-u", "postgres", "--", str(self.bindir / args[0]), *args[1:]],
-                              capture_output=True, text=True, check=check, timeout=120)
+                              capture_output=True, text=True, check=check, timeout=300)
 
     def init(self) -> None:
         self._as_postgres("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
@@ -74,7 +74,7 @@ class Postgres:
     def pg_ctl(self, action: str, *extra: str, check: bool = True) -> None:
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off {self.options}"
         self._as_postgres("pg_ctl", action, "-D", str(self.data), "-l", str(self.root / "log"),
-                          "-o", opts, "-w", *extra, check=check)
+                          "-o", opts, "-w", "-t", "240", *extra, check=check)
 
 
 @pytest.fixture

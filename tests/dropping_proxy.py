@@ -23,7 +23,7 @@ class DroppingProxy:
             except OSError:
                 return
             server = socket.create_connection(self.target)
-            state = {"armed": False, "swallow": False}
+            state = {"armed": False, "swallow": False, "answered": threading.Event()}
             threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
             threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
 
@@ -42,7 +42,7 @@ class DroppingProxy:
                 if cut:
                     state["swallow"] = True
                     server.sendall(data)
-                    threading.Event().wait(0.5)         # the server commits and answers
+                    state["answered"].wait(60)          # the server commits and answers
                     break
                 server.sendall(data)
         except OSError:
@@ -59,6 +59,8 @@ class DroppingProxy:
             while data := server.recv(65536):
                 if not state["swallow"]:
                     client.sendall(data)
+                else:
+                    state["answered"].set()             # the COMMIT's reply, never passed on
         except OSError:
             pass
 

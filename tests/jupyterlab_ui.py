@@ -173,7 +173,7 @@ class Notebook:
             self.page.wait_for_timeout(150)
         raise TimeoutError(f"the notebook was still running after {timeout} s; prompts {self.prompts()}")
 
-    def until(self, condition: Callable[[], object], timeout: float = 60, what: str = "") -> None:
+    def until(self, condition: Callable[[], object], timeout: float = 180, what: str = "") -> None:
         """Wait until ``condition()`` is true (checked a few times a second)."""
         deadline = time.monotonic() + timeout
         while not condition():
@@ -199,7 +199,7 @@ class Notebook:
     def save(self) -> None:
         """File → Save Notebook, and wait until its tab is no longer marked as modified."""
         self.menu("File", r"^Save Notebook(?! As)")
-        self.page.locator(".lm-TabBar-tab.jp-mod-current:not(.jp-mod-dirty)").wait_for(timeout=30000)
+        self.page.locator(".lm-TabBar-tab.jp-mod-current:not(.jp-mod-dirty)").wait_for()
 
     def menu(self, menu: str, item: str) -> None:
         """Click ``menu`` in the menu bar, then its item whose name matches the regex ``item``."""

@@ -101,20 +101,25 @@ def test_slots_go_round_the_devices_and_each_device_holds_trials_per_device(synt
 
 
 class Recorder:
-    """Wraps the objective's ``train``: when each call starts and ends, and on which thread."""
+    """Wraps the objective's ``train``: when each call starts and ends, and on which thread.
+    The first two calls wait for each other, so they overlap however busy the machine (a
+    search of two trials at once must run two at once); ``on_both`` runs once both have begun."""
 
-    def __init__(self, real, fail_call: int | None = None, pause: float = 0.3, on_first=None):
-        self.real, self.fail_call, self.pause, self.on_first = real, fail_call, pause, on_first
+    def __init__(self, real, fail_call: int | None = None, pause: float = 0.3, on_both=None):
+        self.real, self.fail_call, self.pause, self.on_both = real, fail_call, pause, on_both
         self.calls, self.lock, self.ballast = [], threading.Lock(), []
+        self.both = threading.Barrier(2, timeout=120)
 
     def __call__(self, *args, **kwargs):
         with self.lock:
             n = len(self.calls)
             self.calls.append([time.monotonic(), None])
-        if n == 0 and self.on_first:
-            self.on_first()
+        if n < 2:
+            self.both.wait()
+            if n == 1 and self.on_both:
+                self.on_both()
         try:
-            time.sleep(self.pause)      # long enough that trials overlap on a busy machine
+            time.sleep(self.pause)
             if n == self.fail_call:
                 ballast = torch.zeros(1000)         # stands in for the trial's GPU tensors
                 self.ballast.append(weakref.ref(ballast))
@@ -155,9 +160,9 @@ def test_two_trials_at_once_on_the_cpu_and_an_oom_fails_alone(tmp_path, monkeypa
 
 
 def test_ctrl_c_stops_every_running_trial_at_its_next_epoch(tmp_path, monkeypatch):
-    # Ctrl-C a second after the first trial starts, while both run (each would train ~5 s).
+    # Ctrl-C a second after both trials start, while both run (each would train ~5 s).
     timer = threading.Timer(1, os.kill, (os.getpid(), signal.SIGINT))
-    recorder = Recorder(objective_mod.train, pause=0, on_first=timer.start)
+    recorder = Recorder(objective_mod.train, pause=0, on_both=timer.start)
     monkeypatch.setattr(objective_mod, "train", recorder)
     slow = {"training": {"learning_rate": 1e-3}, "models": {"lstm": {"hidden_size": 16, "embedding_dim": 8}}}
     try:

@@ -54,18 +54,20 @@ def _count(url: str, name: str) -> int:
     return 0
 
 
-def _wait_for_file(path: Path, worker: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+def _wait_for_file(path: Path, worker: subprocess.Popen, log: Path, seconds: float = 300) -> None:
     """Until ``path`` exists (a gated worker's signal), asserting ``worker`` still runs."""
     deadline = time.monotonic() + seconds
-    while not path.exists() and time.monotonic() < deadline:
+    while not path.exists():
         assert worker.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no {path.name} after {seconds:.0f} s: " + log.read_text()[-3000:]
         time.sleep(0.1)
 
 
 def _wait_for_trials(url: str, name: str, n: int, worker: subprocess.Popen, log: Path, deadline: float) -> None:
     """Until the study has ``n`` finished trials (or ``deadline``), asserting ``worker`` still runs."""
-    while _count(url, name) < n and time.monotonic() < deadline:
+    while _count(url, name) < n:
         assert worker.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"fewer than {n} trials by the deadline: " + log.read_text()[-3000:]
         time.sleep(0.3)
 
 
@@ -78,7 +80,7 @@ def test_workers_wait_out_a_postgres_restart_and_a_crash(tmp_path, own_postgres)
                      heartbeat_interval=2, grace_period=20, storage_patience=60)
     workers = [_worker(params, tmp_path / f"w{i}.log") for i in range(3)]
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         # Every worker past opening the storage (its progress bar shows): a worker that can't
         # open it at all stops at once, by design (a wrong URL costs seconds, not the patience).
         logs = [tmp_path / f"w{i}.log" for i in range(3)]
@@ -120,7 +122,7 @@ def test_a_worker_stops_naming_the_storage_beyond_its_patience_and_the_next_run_
                      heartbeat_interval=1, grace_period=3, storage_patience=4)
     worker = _worker(params, tmp_path / "w.log")
     try:
-        _wait_for_trials(pg.url, name, 3, worker, tmp_path / "w.log", time.monotonic() + 120)
+        _wait_for_trials(pg.url, name, 3, worker, tmp_path / "w.log", time.monotonic() + 300)
         pg.pg_ctl("stop", "-m", "fast")
         start = time.monotonic()
         code = worker.wait(timeout=120)
@@ -431,13 +433,13 @@ def test_a_reply_lost_after_a_create_commits_creates_it_once(tmp_path, statement
     proxied = url.replace(f"{u.hostname}:{u.port or 5432}", f"127.0.0.1:{proxy.port}")
     params = _params(tmp_path, study_name=name, storage=proxied, n_trials=3)
     log = tmp_path / "w.log"
-    start = time.monotonic()
     try:
-        worker = _worker(params, log)
-        assert worker.wait(timeout=120) == 0, log.read_text()[-3000:]
+        # Its progress lines in the log: they say whether it waited for a trial left running.
+        worker = _worker(params, log, WORKER.replace("import chromasonic_lib as cl\n",
+                                                     "import chromasonic_lib as cl\ncl.setup_logging()\n"))
+        assert worker.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
         proxy.close()
-    took = time.monotonic() - start
     out = log.read_text()
     try:
         assert proxy.dropped == 1, out[-3000:]
@@ -451,7 +453,7 @@ def test_a_reply_lost_after_a_create_commits_creates_it_once(tmp_path, statement
         # their queued trial, failed, may stand beside them).
         assert [t.user_attrs.get("enqueued") for t in trials
                 if t.state == TrialState.COMPLETE].count("family defaults") == 1, states
-        assert took < 100, (took, out[-3000:])     # nobody waited out an orphan trial (120 s)
+        assert "still running on other workers" not in out, out[-3000:]   # no orphan trial waited out
     finally:
         optuna.delete_study(study_name=name, storage=url)
 

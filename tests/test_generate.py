@@ -146,9 +146,9 @@ def test_fluidsynth_renders_a_64_note_melody_quickly():
     fluidsynth_or_skip()
     rng = np.random.default_rng(0)
     notes = Notes(rng.integers(55, 80, 64).astype(np.int16), np.full(64, 0.5, dtype=np.float32))
-    start = time.perf_counter()
+    start = time.process_time()     # CPU time: CI runs other heavy tests beside this one
     audio = generate.render(notes, BPM)
-    assert time.perf_counter() - start < 1.5          # about 0.1 s on one core
+    assert time.process_time() - start < 1.5          # about 0.1 s on one core
     assert len(audio) / generate.SAMPLE_RATE == pytest.approx(64 * 0.3 + 1, abs=0.01)
 
 

@@ -130,13 +130,13 @@ def test_outside_a_kernel_nothing_is_displayed():
 @pytest.fixture(scope="module")
 def kernel():
     from jupyter_client.manager import start_new_kernel
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(ROOT))
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(ROOT), startup_timeout=300)
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)
 
 
-def execute(kc, code: str, allow_stdin: bool, timeout: float = 60) -> list[dict]:
+def execute(kc, code: str, allow_stdin: bool, timeout: float = 300) -> list[dict]:
     """Run ``code`` as JupyterLab (allow_stdin) or papermill (not) would; its iopub messages."""
     msg_id = kc.execute(code, allow_stdin=allow_stdin)
     msgs = []

@@ -189,10 +189,10 @@ def test_a_worker_waits_out_a_proxy_restart_and_a_database_outage_behind_the_pro
     pg, port, name, asked = own_postgres, _free_port(), "via-proxy", 30
     proxy = _start_proxy(pg.url, port, patience=1)
     params = _params(tmp_path, 0, study_name=name, storage=f"grpc://127.0.0.1:{port}", n_trials=asked,
-                     epochs=2, storage_patience=60, heartbeat_interval=2, grace_period=30)
+                     epochs=2, storage_patience=300, heartbeat_interval=2, grace_period=30)
     worker = _worker(params, tmp_path / "w.log")
     try:
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 300
         _wait_for_trials(pg.url, name, 4, worker, tmp_path / "w.log", deadline)
         proxy.send_signal(signal.SIGTERM)       # the proxy restarts: UNAVAILABLE meanwhile
         proxy.communicate(timeout=30)
@@ -202,7 +202,7 @@ def test_a_worker_waits_out_a_proxy_restart_and_a_database_outage_behind_the_pro
         pg.pg_ctl("stop", "-m", "fast")         # longer than the proxy's patience: UNKNOWN
         time.sleep(5)
         pg.pg_ctl("start")
-        code = worker.wait(timeout=180)
+        code = worker.wait(timeout=400)
     finally:
         if worker.poll() is None:
             worker.kill()

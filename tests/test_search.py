@@ -317,7 +317,7 @@ def test_timeout_bounds_the_whole_search(tmp_path):
     slow = {**TINY_SPACE, "training": {"learning_rate": 1e-3}}
     result = cl.run_search(tiny_cfg(tmp_path, n_trials=1000, timeout=1, epochs=50, pruner="none",
                                     search_space=slow))
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 120      # not 1000 trials of ~5 s (a loaded machine: slack)
     last = result.study.trials[-1]
     # A trial cut short by the timeout keeps its best epoch so far as a result.
     assert last.state == TrialState.COMPLETE and last.user_attrs["stopped_by"] == "search timeout"
