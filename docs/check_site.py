@@ -1,8 +1,8 @@
 """Check the built site as a reader meets it: no heading swallowed by a code block in docs/*.md,
 no link to an anchor that leads nowhere, no path of the machine that built it, no placeholder
-(``<name>``) swallowed as an HTML tag, and, opened from disk as the README says
-(``file://.../site/index.html``), a navigation link in Chromium opens a page, not a folder
-listing, and search finds pages.
+(``<name>``) swallowed as an HTML tag, no widget renderer asked of a CDN, and, opened from
+disk as the README says (``file://.../site/index.html``), a navigation link in Chromium opens a
+page, not a folder listing, search finds pages, and the gallery's widgets are drawn.
 
     .venv/bin/python docs/check_site.py site     # make docs runs it after the build
 
@@ -80,6 +80,11 @@ def machine_paths(site: Path) -> list[str]:
             for where in (root, home) if where + "/" in page.read_text(errors="replace")]
 
 
+def widgets_from_a_cdn(site: Path) -> list[str]:
+    """Pages that would load Jupyter's widget renderer from unpkg.com (nothing drawn offline)."""
+    return [str(p.relative_to(site)) for p in sorted(site.rglob("*.html")) if "unpkg.com" in p.read_text(errors="replace")]
+
+
 def main(site: str) -> int:
     index = Path(site).resolve() / "index.html"
     if not index.is_file():
@@ -88,7 +93,8 @@ def main(site: str) -> int:
     problems = [f"heading inside a code block: {h}" for h in headings_in_code(Path("docs"))] + \
         [f"anchor that leads nowhere: {a}" for a in dead_anchors(index.parent)] + \
         [f"a path of the build machine: {m}" for m in machine_paths(index.parent)] + \
-        [f"a placeholder swallowed as an HTML tag: {t}" for t in swallowed_placeholders(index.parent)]
+        [f"a placeholder swallowed as an HTML tag: {t}" for t in swallowed_placeholders(index.parent)] + \
+        [f"widgets drawn by a CDN's script (nothing offline): {p}" for p in widgets_from_a_cdn(index.parent)]
     if problems:
         print("check_site:\n  " + "\n  ".join(problems))
         return 1
@@ -114,6 +120,13 @@ def main(site: str) -> int:
             found = len(page.query_selector_all(".md-search-result__item"))
         except Exception:
             found = 0
+        explorer = index.parent / "gallery" / "analysis.html"     # its trial explorer: two dropdowns
+        page.goto(explorer.as_uri())
+        try:
+            page.wait_for_selector(".widget-dropdown", timeout=30000)
+            drawn = len(page.query_selector_all(".widget-dropdown"))
+        except Exception:
+            drawn = 0
         browser.close()
     if not url.endswith("getting-started.html") or "Index of" in text or heading.strip().rstrip("¶") != "Getting started":
         print(f"check_site: from {index.as_uri()} the nav link to Getting started opened {url} "
@@ -122,7 +135,11 @@ def main(site: str) -> int:
     if not found:
         print(f"check_site: opened from disk ({url}), search for 'wilcoxon' found nothing")
         return 1
-    print(f"check_site: opened from disk, the nav link leads to {url}; search finds {found} pages")
+    if not drawn:
+        print(f"check_site: opened from disk, {explorer.as_uri()} draws no widget (its trial explorer)")
+        return 1
+    print(f"check_site: opened from disk, the nav link leads to {url}; search finds {found} pages; "
+          f"the gallery's trial explorer draws {drawn} dropdowns")
     return 0
 
 

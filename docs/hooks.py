@@ -1,6 +1,9 @@
-"""MkDocs hook: the library's docstrings use Sphinx roles (:class:`X`, :meth:`~a.b.c`), which
-mkdocstrings leaves as text before the code span; drop the role and, as Sphinx does for ``~``,
-keep only the last part of a dotted name."""
+"""MkDocs hooks: Sphinx roles in the docstrings, the generated parameter reference, and the
+gallery's widgets drawn by a copy of Jupyter's html-manager shipped with the site (no CDN).
+
+The library's docstrings use Sphinx roles (:class:`X`, :meth:`~a.b.c`), which mkdocstrings
+leaves as text before the code span; drop the role and, as Sphinx does for ``~``, keep only the
+last part of a dotted name."""
 from __future__ import annotations
 
 import re
@@ -94,6 +97,46 @@ def parameter_reference(root) -> str:
     return "\n".join(out) + "\n"
 
 
+# ---------------------------------------------------------------- the gallery's widgets, offline
+# mkdocs-jupyter loads the widget renderer from unpkg.com, so opened from disk without a network
+# the gallery's controls (the trial explorer, the generator) draw nothing. The site ships
+# Jupyter's own renderer instead (@jupyter-widgets/html-manager, BSD-3-Clause; the version for
+# ipywidgets 8), taken once from the npm registry, checked against its published digest, cached.
+WIDGETS = "1.0.15"
+WIDGETS_SHA512 = "5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA=="
+# The renderer and the fallback mkdocs-jupyter names for widgets older than ipywidgets 7.
+WIDGETS_CDN = re.compile(r"https://unpkg\.com/@jupyter-(?:widgets/html-manager|js-widgets)@\*/dist/embed(?:-amd)?\.js")
+WIDGETS_JS = "javascripts/widgets/embed.js"
+
+
+def widgets_js() -> bytes:
+    """html-manager's self-contained ``dist/embed.js`` (no RequireJS needed)."""
+    import base64
+    import hashlib
+    import io
+    import tarfile
+    import urllib.request
+
+    from chromasonic_lib.paths import cache_dir
+    cached = cache_dir() / f"html-manager-{WIDGETS}-embed.js"
+    if not cached.is_file():
+        url = f"https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-{WIDGETS}.tgz"
+        with urllib.request.urlopen(url, timeout=60) as r:
+            tgz = r.read()
+        if base64.b64encode(hashlib.sha512(tgz).digest()).decode() != WIDGETS_SHA512:
+            raise RuntimeError(f"{url}: not the published html-manager {WIDGETS} (digest differs)")
+        with tarfile.open(fileobj=io.BytesIO(tgz)) as tar:
+            js = tar.extractfile("package/dist/embed.js").read()
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(js)
+    return cached.read_bytes()
+
+
+def on_post_page(output: str, page, **kwargs) -> str:
+    up = "../" * page.file.dest_uri.count("/")      # the page's folder back to the site's root
+    return WIDGETS_CDN.sub(up + WIDGETS_JS, output)
+
+
 def on_files(files, config, **kwargs):
     import sys
     from pathlib import Path
@@ -102,4 +145,5 @@ def on_files(files, config, **kwargs):
     root = Path(config["config_file_path"]).resolve().parent
     sys.path.insert(0, str(root))
     files.append(File.generated(config, "parameters.md", content=parameter_reference(root)))
+    files.append(File.generated(config, WIDGETS_JS, content=widgets_js()))
     return files
