@@ -100,36 +100,44 @@ def parameter_reference(root) -> str:
 # ---------------------------------------------------------------- the gallery's widgets, offline
 # mkdocs-jupyter loads the widget renderer from unpkg.com, so opened from disk without a network
 # the gallery's controls (the trial explorer, the generator) draw nothing. The site ships
-# Jupyter's own renderer instead (@jupyter-widgets/html-manager, BSD-3-Clause; the version for
-# ipywidgets 8), taken once from the npm registry, checked against its published digest, cached.
+# Jupyter's own renderer instead (@jupyter-widgets/html-manager, BSD-3-Clause, with its licence
+# notices; the version for ipywidgets 8), taken once from the npm registry into the cache and
+# checked against its published digest at every build.
 WIDGETS = "1.0.15"
 WIDGETS_SHA512 = "5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA=="
 # The renderer and the fallback mkdocs-jupyter names for widgets older than ipywidgets 7.
 WIDGETS_CDN = re.compile(r"https://unpkg\.com/@jupyter-(?:widgets/html-manager|js-widgets)@\*/dist/embed(?:-amd)?\.js")
 WIDGETS_JS = "javascripts/widgets/embed.js"
+# What the site ships of the package: the renderer (self-contained, no RequireJS) and its notices.
+WIDGETS_FILES = {"package/dist/embed.js": WIDGETS_JS,
+                 "package/dist/embed.js.LICENSE.txt": WIDGETS_JS + ".LICENSE.txt"}
 
 
-def widgets_js() -> bytes:
-    """html-manager's self-contained ``dist/embed.js`` (no RequireJS needed)."""
+def widgets_files() -> dict[str, bytes]:
+    """The site's path of each file shipped from html-manager's package, and its bytes."""
     import base64
     import hashlib
     import io
     import tarfile
     import urllib.request
 
+    from chromasonic_lib.atomic import atomic_write
     from chromasonic_lib.paths import cache_dir
-    cached = cache_dir() / f"html-manager-{WIDGETS}-embed.js"
+    url = f"https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-{WIDGETS}.tgz"
+    cached = cache_dir() / url.rsplit("/", 1)[1]
     if not cached.is_file():
-        url = f"https://registry.npmjs.org/@jupyter-widgets/html-manager/-/html-manager-{WIDGETS}.tgz"
-        with urllib.request.urlopen(url, timeout=60) as r:
-            tgz = r.read()
-        if base64.b64encode(hashlib.sha512(tgz).digest()).decode() != WIDGETS_SHA512:
-            raise RuntimeError(f"{url}: not the published html-manager {WIDGETS} (digest differs)")
-        with tarfile.open(fileobj=io.BytesIO(tgz)) as tar:
-            js = tar.extractfile("package/dist/embed.js").read()
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_bytes(js)
-    return cached.read_bytes()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                atomic_write(cached, r.read())
+        except OSError as e:
+            raise RuntimeError(f"the gallery's widget renderer: {url} could not be fetched ({e}); "
+                               f"put that file at {cached} to build offline") from None
+    tgz = cached.read_bytes()
+    if base64.b64encode(hashlib.sha512(tgz).digest()).decode() != WIDGETS_SHA512:
+        raise RuntimeError(f"{cached}: not the published html-manager {WIDGETS} (its sha512 differs); "
+                           "remove it to fetch it again")
+    with tarfile.open(fileobj=io.BytesIO(tgz)) as tar:
+        return {site: tar.extractfile(member).read() for member, site in WIDGETS_FILES.items()}
 
 
 def on_post_page(output: str, page, **kwargs) -> str:
@@ -145,5 +153,6 @@ def on_files(files, config, **kwargs):
     root = Path(config["config_file_path"]).resolve().parent
     sys.path.insert(0, str(root))
     files.append(File.generated(config, "parameters.md", content=parameter_reference(root)))
-    files.append(File.generated(config, WIDGETS_JS, content=widgets_js()))
+    for path, content in widgets_files().items():
+        files.append(File.generated(config, path, content=content))
     return files

@@ -10,7 +10,7 @@ import threading
 class DroppingProxy:
     def __init__(self, target: tuple[str, int], after: bytes, drops: int = 1):
         self.target, self.after, self.drops = target, after, drops
-        self.dropped = 0
+        self.dropped = self.unanswered = 0    # unanswered: a COMMIT whose reply never came
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
@@ -42,7 +42,8 @@ class DroppingProxy:
                 if cut:
                     state["swallow"] = True
                     server.sendall(data)
-                    state["answered"].wait(60)          # the server commits and answers
+                    if not state["answered"].wait(60):  # the server commits and answers
+                        self.unanswered += 1
                     break
                 server.sendall(data)
         except OSError:

@@ -84,13 +84,14 @@ def test_workers_wait_out_a_postgres_restart_and_a_crash(tmp_path, own_postgres)
         # Every worker past opening the storage (its progress bar shows): a worker that can't
         # open it at all stops at once, by design (a wrong URL costs seconds, not the patience).
         logs = [tmp_path / f"w{i}.log" for i in range(3)]
-        while (_count(pg.url, name) < 4 or not all(log.exists() and "trials:" in log.read_text() for log in logs)) \
-                and time.monotonic() < deadline:
+        while _count(pg.url, name) < 4 or not all(log.exists() and "trials:" in log.read_text() for log in logs):
             assert all(w.poll() is None for w in workers), "a worker ended before the faults"
+            assert time.monotonic() < deadline, "the workers were not under way after 300 s"
             time.sleep(0.3)
         pg.pg_ctl("restart", "-m", "fast")
         seen = _count(pg.url, name)
-        while _count(pg.url, name) < seen + 3 and time.monotonic() < deadline:
+        while _count(pg.url, name) < seen + 3:
+            assert time.monotonic() < deadline, "no 3 trials finished after the restart by the deadline"
             time.sleep(0.3)
         pg.pg_ctl("stop", "-m", "immediate")
         time.sleep(3)
@@ -442,7 +443,7 @@ def test_a_reply_lost_after_a_create_commits_creates_it_once(tmp_path, statement
         proxy.close()
     out = log.read_text()
     try:
-        assert proxy.dropped == 1, out[-3000:]
+        assert proxy.dropped == 1 and proxy.unanswered == 0, out[-3000:]
         trials = optuna.load_study(study_name=name, storage=url).trials
         states = [(t.number, t.state.name) for t in trials]
         assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], states
@@ -624,3 +625,10 @@ def test_an_error_with_no_words_of_its_own_is_named_by_the_one_behind_it():
     except InvalidatePoolError as e:
         assert str(e) == "()" and describe(e) == "Connection refused"
     assert describe(RuntimeError()) == "RuntimeError"
+    try:
+        try:
+            raise ValueError("hidden on purpose")
+        except ValueError:
+            raise TimeoutError() from None
+    except TimeoutError as e:
+        assert describe(e) == "TimeoutError"        # "from None": what it hid stays hidden

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..imports import shown
+from ..imports import shown, shown_config
 from ..atomic import atomic_write, write_json
 from ..throttle import Throttle
 from .housekeeping import Chores
@@ -199,7 +199,7 @@ def _report(study: optuna.Study, attrs: dict[str, Any], summary: dict[str, Any],
         if attrs.get(name) is not None:
             lines.append(f"  {label}: {attrs[name]:.4f}  (best − it = "
                          f"{summary['best_value'] - attrs[name]:+.4f})")
-    for k, v in summary["best_params"].items():
+    for k, v in shown_config(summary["best_params"]).items():   # the full path: best_hyperparameters.json
         lines.append(f"  {k:>16} = {v}")
     ua = best.user_attrs
     if "n_params" in ua:

@@ -102,8 +102,9 @@ def describe(e: BaseException) -> str:
     only "<_InactiveRpcError of RPC that terminated with:"); for an error with no words of its
     own (SQLAlchemy's InvalidatePoolError reads "()"), the error behind it."""
     status, text = _grpc_status(e), str(e).strip()
-    if not text.strip("()[]', ") and (e.__cause__ or e.__context__) is not None:
-        return describe(e.__cause__ or e.__context__)   # no words of its own ("()"): its cause's
+    behind = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    if not text.strip("()[]', ") and behind is not None and behind is not e:
+        return describe(behind)         # no words of its own ("()"): the error it was raised for
     if isinstance(e, OSError) and e.strerror:
         return e.strerror + (f" ({e.filename})" if e.filename else "")
     return ": ".join(status) if status else text.splitlines()[0] if text else type(e).__name__
