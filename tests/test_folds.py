@@ -116,6 +116,8 @@ def test_a_clearly_worse_configuration_is_pruned_between_folds(tmp_path):
     assert worse.state == TrialState.PRUNED and worse.params["learning_rate"] == 1e-6
     assert len(worse.user_attrs["folds"]) < 4       # stopped between folds, before the last
     assert len(worse.intermediate_values) == len(worse.user_attrs["folds"])
+    on = worse.user_attrs["pruned_on"]
+    assert on["step"] == max(worse.intermediate_values) and on["best"] > on["median"] and on["trials"] >= 1
 
 
 def test_the_resume_guard_covers_folds(tmp_path):

@@ -71,7 +71,8 @@ def test_search_notebook_writes_every_result_file(tmp_path):
     assert f"search finished: 3/3 trials · {best}" in html
 
 
-def test_pruner_prunes_a_hopeless_trial(tmp_path):
+def test_pruner_prunes_a_hopeless_trial(tmp_path, caplog):
+    caplog.set_level("INFO", logger="chromasonic_lib")
     cfg = tiny_cfg(tmp_path, n_trials=1, epochs=6)
     cl.run_search(cfg)                                     # the defaults: a good reference
     study = optuna.load_study(study_name="t", storage=cfg.storage)
@@ -80,6 +81,14 @@ def test_pruner_prunes_a_hopeless_trial(tmp_path):
     hopeless = study.trials[-1]
     assert hopeless.state == TrialState.PRUNED
     assert len(hopeless.intermediate_values) < 6
+    # On what it was stopped, as the median pruner judged it: its best against the median there.
+    on = hopeless.user_attrs["pruned_on"]
+    step = max(hopeless.intermediate_values)
+    assert on == {"step": step, "best": min(hopeless.intermediate_values.values()),
+                  "median": study.trials[0].intermediate_values[step], "trials": 1}
+    assert on["best"] > on["median"]
+    assert f"trial 1 pruned at epoch {step} (its best so far {on['best']:.4f} against the median " \
+           f"{on['median']:.4f} of 1 finished trial at that step)" in caplog.text
 
 
 def test_a_second_run_resumes_the_study(tmp_path):

@@ -29,7 +29,7 @@ from .devices import DeviceSlots, OneAtATime, parse_devices, stop_on_interrupt
 from .faults import UNTOLD, optimize, tell_untold
 from .heartbeat import JournalHeartbeat
 from .housekeeping import CHORES
-from .objective import Objective
+from .objective import Objective, pruned_words
 from .results import ResultFiles, curve, trial_config, write_results
 from .settings import check_resume, stored_settings, study_settings
 from .space import SearchSpace, load_space
@@ -141,7 +141,8 @@ class _Progress:
         if trial.state.name == "PRUNED":
             steps = len(curve(trial))
             value = f"after fold {steps}" if "folds" in trial.user_attrs else f"at epoch {steps - 1}"
-        reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
+        reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else \
+            f" ({pruned_words(trial.user_attrs['pruned_on'])})" if "pruned_on" in trial.user_attrs else ""
         best_txt = f"{best:.4f} (trial {summary['best_trial']})" if best is not None else "-"
         duration = trial.duration.total_seconds() if trial.duration else 0.0
         log.info("[%d/%d] trial %d %s %s%s in %.1f s; best %s", self.count, self.bar.total,

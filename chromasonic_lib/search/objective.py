@@ -124,8 +124,9 @@ class Objective:
         trial.set_user_attr("epochs_trained", history.epochs_trained)
         trial.set_user_attr("train_seconds", round(history.seconds, 3))
         if pruned:
+            evidence = _median_evidence(trial, history.epochs_trained - 1, min(history.val_loss))
             raise optuna.TrialPruned(f"pruned after epoch {history.epochs_trained - 1} "
-                                     f"at {history.val_loss[-1]:.4f} nats/note")
+                                     f"at {history.val_loss[-1]:.4f} nats/note{evidence}")
         trial.set_user_attr("val_bits_per_note", metrics.bits_per_note)
         trial.set_user_attr("val_accuracy", metrics.accuracy)
         # Over transpositions the scored model is another one than the epochs' validation.
@@ -170,7 +171,8 @@ class Objective:
                                                  not self.multi and trial.should_prune()):
                         if trial.user_attrs.get("stopped_by"):
                             raise _Deadline
-                        evidence = _paired_evidence(trial, melodies) if self.paired else ""
+                        evidence = _paired_evidence(trial, melodies) if self.paired else _median_evidence(
+                            trial, line["fold"], min(pooled(lines[:i]) for i in range(1, len(lines) + 1)))
                         raise optuna.TrialPruned(f"pruned after fold {len(lines)} of {folds.k} at "
                                                  f"{pooled(lines):.4f} nats/note{evidence}")
         except _Deadline:
@@ -262,8 +264,32 @@ def _paired_evidence(trial: optuna.Trial, losses: dict[int, float]) -> str:
         return ""
     from scipy import stats
     p = float(stats.wilcoxon(diffs, alternative="greater", zero_method="zsplit").pvalue)
-    trial.set_user_attr("pruned_on", {"melodies": len(common), "p_value": p})
-    return f", worse than the best on {len(common)} paired melodies (Wilcoxon p = {p:.3g})"
+    trial.set_user_attr("pruned_on", on := {"melodies": len(common), "p_value": p})
+    return ", " + pruned_words(on)
+
+
+def _median_evidence(trial: optuna.Trial, step: int, best: float) -> str:
+    """On what the median pruner stopped ``trial`` at ``step``, as Optuna's MedianPruner judges:
+    its best report so far (``best``) against the median of the finished trials' reports at that
+    step (user attribute ``pruned_on``), in words; empty under another pruner."""
+    if not isinstance(trial.study.pruner, optuna.pruners.MedianPruner):
+        return ""
+    others = [t.intermediate_values[step] for t in trial.study.get_trials(deepcopy=False, states=(
+        optuna.trial.TrialState.COMPLETE,)) if step in t.intermediate_values]
+    if not others:
+        return ""
+    on = {"step": step, "best": best, "median": float(np.median(others)), "trials": len(others)}
+    trial.set_user_attr("pruned_on", on)
+    return ", " + pruned_words(on)
+
+
+def pruned_words(on: dict) -> str:
+    """A pruned trial's evidence (its user attribute ``pruned_on``) in words."""
+    if "p_value" in on:
+        return f"worse than the best on {on['melodies']} paired melodies (Wilcoxon p = {on['p_value']:.3g})"
+    n = on["trials"]
+    return (f"its best so far {on['best']:.4f} against the median {on['median']:.4f} of {n} "
+            f"finished trial{'s' * (n != 1)} at that step")
 
 
 class _Deadline(Exception):
