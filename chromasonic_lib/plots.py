@@ -47,12 +47,14 @@ def legend_below(ax, ncol: int, gap: float = 0.13) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -gap), ncol=ncol, fontsize=8, frameon=False)
 
 
-def _reference_lines(ax, study: optuna.Study) -> None:
+def _reference_lines(ax, study: optuna.Study) -> list[float]:
+    """The markov baseline and the floor as lines; their values, for the view to keep them in."""
     floor, baseline = study.user_attrs.get("floor"), study.user_attrs.get("markov_baseline")
     if baseline is not None:
         ax.axhline(baseline, color="tab:red", ls="--", lw=1, label=f"markov baseline {baseline:.3f}")
     if floor is not None:
         ax.axhline(floor, color="black", ls=":", lw=1, label=f"floor {floor:.3f}")
+    return [v for v in (floor, baseline) if v is not None]
 
 
 def history_figure(study: optuna.Study, pyplot: bool = True):
@@ -81,13 +83,13 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
         # Held to the last trial, complete or not: the pruned ones after the best ran too.
         ax.step(xs + [trials[-1].number], [*best, best[-1]], where="post", color="tab:orange", lw=2,
                 label="best so far")
-    _reference_lines(ax, study)
+    refs = _reference_lines(ax, study)
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss (nats/note)")
     ax.set_title(f"Optimization history — {study.study_name}")
     plain_numbers(ax)
     whole_numbers_on_x(ax)
-    _clip_y(ax, [loss(t) for t in done], study)
+    _clip_y(ax, [loss(t) for t in done], refs)
     top = ax.get_ylim()[1]
     above = sum(value > top for value in pruned.values())
     if above:
@@ -99,12 +101,10 @@ def history_figure(study: optuna.Study, pyplot: bool = True):
     return fig
 
 
-def _clip_y(ax, values, study: optuna.Study | None = None) -> None:
-    """Keep a few awful trials from squashing the interesting range; the study's reference
-    lines (markov baseline, floor) stay in it, or the legend would name a line not drawn."""
+def _clip_y(ax, values, refs: list[float] = ()) -> None:
+    """Keep a few awful trials from squashing the interesting range; the reference lines drawn
+    (``refs``: markov baseline, floor) stay in it, or the legend would name a line not shown."""
     vals = np.array([v for v in values if v is not None and math.isfinite(v)])
-    refs = [v for k in ("floor", "markov_baseline")
-            if study is not None and isinstance(v := study.user_attrs.get(k), (int, float)) and math.isfinite(v)]
     if len(vals) >= 3:
         lo, hi = min([vals.min(), *refs]), max([np.quantile(vals, 0.9), *refs])
         pad = max(0.02, 0.1 * (hi - lo))
@@ -139,8 +139,8 @@ def learning_curves_figure(study: optuna.Study):
             ax.plot(steps, ys, color="tab:blue", lw=1, alpha=0.6)
     ax.plot([], [], color="tab:blue", label="complete")
     ax.plot([], [], color="tab:gray", ls="--", label="pruned (× = stopped)")
-    _reference_lines(ax, study)
-    _clip_y(ax, values, study)
+    refs = _reference_lines(ax, study)
+    _clip_y(ax, values, refs)
     if cross_validated(study):
         ax.set_xlabel("fold (0 = the first)")
         ax.set_ylabel("mean loss over the folds so far (nats/note)")

@@ -137,7 +137,6 @@ def information_content(train: Iterable[Sequence[int]], test: Iterable[Sequence[
     model counted on the melody so far (``stm``), or ``both`` combined."""
     if models not in MODELS:
         raise ValueError(f"models must be one of {', '.join(MODELS)}, got {models!r}")
-    index = {a: i for i, a in enumerate(sorted(set(alphabet)))}
     ltm = PPM.long_term(alphabet, train) if models != "stm" else None
     learn = models.endswith("+")
     out = []
@@ -146,7 +145,7 @@ def information_content(train: Iterable[Sequence[int]], test: Iterable[Sequence[
         stm = PPM.short_term(alphabet) if models in ("stm", "both", "both+") else None
         for i, s in enumerate(melody):
             ps = [m.distribution(melody[:i]) for m in (ltm, stm) if m is not None]
-            ic.append(-np.log2((combine(ps, bias) if len(ps) > 1 else ps[0])[index[s]]))
+            ic.append(-np.log2((combine(ps, bias) if len(ps) > 1 else ps[0])[(ltm or stm).index[s]]))
             for m in (ltm if learn else None, stm):
                 if m is not None:
                     m.update(melody[:i], s)

@@ -148,6 +148,7 @@ class Objective:
         trial.set_user_attr("config", {**recipe.as_params(), **folds.study_params()})
         lines: list[dict] = []
         melodies: dict[int, float] = {}         # melody id → nats/note, as reported (paired)
+        reported: list[float] = []              # the running means reported (median pruner)
 
         def on_epoch(epoch: int, val_loss: float) -> bool:
             self._check_stop()
@@ -165,14 +166,15 @@ class Objective:
                     if self.paired and not self.multi:    # a multi-objective study reports nothing
                         melodies.update(_report_melodies(trial, line["notes"], self.base.seed))
                     elif not self.multi:
-                        trial.report(pooled(lines), line["fold"])
+                        reported.append(pooled(lines))
+                        trial.report(reported[-1], line["fold"])
                     self._check_stop()
                     if len(lines) < folds.k and (self._past_deadline(trial) or
                                                  not self.multi and trial.should_prune()):
                         if trial.user_attrs.get("stopped_by"):
                             raise _Deadline
                         evidence = _paired_evidence(trial, melodies) if self.paired else _median_evidence(
-                            trial, line["fold"], min(pooled(lines[:i]) for i in range(1, len(lines) + 1)))
+                            trial, line["fold"], min(reported))
                         raise optuna.TrialPruned(f"pruned after fold {len(lines)} of {folds.k} at "
                                                  f"{pooled(lines):.4f} nats/note{evidence}")
         except _Deadline:
@@ -278,7 +280,7 @@ def _median_evidence(trial: optuna.Trial, step: int, best: float) -> str:
         optuna.trial.TrialState.COMPLETE,)) if step in t.intermediate_values]
     if not others:
         return ""
-    on = {"step": step, "best": best, "median": float(np.median(others)), "trials": len(others)}
+    on = {"step": step, "best": best, "median": float(np.nanmedian(others)), "trials": len(others)}
     trial.set_user_attr("pruned_on", on)
     return ", " + pruned_words(on)
 

@@ -169,8 +169,9 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         # clean-up after a failed tell doesn't wait the whole patience again for each read.
         self.gave_up: StorageUnreachable | None = None
         # trial id -> {(method, key): value}: attribute writes that found the storage gone.
-        # No lock: a trial's own writes and tell come one after another, never at once, and
-        # trials beside it touch only their own entries.
+        # No lock: trials beside each other touch only their own entries; a trial's heartbeat
+        # thread (through the gRPC proxy, a held write too) may race its tell, and a beat held
+        # then is dropped with the entry, which costs nothing (the trial is told).
         self.held: dict[int, dict[tuple[str, str], Any]] = {}
         # Errors the database driver raised, Optuna's own retries included (a failed commit
         # of a trial's creation is retried inside Optuna's RDB storage, unseen by us).
