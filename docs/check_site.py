@@ -37,21 +37,25 @@ def headings_in_code(docs: Path) -> list[str]:
     return found
 
 
-def dead_anchors(site: Path) -> list[str]:
-    """Links to an anchor (``#x``, ``page.html#x``) whose page has no element with that id."""
-    ids: dict[Path, set[str]] = {}
+def read_pages(site: Path) -> dict[Path, str]:
+    """Every page of the site and the gallery's notebook downloads, read once, by full path."""
+    return {p.resolve(): p.read_text(errors="replace") for p in sorted([*site.rglob("*.html"), *site.rglob("*.ipynb")])}
 
-    def ids_of(page: Path) -> set[str]:
-        if page not in ids:
-            ids[page] = set(ID.findall(page.read_text(errors="replace"))) if page.is_file() else set()
-        return ids[page]
+
+def html(pages: dict[Path, str]) -> dict[Path, str]:
+    return {p: text for p, text in pages.items() if p.suffix == ".html"}
+
+
+def dead_anchors(site: Path, pages: dict[Path, str]) -> list[str]:
+    """Links to an anchor (``#x``, ``page.html#x``) whose page has no element with that id."""
+    ids = {p: set(ID.findall(text)) for p, text in html(pages).items()}
     dead = []
-    for page in sorted(site.rglob("*.html")):
-        if "gallery" in page.parts or page.name == "404.html":
+    for page, text in html(pages).items():
+        if "gallery" in page.relative_to(site).parts or page.name == "404.html":
             continue                    # executed notebooks: their anchors are nbconvert's
-        for target, anchor in set(HREF.findall(page.read_text(errors="replace"))):
+        for target, anchor in set(HREF.findall(text)):
             where = (page.parent / target).resolve() if target else page
-            if anchor not in ids_of(where):
+            if anchor not in ids.get(where, set()):
                 dead.append(f"{page.relative_to(site)} → {target or ''}#{anchor}")
     return dead
 
@@ -66,23 +70,23 @@ HTML = set("""a abbr article aside audio b blockquote body br button caption cli
     tbody td template textarea tfoot th thead time title tr u ul video""".split())
 
 
-def swallowed_placeholders(site: Path) -> list[str]:
+def swallowed_placeholders(site: Path, pages: dict[Path, str]) -> list[str]:
     """Pages with a "tag" that is no HTML element: a placeholder the page does not show."""
-    return [f"{page.relative_to(site)}: <{tag}>" for page in sorted(site.rglob("*.html"))
-            for tag in sorted({t.lower() for t in TAG.findall(page.read_text(errors="replace"))} - HTML)]
+    return [f"{page.relative_to(site)}: <{tag}>" for page, text in html(pages).items()
+            for tag in sorted({t.lower() for t in TAG.findall(text)} - HTML)]
 
 
-def machine_paths(site: Path) -> list[str]:
-    """Pages that show a path of the machine that built them (the checkout's, the home folder's)."""
+def machine_paths(site: Path, pages: dict[Path, str]) -> list[str]:
+    """Pages, and the gallery's downloads, that show a path of the machine that built them (the
+    checkout's, the home folder's)."""
     root, home = str(Path(__file__).resolve().parent.parent), str(Path.home())
-    pages = sorted([*site.rglob("*.html"), *site.rglob("*.ipynb")])     # the gallery's downloads too
-    return [f"{page.relative_to(site)} shows {where}" for page in pages
-            for where in (root, home) if where + "/" in page.read_text(errors="replace")]
+    return [f"{page.relative_to(site)} shows {where}" for page, text in pages.items()
+            for where in (root, home) if where + "/" in text]
 
 
-def widgets_from_a_cdn(site: Path) -> list[str]:
+def widgets_from_a_cdn(site: Path, pages: dict[Path, str]) -> list[str]:
     """Pages that would load Jupyter's widget renderer from unpkg.com (nothing drawn offline)."""
-    return [str(p.relative_to(site)) for p in sorted(site.rglob("*.html")) if "unpkg.com" in p.read_text(errors="replace")]
+    return [str(p.relative_to(site)) for p, text in html(pages).items() if "unpkg.com" in text]
 
 
 def main(site: str) -> int:
@@ -90,11 +94,12 @@ def main(site: str) -> int:
     if not index.is_file():
         print(f"check_site: {index} not found: build the site first (make docs)")
         return 1
+    site, pages = index.parent, read_pages(index.parent)
     problems = [f"heading inside a code block: {h}" for h in headings_in_code(Path("docs"))] + \
-        [f"anchor that leads nowhere: {a}" for a in dead_anchors(index.parent)] + \
-        [f"a path of the build machine: {m}" for m in machine_paths(index.parent)] + \
-        [f"a placeholder swallowed as an HTML tag: {t}" for t in swallowed_placeholders(index.parent)] + \
-        [f"widgets drawn by a CDN's script (nothing offline): {p}" for p in widgets_from_a_cdn(index.parent)]
+        [f"anchor that leads nowhere: {a}" for a in dead_anchors(site, pages)] + \
+        [f"a path of the build machine: {m}" for m in machine_paths(site, pages)] + \
+        [f"a placeholder swallowed as an HTML tag: {t}" for t in swallowed_placeholders(site, pages)] + \
+        [f"widgets drawn by a CDN's script (nothing offline): {p}" for p in widgets_from_a_cdn(site, pages)]
     if problems:
         print("check_site:\n  " + "\n  ".join(problems))
         return 1
